@@ -1,0 +1,69 @@
+//! Which threads are tracked vCPU threads, and the maps every probe shares.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use monitor_common::{ThreadState, MAP_ERROR_SLOTS};
+
+/// One bit per thread id (max_entries is set at load time from the kernel's pid_max).
+#[map(name = "TRACKED_TIDS")]
+pub static TRACKED_TIDS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per tracked thread: when it went on CPU, which socket it last ran on (size set at load time).
+#[map(name = "THREAD_STATE")]
+pub static THREAD_STATE: HashMap<u32, ThreadState> = HashMap::with_max_entries(1, 0);
+
+/// Socket of every possible CPU, from the daemon's topology (size set at load time).
+#[map(name = "CPU_SOCKET")]
+pub static CPU_SOCKET: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Failed map updates, by `monitor_common::MapError`.
+#[map(name = "MAP_ERRORS")]
+pub static MAP_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAP_ERROR_SLOTS, 0);
+
+/// Byte offset of `pid` in `struct task_struct`; set by the daemon from the kernel's BTF.
+/// Being read-only data, the verifier sees it as a constant, so `task + TASK_PID_OFFSET` is a
+/// checked direct field load, not a probe_read helper call.
+#[no_mangle]
+pub static TASK_PID_OFFSET: u32 = 0;
+
+/// Reads `task->pid` (the thread id) from a BTF task pointer.
+#[inline(always)]
+pub fn task_tid(task: *const u8) -> u32 {
+    // SAFETY: `task` is a trusted BTF pointer to a task_struct handed to us by the tracepoint,
+    // and the offset is the real offset of its `pid` member (the verifier checks both).
+    unsafe {
+        let offset = core::ptr::read_volatile(&TASK_PID_OFFSET) as usize;
+        *(task.add(offset) as *const u32)
+    }
+}
+
+/// Whether `tid` is a tracked vCPU thread.
+#[inline(always)]
+pub fn is_tracked(tid: u32) -> bool {
+    match TRACKED_TIDS.get(tid >> 6) {
+        Some(word) => (*word >> (tid & 63)) & 1 == 1,
+        None => false,
+    }
+}
+
+/// Stops tracking `tid` (its thread exited): later threads that reuse the id are not vCPUs.
+/// Not atomic: a racing update can at worst leave the bit set until the daemon's next rescan,
+/// which removes every thread that no longer exists.
+#[inline(always)]
+pub fn untrack(tid: u32) {
+    if let Some(word) = TRACKED_TIDS.get_ptr_mut(tid >> 6) {
+        // SAFETY: the pointer comes from a successful array lookup.
+        unsafe { *word &= !(1u64 << (tid & 63)) };
+    }
+}
+
+/// Counts a failed map update so the daemon can export it.
+#[inline(always)]
+pub fn count_map_error(slot: monitor_common::MapError) {
+    if let Some(counter) = MAP_ERRORS.get_ptr_mut(slot as u32) {
+        // SAFETY: per-CPU slot from a successful lookup; only this CPU writes it.
+        unsafe { *counter += 1 };
+    }
+}

@@ -1,0 +1,532 @@
+//! Loads, attaches and reads pinsight's eBPF probes.
+//!
+//! *Prepare* (load and verify every program, size the maps) is separate from *attach*: a probe
+//! whose attach point is missing is skipped with the reason, reported through
+//! [`Probes::status`], and the others keep working.
+
+mod btf;
+mod tracefs;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
+use std::path::Path;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
+use monitor_common::{globals, maps, programs, ExitKey, ThreadState, MAP_ERROR_SLOTS};
+use serde::Serialize;
+
+pub use btf::BtfError;
+pub use tracefs::TracefsError;
+
+/// The daemon's probes, compiled by build.rs and embedded here.
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Which tracepoint feeds the KVM exit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KvmExitSource {
+    /// kvm_exit where it fires (bare-metal VMX/SVM), else kvm_userspace_exit.
+    #[default]
+    Auto,
+    /// Every hardware exit with its VMX/SVM reason.
+    KvmExit,
+    /// Exits that reach the VMM (IO, MMIO, ...); fires under nested KVM too.
+    KvmUserspaceExit,
+    /// No KVM exit probe.
+    Off,
+}
+
+/// Sizes and choices for loading the probes.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Capacity of the per-thread maps: the most vCPU threads tracked at once.
+    pub max_threads: u32,
+    /// Capacity of the (thread, exit reason) map.
+    pub max_exit_keys: u32,
+    /// KVM exit source.
+    pub kvm_exit_source: KvmExitSource,
+    /// Socket id of each CPU (CPUs absent here are "unknown" to the probes).
+    pub cpu_sockets: BTreeMap<u32, u32>,
+}
+
+/// Errors loading or using the probes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The kernel's BTF could not give us task_struct's layout.
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    /// Loading the object (verifier, map creation) failed.
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program failed to load or attach.
+    #[error("program {program}: {source}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// aya's error.
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("map {map}: {source}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// aya's error.
+        source: aya::maps::MapError,
+    },
+    /// The object lacks something the daemon expects (a build mismatch).
+    #[error("the embedded eBPF object has no {0}")]
+    Missing(&'static str),
+    /// More vCPU threads than the maps hold.
+    #[error("cannot track thread {tid}: {tracked} threads tracked, maps hold {capacity} (raise probes.max_threads)")]
+    Full {
+        /// The thread.
+        tid: u32,
+        /// Threads tracked now.
+        tracked: usize,
+        /// Map capacity.
+        capacity: u32,
+    },
+}
+
+/// Whether a probe is attached, and if not why.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeStatus {
+    /// Attached and running.
+    pub attached: bool,
+    /// The attach point, or why it was skipped.
+    pub detail: String,
+}
+
+/// Counters of one tracked thread, cumulative since it was tracked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThreadCounters {
+    /// On-CPU nanoseconds, indexed by CPU id (includes the stint in progress).
+    pub run_ns_by_cpu: Vec<u64>,
+    /// Moves between sockets.
+    pub cross_socket_migrations: u64,
+    /// KVM exits per reason code, each indexed by CPU id.
+    pub exits: BTreeMap<u32, Vec<u64>>,
+}
+
+/// Run time and count of one program, from the kernel's bpf_stats.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramStats {
+    /// Program name.
+    pub program: &'static str,
+    /// Total run time in nanoseconds.
+    pub run_time_ns: u64,
+    /// Number of runs.
+    pub run_count: u64,
+}
+
+/// Map fill level.
+#[derive(Debug, Clone, Serialize)]
+pub struct MapUsage {
+    /// Map name.
+    pub map: &'static str,
+    /// Entries in use.
+    pub entries: u64,
+    /// Capacity.
+    pub capacity: u64,
+}
+
+/// The loaded probes and the maps the daemon reads and writes.
+pub struct Probes {
+    ebpf: Ebpf,
+    tracked_tids: Array<MapData, u64>,
+    thread_state: HashMap<MapData, u32, ThreadState>,
+    run_ns: PerCpuHashMap<MapData, u32, u64>,
+    kvm_exits: PerCpuHashMap<MapData, ExitKey, u64>,
+    map_errors: PerCpuArray<MapData, u64>,
+    status: BTreeMap<&'static str, ProbeStatus>,
+    /// Our copy of the bitmap words, so tracking one thread is one map write.
+    words: StdHashMap<u32, u64>,
+    tracked: BTreeSet<u32>,
+    bitmap_words: u32,
+    nr_cpus: usize,
+    options: ProbeOptions,
+    exit_source: Option<&'static str>,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
+    move |source| ProbeError::Map { map, source }
+}
+
+fn prog_err(program: &'static str) -> impl Fn(aya::programs::ProgramError) -> ProbeError {
+    move |source| ProbeError::Program { program, source }
+}
+
+impl Probes {
+    /// Loads and verifies every program, then attaches what this kernel offers.
+    /// Fails only when sched_switch, the probe everything else depends on, cannot run.
+    pub fn load(options: ProbeOptions) -> Result<Probes, ProbeError> {
+        let pid_offset = btf::member_offset(Path::new(VMLINUX_BTF), "task_struct", "pid")?;
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(1 << 22);
+        let bitmap_words = pid_max.div_ceil(64);
+        let nr_cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| map_err(maps::RUN_NS)(aya::maps::MapError::IoError(e)))?;
+        let kvm_offsets = kvm_offsets();
+        let mut loader = EbpfLoader::new();
+        loader
+            .set_global(globals::TASK_PID_OFFSET, &pid_offset, true)
+            .set_max_entries(maps::TRACKED_TIDS, bitmap_words)
+            .set_max_entries(maps::THREAD_STATE, options.max_threads)
+            .set_max_entries(maps::RUN_NS, options.max_threads)
+            .set_max_entries(maps::KVM_EXITS, options.max_exit_keys)
+            .set_max_entries(maps::CPU_SOCKET, nr_cpus as u32);
+        for (name, value) in &kvm_offsets {
+            loader.set_global(name, value, true);
+        }
+        let mut ebpf = loader.load(PROBES_OBJECT)?;
+        // aya-log forwards the probes' rare warnings (a full map) into our log; it reads them
+        // on the tokio runtime, so it is only set up when there is one (not in plain tests).
+        if tokio::runtime::Handle::try_current().is_ok() {
+            if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
+                tracing::debug!("probe logging unavailable: {e}");
+            }
+        }
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(ProbeError::Missing(name))
+        };
+        let mut cpu_socket: Array<MapData, u32> =
+            Array::try_from(take(&mut ebpf, maps::CPU_SOCKET)?).map_err(map_err(maps::CPU_SOCKET))?;
+        for cpu in 0..nr_cpus as u32 {
+            let socket = options
+                .cpu_sockets
+                .get(&cpu)
+                .copied()
+                .unwrap_or(monitor_common::UNKNOWN_SOCKET);
+            cpu_socket.set(cpu, socket, 0).map_err(map_err(maps::CPU_SOCKET))?;
+        }
+        let mut probes = Probes {
+            tracked_tids: Array::try_from(take(&mut ebpf, maps::TRACKED_TIDS)?)
+                .map_err(map_err(maps::TRACKED_TIDS))?,
+            thread_state: HashMap::try_from(take(&mut ebpf, maps::THREAD_STATE)?)
+                .map_err(map_err(maps::THREAD_STATE))?,
+            run_ns: PerCpuHashMap::try_from(take(&mut ebpf, maps::RUN_NS)?)
+                .map_err(map_err(maps::RUN_NS))?,
+            kvm_exits: PerCpuHashMap::try_from(take(&mut ebpf, maps::KVM_EXITS)?)
+                .map_err(map_err(maps::KVM_EXITS))?,
+            map_errors: PerCpuArray::try_from(take(&mut ebpf, maps::MAP_ERRORS)?)
+                .map_err(map_err(maps::MAP_ERRORS))?,
+            ebpf,
+            status: BTreeMap::new(),
+            words: StdHashMap::new(),
+            tracked: BTreeSet::new(),
+            bitmap_words,
+            nr_cpus,
+            options,
+            exit_source: None,
+        };
+        probes.attach_sched()?;
+        probes.attach_kvm();
+        Ok(probes)
+    }
+
+    fn attach_btf(&mut self, program: &'static str, btf: &Btf) -> Result<(), ProbeError> {
+        let prog: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(ProbeError::Missing(program))?
+            .try_into()
+            .map_err(prog_err(program))?;
+        prog.load(program, btf).map_err(prog_err(program))?;
+        prog.attach().map_err(prog_err(program))?;
+        Ok(())
+    }
+
+    fn attach_sched(&mut self) -> Result<(), ProbeError> {
+        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(aya::EbpfError::BtfError(e)))?;
+        // sched_switch is the probe the product is about: without it, fail loudly.
+        self.attach_btf(programs::SCHED_SWITCH, &btf)?;
+        self.set_status(programs::SCHED_SWITCH, true, "tp_btf/sched_switch".into());
+        match self.attach_btf(programs::SCHED_PROCESS_EXIT, &btf) {
+            Ok(()) => self.set_status(
+                programs::SCHED_PROCESS_EXIT,
+                true,
+                "tp_btf/sched_process_exit".into(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "sched_process_exit probe skipped: exited vCPU threads are untracked at the next rescan instead");
+                self.set_status(programs::SCHED_PROCESS_EXIT, false, e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_kvm(&mut self) {
+        let wanted = self.options.kvm_exit_source;
+        let candidates: &[&'static str] = match wanted {
+            KvmExitSource::Off => &[],
+            KvmExitSource::KvmExit => &[programs::KVM_EXIT],
+            KvmExitSource::KvmUserspaceExit => &[programs::KVM_USERSPACE_EXIT],
+            KvmExitSource::Auto => &[programs::KVM_EXIT, programs::KVM_USERSPACE_EXIT],
+        };
+        for name in [programs::KVM_EXIT, programs::KVM_USERSPACE_EXIT] {
+            if !candidates.contains(&name) {
+                let why = format!("not selected (kvm_exit_source = {wanted:?})");
+                self.set_status(name, false, why);
+            }
+        }
+        for &name in candidates {
+            if self.exit_source.is_some() {
+                self.set_status(name, false, format!("{} is in use", self.exit_source.unwrap_or("")));
+                continue;
+            }
+            let result = self.attach_tracepoint(name);
+            match result {
+                Ok(()) => {
+                    tracing::info!(source = name, "KVM exit probe attached to kvm:{name}");
+                    self.exit_source = Some(name);
+                    self.set_status(name, true, format!("tracepoint/kvm/{name}"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "KVM exit probe kvm:{name} skipped");
+                    self.set_status(name, false, e.to_string());
+                }
+            }
+        }
+        if self.exit_source.is_none() && wanted != KvmExitSource::Off {
+            tracing::warn!("no KVM exit source attached: exit counts will be missing");
+        }
+    }
+
+    fn attach_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
+        if !tracefs::exists("kvm", name) {
+            return Err(ProbeError::Missing(match name {
+                programs::KVM_EXIT => "tracepoint kvm:kvm_exit on this kernel",
+                _ => "tracepoint kvm:kvm_userspace_exit on this kernel",
+            }));
+        }
+        let prog: &mut TracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::Missing(name))?
+            .try_into()
+            .map_err(prog_err(name))?;
+        prog.load().map_err(prog_err(name))?;
+        prog.attach("kvm", name).map_err(prog_err(name))?;
+        Ok(())
+    }
+
+    fn set_status(&mut self, probe: &'static str, attached: bool, detail: String) {
+        self.status.insert(probe, ProbeStatus { attached, detail });
+    }
+
+    /// Every probe with whether it is attached and why not.
+    pub fn status(&self) -> &BTreeMap<&'static str, ProbeStatus> {
+        &self.status
+    }
+
+    /// Name of the KVM exit source in use, if any.
+    pub fn exit_source(&self) -> Option<&'static str> {
+        self.exit_source
+    }
+
+    /// Number of possible CPUs (the length of per-CPU values).
+    pub fn nr_cpus(&self) -> usize {
+        self.nr_cpus
+    }
+
+    /// Threads tracked now.
+    pub fn tracked(&self) -> &BTreeSet<u32> {
+        &self.tracked
+    }
+
+    /// Starts accounting `tid` as a vCPU thread.
+    pub fn track(&mut self, tid: u32) -> Result<(), ProbeError> {
+        if self.tracked.contains(&tid) {
+            return Ok(());
+        }
+        if self.tracked.len() >= self.options.max_threads as usize || tid / 64 >= self.bitmap_words
+        {
+            return Err(ProbeError::Full {
+                tid,
+                tracked: self.tracked.len(),
+                capacity: self.options.max_threads,
+            });
+        }
+        // State and counters first, the bit last: the probes never see a half-tracked thread.
+        self.thread_state
+            .insert(tid, ThreadState::new(), 0)
+            .map_err(map_err(maps::THREAD_STATE))?;
+        let zeros = PerCpuValues::try_from(vec![0u64; self.nr_cpus])
+            .map_err(|e| map_err(maps::RUN_NS)(aya::maps::MapError::IoError(e)))?;
+        self.run_ns.insert(tid, zeros, 0).map_err(map_err(maps::RUN_NS))?;
+        self.set_bit(tid, true)?;
+        self.tracked.insert(tid);
+        Ok(())
+    }
+
+    /// Stops accounting `tid` and frees its map entries, returning its final counters.
+    pub fn untrack(&mut self, tid: u32) -> Result<ThreadCounters, ProbeError> {
+        self.set_bit(tid, false)?;
+        let exits = self.read_exits()?;
+        let last = self.read_thread(tid, &exits);
+        let _ = self.thread_state.remove(&tid);
+        let _ = self.run_ns.remove(&tid);
+        for reason in last.exits.keys() {
+            let _ = self.kvm_exits.remove(&ExitKey { tid, reason: *reason });
+        }
+        self.tracked.remove(&tid);
+        Ok(last)
+    }
+
+    fn set_bit(&mut self, tid: u32, on: bool) -> Result<(), ProbeError> {
+        let index = tid / 64;
+        let word = self.words.entry(index).or_insert(0);
+        if on {
+            *word |= 1 << (tid % 64);
+        } else {
+            *word &= !(1 << (tid % 64));
+        }
+        let value = *word;
+        if value == 0 {
+            self.words.remove(&index);
+        }
+        self.tracked_tids
+            .set(index, value, 0)
+            .map_err(map_err(maps::TRACKED_TIDS))
+    }
+
+    /// Cumulative counters of every tracked thread: one pass over each map.
+    pub fn read(&self) -> Result<BTreeMap<u32, ThreadCounters>, ProbeError> {
+        let exits = self.read_exits()?;
+        Ok(self
+            .tracked
+            .iter()
+            .map(|&tid| (tid, self.read_thread(tid, &exits)))
+            .collect())
+    }
+
+    fn read_exits(&self) -> Result<StdHashMap<u32, BTreeMap<u32, Vec<u64>>>, ProbeError> {
+        let mut exits: StdHashMap<u32, BTreeMap<u32, Vec<u64>>> = StdHashMap::new();
+        for entry in self.kvm_exits.iter() {
+            // An entry removed between get_next_key and lookup is not an error worth failing on.
+            let Ok((key, values)) = entry else { continue };
+            exits.entry(key.tid).or_default().insert(key.reason, values.to_vec());
+        }
+        Ok(exits)
+    }
+
+    fn read_thread(
+        &self,
+        tid: u32,
+        exits: &StdHashMap<u32, BTreeMap<u32, Vec<u64>>>,
+    ) -> ThreadCounters {
+        let mut run_ns_by_cpu = self
+            .run_ns
+            .get(&tid, 0)
+            .map(|v| v.to_vec())
+            .unwrap_or_else(|_| vec![0; self.nr_cpus]);
+        let state = self.thread_state.get(&tid, 0).unwrap_or_default();
+        // A vCPU that keeps its CPU is not switched out for long stretches: add the stint in
+        // progress so run time does not lag behind until the next context switch.
+        if state.on_cpu_since_ns != 0 {
+            let now = monotonic_ns();
+            if let Some(slot) = run_ns_by_cpu.get_mut(state.last_cpu as usize) {
+                *slot += now.saturating_sub(state.on_cpu_since_ns);
+            }
+        }
+        ThreadCounters {
+            run_ns_by_cpu,
+            cross_socket_migrations: state.cross_socket_migrations,
+            exits: exits.get(&tid).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Failed map updates inside the probes, summed over CPUs, by slot.
+    pub fn map_errors(&self) -> u64 {
+        (0..MAP_ERROR_SLOTS)
+            .filter_map(|slot| self.map_errors.get(&slot, 0).ok())
+            .map(|values| values.iter().sum::<u64>())
+            .sum()
+    }
+
+    /// Entries in use and capacity of the maps that grow with the number of VMs.
+    pub fn map_usage(&self) -> Vec<MapUsage> {
+        let exit_entries = self.kvm_exits.keys().count() as u64;
+        vec![
+            MapUsage {
+                map: maps::THREAD_STATE,
+                entries: self.tracked.len() as u64,
+                capacity: self.options.max_threads.into(),
+            },
+            MapUsage {
+                map: maps::RUN_NS,
+                entries: self.tracked.len() as u64,
+                capacity: self.options.max_threads.into(),
+            },
+            MapUsage {
+                map: maps::KVM_EXITS,
+                entries: exit_entries,
+                capacity: self.options.max_exit_keys.into(),
+            },
+        ]
+    }
+
+    /// Run time and count per attached program; None when kernel.bpf_stats_enabled is 0.
+    pub fn program_stats(&self) -> Option<Vec<ProgramStats>> {
+        if !bpf_stats_enabled() {
+            return None;
+        }
+        let stats = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let program = self.status.keys().copied().find(|p| *p == name)?;
+                let info = prog.info().ok()?;
+                Some(ProgramStats {
+                    program,
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                    run_count: info.run_count(),
+                })
+            })
+            .collect();
+        Some(stats)
+    }
+}
+
+/// Whether the kernel counts BPF program run time (`kernel.bpf_stats_enabled`).
+pub fn bpf_stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Record offsets for the KVM tracepoints, falling back to the compiled-in defaults (the
+/// layout of every kernel since 5.x) when tracefs does not say.
+fn kvm_offsets() -> Vec<(&'static str, u32)> {
+    let fields = [
+        (globals::KVM_EXIT_REASON_OFFSET, "kvm_exit", "exit_reason"),
+        (globals::KVM_EXIT_ISA_OFFSET, "kvm_exit", "isa"),
+        (globals::KVM_USERSPACE_EXIT_REASON_OFFSET, "kvm_userspace_exit", "reason"),
+    ];
+    fields
+        .iter()
+        .filter_map(|(global, event, field)| {
+            tracefs::field_offset("kvm", event, field)
+                .map(|offset| (*global, offset))
+                .map_err(|e| tracing::debug!("{e}"))
+                .ok()
+        })
+        .collect()
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs everything pinsight needs on a Debian 12 host, as root. Idempotent: every step
+# checks first, so a machine that already has some of it only gets what is missing.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (eBPF, libvirtd and /dev/kvm need it)"
+export DEBIAN_FRONTEND=noninteractive
+
+# Debian packages: libvirt + QEMU/KVM (the real VMs), libvirt-dev/pkg-config (virt crate),
+# bpftool and linux-perf (probe cost and independent event counts), prometheus (promtool
+# and the end-to-end test), binutils (assembles the busy test guest), curl (tests scrape).
+PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 pkg-config
+          bpftool linux-perf prometheus binutils curl ca-certificates systemd)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  # Services must not be started by the package scripts (no systemd here); we start them below.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  rm -f /usr/sbin/policy-rc.d
+else
+  log "Debian packages already installed"
+fi
+
+# Rust: the eBPF crate is built with nightly and -Z build-std=core, which needs rust-src.
+command -v rustup >/dev/null || die "rustup not found: install the Rust toolchain (rustup) first"
+rustup toolchain list | grep -q '^nightly' || { log "installing nightly toolchain"; rustup toolchain install nightly --profile minimal; }
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "adding rust-src to nightly"
+  rustup component add rust-src --toolchain nightly
+fi
+# bpf-linker 0.10.3 links with rustc's own LLVM; newer releases need a system LLVM Debian 12 lacks.
+if ! bpf-linker --version 2>/dev/null | grep -q '0\.10\.3'; then
+  log "installing bpf-linker 0.10.3 (about a minute)"
+  cargo install bpf-linker@0.10.3 --locked
+fi
+
+# tracefs: the tracepoints pinsight and perf attach to are listed there.
+if [ ! -e /sys/kernel/tracing/events ]; then
+  log "mounting tracefs on /sys/kernel/tracing"
+  mount -t tracefs nodev /sys/kernel/tracing
+fi
+
+# libvirt runs QEMU as root: /dev/kvm is root-only on these hosts.
+if ! grep -qE '^user *= *"root"' /etc/libvirt/qemu.conf; then
+  log "configuring libvirt QEMU driver to run as root"
+  printf 'user = "root"\ngroup = "root"\n' >> /etc/libvirt/qemu.conf
+fi
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+mkdir -p /run/libvirt
+if ! pid_alive /run/virtlogd.pid; then log "starting virtlogd"; virtlogd -d; fi
+if ! pid_alive /run/libvirtd.pid; then log "starting libvirtd"; libvirtd -d; fi
+for _ in $(seq 50); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.2; done
+virsh -c qemu:///system version >/dev/null 2>&1 || die "libvirtd started but qemu:///system does not answer"
+[ -w /dev/kvm ] || die "/dev/kvm is missing or not writable: KVM is required for the VM tests"
+log "ready"
