@@ -1,4 +1,18 @@
 //! pinsight: sees, explains and fixes GPU VMs whose vCPUs run on the wrong socket.
+//!
+//! Data flows one way: `topology` (sysfs) and `inventory` (libvirt, /proc) and `probes`
+//! (eBPF maps) are the sources; `accounting` turns their readings into per-VM figures;
+//! `metrics`, `status` and `http` show them; `daemon` runs the loop.
 
+pub mod accounting;
+pub mod cli;
+pub mod config;
 pub mod cpuset;
+pub mod daemon;
+pub mod exit_reasons;
+pub mod http;
+pub mod inventory;
+pub mod metrics;
 pub mod probes;
+pub mod status;
+pub mod topology;

@@ -263,12 +263,13 @@ impl Probes {
 
     fn attach_kvm(&mut self) {
         let wanted = self.options.kvm_exit_source;
-        let candidates: &[&'static str] = match wanted {
-            KvmExitSource::Off => &[],
-            KvmExitSource::KvmExit => &[programs::KVM_EXIT],
-            KvmExitSource::KvmUserspaceExit => &[programs::KVM_USERSPACE_EXIT],
-            KvmExitSource::Auto => &[programs::KVM_EXIT, programs::KVM_USERSPACE_EXIT],
-        };
+        let vendor = kvm_vendor_module(Path::new("/sys/module"));
+        let candidates = exit_source_candidates(wanted, vendor);
+        tracing::info!(
+            ?wanted,
+            vendor = vendor.unwrap_or("none"),
+            "KVM exit sources to try: {candidates:?}"
+        );
         for name in [programs::KVM_EXIT, programs::KVM_USERSPACE_EXIT] {
             if !candidates.contains(&name) {
                 let why = format!("not selected (kvm_exit_source = {wanted:?})");
@@ -494,6 +495,31 @@ impl Probes {
     }
 }
 
+/// The KVM vendor module loaded on this host, if any (kvm_intel, kvm_amd, kvm_pvm, ...).
+pub fn kvm_vendor_module(module_dir: &Path) -> Option<&'static str> {
+    ["kvm_intel", "kvm_amd", "kvm_pvm"]
+        .into_iter()
+        .find(|m| module_dir.join(m).exists())
+}
+
+/// Which exit tracepoints to try, in order. kvm:kvm_exit exists on every x86 kernel but only
+/// fires under hardware-assisted KVM (VMX/SVM); under other flavours (nested PVM) only exits
+/// that reach the VMM are visible, through kvm:kvm_userspace_exit.
+pub fn exit_source_candidates(
+    wanted: KvmExitSource,
+    vendor: Option<&str>,
+) -> &'static [&'static str] {
+    match wanted {
+        KvmExitSource::Off => &[],
+        KvmExitSource::KvmExit => &[programs::KVM_EXIT],
+        KvmExitSource::KvmUserspaceExit => &[programs::KVM_USERSPACE_EXIT],
+        KvmExitSource::Auto => match vendor {
+            Some("kvm_intel" | "kvm_amd") => &[programs::KVM_EXIT, programs::KVM_USERSPACE_EXIT],
+            _ => &[programs::KVM_USERSPACE_EXIT],
+        },
+    }
+}
+
 /// Whether the kernel counts BPF program run time (`kernel.bpf_stats_enabled`).
 pub fn bpf_stats_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
@@ -529,4 +555,27 @@ fn kvm_offsets() -> Vec<(&'static str, u32)> {
                 .ok()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_kvm_exit_only_under_hardware_kvm() {
+        let auto = KvmExitSource::Auto;
+        assert_eq!(exit_source_candidates(auto, Some("kvm_intel"))[0], programs::KVM_EXIT);
+        assert_eq!(exit_source_candidates(auto, Some("kvm_amd"))[0], programs::KVM_EXIT);
+        assert_eq!(exit_source_candidates(auto, Some("kvm_pvm")), &[programs::KVM_USERSPACE_EXIT]);
+        assert_eq!(exit_source_candidates(auto, None), &[programs::KVM_USERSPACE_EXIT]);
+        let forced = exit_source_candidates(KvmExitSource::KvmExit, Some("kvm_pvm"));
+        assert_eq!(forced, &[programs::KVM_EXIT]);
+        assert!(exit_source_candidates(KvmExitSource::Off, Some("kvm_intel")).is_empty());
+    }
+
+    #[test]
+    fn this_host_has_a_kvm_vendor_module() {
+        // The testbed runs nested PVM KVM; a bare-metal CI host would show kvm_intel/kvm_amd.
+        assert!(kvm_vendor_module(Path::new("/sys/module")).is_some(), "no KVM module loaded");
+    }
 }

@@ -1,0 +1,129 @@
+//! The libvirt connection: list running domains and read their XML.
+
+use virt::connect::Connect;
+use virt::domain::Domain;
+
+use super::{build_vm, domain_xml, HostPaths, Inventory};
+use crate::topology::Topology;
+
+/// libvirt could not be reached or answered with an error for the whole host.
+#[derive(Debug, thiserror::Error)]
+pub enum LibvirtError {
+    /// Opening the connection failed.
+    #[error("cannot connect to libvirt at {uri}: {message}")]
+    Connect {
+        /// Connection URI.
+        uri: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// Listing domains failed (libvirtd went away, say).
+    #[error("libvirt at {uri} failed to list domains: {message}")]
+    List {
+        /// Connection URI.
+        uri: String,
+        /// libvirt's message.
+        message: String,
+    },
+}
+
+/// A lazily (re)opened connection to libvirtd.
+pub struct Libvirt {
+    uri: String,
+    conn: Option<Connect>,
+}
+
+impl Libvirt {
+    /// A connection to `uri`, opened on first use and reopened after failures
+    /// (libvirtd restarts are expected).
+    pub fn new(uri: &str) -> Self {
+        // libvirt prints every error to stderr by default; we report them ourselves.
+        virt::error::clear_error_callback();
+        Libvirt {
+            uri: uri.to_string(),
+            conn: None,
+        }
+    }
+
+    /// The URI this connection uses.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The open connection, opening it if needed.
+    pub fn connection(&mut self) -> Result<&Connect, LibvirtError> {
+        let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
+        if !alive {
+            self.conn = None;
+            let conn = Connect::open(Some(&self.uri)).map_err(|e| LibvirtError::Connect {
+                uri: self.uri.clone(),
+                message: e.message().to_string(),
+            })?;
+            self.conn = Some(conn);
+        }
+        self.conn.as_ref().ok_or_else(|| LibvirtError::Connect {
+            uri: self.uri.clone(),
+            message: "connection lost".into(),
+        })
+    }
+
+    /// Running domains by name.
+    pub fn lookup(&mut self, name: &str) -> Result<Domain, LibvirtError> {
+        let uri = self.uri.clone();
+        let conn = self.connection()?;
+        conn.lookup_domain_by_name(name).map_err(|e| LibvirtError::List {
+            uri,
+            message: format!("domain {name}: {}", e.message()),
+        })
+    }
+
+    /// Scans every running domain. Per-domain trouble goes into `problems`; only a failure
+    /// to talk to libvirt at all is an error.
+    pub fn scan(&mut self, topology: &Topology, paths: &HostPaths) -> Result<Inventory, LibvirtError> {
+        let uri = self.uri.clone();
+        let list = self
+            .connection()?
+            .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            .map_err(|e| {
+                LibvirtError::List {
+                    uri: uri.clone(),
+                    message: e.message().to_string(),
+                }
+            });
+        let domains = match list {
+            Ok(domains) => domains,
+            Err(e) => {
+                self.conn = None;
+                return Err(e);
+            }
+        };
+        let mut inventory = Inventory::default();
+        for domain in domains {
+            let name = domain.name().unwrap_or_else(|_| "unknown".into());
+            // The domain may stop between listing and reading: that is a problem line, not a
+            // failed scan.
+            let xml = match domain.xml_desc(0) {
+                Ok(xml) => xml,
+                Err(e) => {
+                    inventory
+                        .problems
+                        .push(format!("domain {name}: cannot read XML: {}", e.message()));
+                    continue;
+                }
+            };
+            let spec = match domain_xml::parse_domain_xml(&xml) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    inventory.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            match build_vm(spec, topology, paths, &mut inventory.problems) {
+                Ok(vm) => inventory.vms.push(vm),
+                Err(problem) => inventory.problems.push(problem),
+            }
+        }
+        inventory.vms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(inventory)
+    }
+}

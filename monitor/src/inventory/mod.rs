@@ -1,0 +1,172 @@
+//! What runs on the host: libvirt domains, their QEMU process and vCPU threads, their GPUs.
+//!
+//! One scan gives an [`Inventory`]. A domain that vanishes mid-scan, has unreadable XML or an
+//! odd /proc is reported in [`Inventory::problems`] and the scan goes on with the others; only
+//! an unreachable libvirtd fails the scan as a whole.
+
+pub mod domain_xml;
+mod libvirt;
+mod threads;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cpuset::CpuSet;
+use crate::topology::Topology;
+pub use domain_xml::{DomainSpec, GpuRef};
+pub use libvirt::{Libvirt, LibvirtError};
+
+/// A GPU of a VM and where it sits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gpu {
+    /// PCI address of the device (the parent device for an mdev).
+    pub address: String,
+    /// NUMA node of the device, if the topology knows it.
+    pub node: Option<u32>,
+    /// How we know of it: "hostdev", "mdev" or "declared".
+    pub source: &'static str,
+}
+
+/// One vCPU thread of a VM.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VcpuThread {
+    /// vCPU index in the guest.
+    pub vcpu: u32,
+    /// Host thread id.
+    pub tid: u32,
+    /// CPUs the thread may run on now (its affinity).
+    pub allowed_cpus: CpuSet,
+}
+
+/// A running VM as pinsight sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Vm {
+    /// libvirt domain name.
+    pub name: String,
+    /// Domain UUID.
+    pub uuid: String,
+    /// QEMU process id.
+    pub pid: u32,
+    /// vCPU threads, by vCPU index.
+    pub vcpus: Vec<VcpuThread>,
+    /// GPUs with their nodes.
+    pub gpus: Vec<Gpu>,
+    /// Distinct NUMA nodes of the GPUs that have one, ascending.
+    pub gpu_nodes: Vec<u32>,
+    /// Everything read from the domain XML.
+    pub spec: DomainSpec,
+}
+
+/// The running VMs, plus what could not be read and why.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Inventory {
+    /// VMs, sorted by name.
+    pub vms: Vec<Vm>,
+    /// One line per domain or device that could not be read fully.
+    pub problems: Vec<String>,
+}
+
+/// Where to find the host's view of QEMU processes.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    /// sysfs root (a fixture in tests).
+    pub sysfs_root: PathBuf,
+    /// libvirt's QEMU state directory with NAME.pid files.
+    pub qemu_run_dir: PathBuf,
+    /// procfs root.
+    pub proc_root: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        HostPaths {
+            sysfs_root: PathBuf::from("/sys"),
+            qemu_run_dir: PathBuf::from("/run/libvirt/qemu"),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// Builds a [`Vm`] from a domain's XML and the host's /proc; errors name the domain.
+pub fn build_vm(
+    spec: DomainSpec,
+    topology: &Topology,
+    paths: &HostPaths,
+    problems: &mut Vec<String>,
+) -> Result<Vm, String> {
+    let pid_file = paths.qemu_run_dir.join(format!("{}.pid", spec.name));
+    let pid = read_pid(&pid_file).map_err(|e| format!("domain {}: {e}", spec.name))?;
+    let vcpus = threads::vcpu_threads(&paths.proc_root, pid)
+        .map_err(|e| format!("domain {}: {e}", spec.name))?;
+    let gpus = resolve_gpus(&spec, topology, &paths.sysfs_root, problems);
+    let mut gpu_nodes: Vec<u32> = gpus.iter().filter_map(|g| g.node).collect();
+    gpu_nodes.sort_unstable();
+    gpu_nodes.dedup();
+    for warning in &spec.warnings {
+        problems.push(warning.clone());
+    }
+    Ok(Vm {
+        name: spec.name.clone(),
+        uuid: spec.uuid.clone(),
+        pid,
+        vcpus,
+        gpus,
+        gpu_nodes,
+        spec,
+    })
+}
+
+fn read_pid(path: &Path) -> Result<u32, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read QEMU pid file {}: {e}", path.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{}: {:?} is not a pid", path.display(), text.trim()))
+}
+
+/// Turns the domain's GPU references into devices with nodes. PCI hostdevs that sysfs knows
+/// and that are not GPUs (a NIC VF, say) are left out; declared GPUs always count.
+fn resolve_gpus(
+    spec: &DomainSpec,
+    topology: &Topology,
+    sysfs_root: &Path,
+    problems: &mut Vec<String>,
+) -> Vec<Gpu> {
+    let mut gpus = Vec::new();
+    for gpu in &spec.gpus {
+        let (address, source) = match gpu {
+            GpuRef::Pci { address } => {
+                let class = topology.pci.get(address).and_then(|d| d.class);
+                if class.is_some_and(|c| !Topology::is_gpu_class(c)) {
+                    continue;
+                }
+                (address.clone(), "hostdev")
+            }
+            GpuRef::Mdev { uuid } => match crate::topology::mdev_parent(sysfs_root, uuid) {
+                Ok(parent) => (parent, "mdev"),
+                Err(e) => {
+                    problems.push(format!("domain {}: mdev {uuid}: {e}", spec.name));
+                    continue;
+                }
+            },
+            GpuRef::Declared { address } => (address.clone(), "declared"),
+        };
+        let node = topology.pci_node(&address);
+        if node.is_none() {
+            problems.push(format!(
+                "domain {}: GPU {address} has no known NUMA node in {}",
+                spec.name,
+                sysfs_root.display()
+            ));
+        }
+        if !gpus.iter().any(|g: &Gpu| g.address == address) {
+            gpus.push(Gpu {
+                address,
+                node,
+                source,
+            });
+        }
+    }
+    gpus
+}
