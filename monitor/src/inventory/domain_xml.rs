@@ -1,0 +1,365 @@
+//! Reads what pinsight needs from a libvirt domain XML: identity, vCPUs, pins, GPUs, metadata.
+//!
+//! Pure parsing, no libvirt calls. Two kinds of input get two kinds of strictness: what libvirt
+//! itself wrote (name, uuid, `<vcpu>`, `<cputune>`, `<hostdev>`) is well formed on any real
+//! host, so anything odd there is an error (pinsight does not act on a domain it misreads);
+//! what an operator wrote in pinsight's metadata element is checked leniently: a bad
+//! declaration becomes a warning and is skipped, so a typo never hides the VM.
+
+use std::collections::BTreeMap;
+
+use roxmltree::{Document, Node};
+
+use crate::cpuset::CpuSet;
+
+/// Namespace of the operator's declarations for pinsight (pinsight never writes it).
+pub const PINSIGHT_DOMAIN_NS: &str = "urn:pinsight:domain:1";
+/// Namespace of what pinsight records about its own actions.
+pub const PINSIGHT_STATE_NS: &str = "urn:pinsight:state:1";
+/// Namespace of OpenStack Nova's instance metadata.
+pub const NOVA_NS: &str = "http://openstack.org/xmlns/libvirt/nova/1.1";
+/// Namespace written by older Nova releases; VMs they started still carry it.
+pub const NOVA_NS_LEGACY: &str = "http://openstack.org/xmlns/libvirt/nova/1.0";
+
+/// Used in messages when the domain's name cannot be read.
+const UNKNOWN_DOMAIN: &str = "unknown";
+
+/// Why a domain XML could not be read; every message names the domain and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainXmlError {
+    /// The text is not well-formed XML (truncated, garbage, empty).
+    #[error("domain {domain}: malformed XML: {reason}")]
+    Malformed {
+        /// The domain's name if it could be found in the text, else "unknown".
+        domain: String,
+        /// The XML parser's message, with line and column.
+        reason: String,
+    },
+    /// An element every domain has is absent or empty.
+    #[error("domain {domain}: missing or empty <{element}>")]
+    Missing {
+        /// The domain's name, or "unknown" when `<name>` is the missing element.
+        domain: String,
+        /// The element's name.
+        element: &'static str,
+    },
+    /// An element libvirt writes has a value pinsight cannot read.
+    #[error("domain {domain}: {reason}")]
+    Invalid {
+        /// The domain's name.
+        domain: String,
+        /// The element, the value and what is wrong with it.
+        reason: String,
+    },
+}
+
+/// What pinsight knows about one domain from its XML.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DomainSpec {
+    /// libvirt domain name.
+    pub name: String,
+    /// libvirt domain UUID as written in the XML.
+    pub uuid: String,
+    /// Number of vCPUs now (`<vcpu current=..>` if set, else the `<vcpu>` count).
+    pub vcpus: u32,
+    /// PCI and mdev hostdevs in device order, then declared GPUs not already attached.
+    pub gpus: Vec<GpuRef>,
+    /// Per-vCPU pins from `<cputune><vcpupin>`.
+    pub vcpu_pins: BTreeMap<u32, CpuSet>,
+    /// Emulator thread pin from `<cputune><emulatorpin>`.
+    pub emulator_pin: Option<CpuSet>,
+    /// Default placement of all vCPUs from `<vcpu cpuset=..>`.
+    pub vcpu_cpuset: Option<CpuSet>,
+    /// Nova's instance metadata, when an OpenStack compute node started the domain.
+    pub nova: Option<NovaInfo>,
+    /// The operator's repin policy for this domain.
+    pub policy: RepinPolicy,
+    /// Raw XML of pinsight's own state element, if any.
+    pub state: Option<String>,
+    /// Skipped operator declarations and ignored elements, each naming the domain and value.
+    pub warnings: Vec<String>,
+}
+
+/// A GPU (or a device that may be one: sysfs decides) attached to or declared for a domain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum GpuRef {
+    /// PCI pass-through hostdev, address normalised ("0000:3b:00.0").
+    Pci {
+        /// Host PCI address.
+        address: String,
+    },
+    /// Mediated device (vGPU slice); its parent GPU is found through sysfs.
+    Mdev {
+        /// mdev UUID, lowercase.
+        uuid: String,
+    },
+    /// A GPU the operator declared in pinsight's metadata element.
+    Declared {
+        /// Host PCI address, normalised.
+        address: String,
+    },
+}
+
+/// Labels from Nova's `<nova:instance>` element.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct NovaInfo {
+    /// The instance's display name (`<nova:name>`).
+    pub instance_name: Option<String>,
+    /// Owning project's name (`<nova:owner><nova:project>`).
+    pub project_name: Option<String>,
+    /// Owning project's id (`<nova:project uuid=..>`).
+    pub project_uuid: Option<String>,
+    /// Flavor name (`<nova:flavor name=..>`).
+    pub flavor_name: Option<String>,
+}
+
+/// The operator's repin policy from `<policy repin="on|off"/>`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RepinPolicy {
+    /// `Some(false)` opts the domain out of repinning; `None` follows the daemon's default.
+    pub repin: Option<bool>,
+}
+
+/// Parses a domain XML as `virsh dumpxml` prints it (live or inactive).
+pub fn parse_domain_xml(xml: &str) -> Result<DomainSpec, DomainXmlError> {
+    let doc = Document::parse(xml).map_err(|e| DomainXmlError::Malformed {
+        domain: guess_name(xml).unwrap_or_else(|| UNKNOWN_DOMAIN.to_string()),
+        reason: e.to_string(),
+    })?;
+    let root = doc.root_element();
+    let name = child_text(root, "name");
+    if root.tag_name().name() != "domain" || root.tag_name().namespace().is_some() {
+        return Err(DomainXmlError::Invalid {
+            domain: name.unwrap_or_else(|| UNKNOWN_DOMAIN.to_string()),
+            reason: format!("root element is <{}>, not <domain>", root.tag_name().name()),
+        });
+    }
+    let name = name.ok_or_else(|| DomainXmlError::Missing {
+        domain: UNKNOWN_DOMAIN.to_string(),
+        element: "name",
+    })?;
+    let invalid = |reason: String| DomainXmlError::Invalid {
+        domain: name.clone(),
+        reason,
+    };
+    let uuid = child_text(root, "uuid").ok_or_else(|| DomainXmlError::Missing {
+        domain: name.clone(),
+        element: "uuid",
+    })?;
+
+    let (vcpus, vcpu_cpuset) = read_vcpu(root).map_err(invalid)?;
+    let (vcpu_pins, emulator_pin) = read_cputune(root).map_err(invalid)?;
+    let mut gpus = read_hostdevs(root).map_err(invalid)?;
+
+    let metadata = metadata::read_metadata(xml, root, &name);
+    for gpu in metadata.declared_gpus {
+        // A declaration of an attached GPU adds nothing: the hostdev is the better evidence.
+        let attached = matches!(&gpu, GpuRef::Declared { address }
+            if gpus.contains(&GpuRef::Pci { address: address.clone() }));
+        if !attached && !gpus.contains(&gpu) {
+            gpus.push(gpu);
+        }
+    }
+
+    Ok(DomainSpec {
+        name,
+        uuid,
+        vcpus,
+        gpus,
+        vcpu_pins,
+        emulator_pin,
+        vcpu_cpuset,
+        nova: metadata.nova,
+        policy: metadata.policy,
+        state: metadata.state,
+        warnings: metadata.warnings,
+    })
+}
+
+/// Builds "0000:3b:00.0" from libvirt's address attributes ("0x3b" or "3b", any case);
+/// `None` if a part is not hex or out of range.
+pub fn pci_address_from_parts(
+    domain: &str,
+    bus: &str,
+    slot: &str,
+    function: &str,
+) -> Option<String> {
+    let hex = |text: &str, max: u32| -> Option<u32> {
+        let text = text.trim();
+        let digits = text
+            .strip_prefix("0x")
+            .or_else(|| text.strip_prefix("0X"))
+            .unwrap_or(text);
+        // from_str_radix accepts a leading '+', which is no part of an address.
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(digits, 16).ok().filter(|&v| v <= max)
+    };
+    let (domain, bus) = (hex(domain, u32::MAX)?, hex(bus, 0xff)?);
+    let (slot, function) = (hex(slot, 0x1f)?, hex(function, 7)?);
+    Some(format!("{domain:04x}:{bus:02x}:{slot:02x}.{function:x}"))
+}
+
+/// The vCPU count in use and the default cpuset from `<vcpu>`.
+fn read_vcpu(root: Node) -> Result<(u32, Option<CpuSet>), String> {
+    // libvirt gives a domain without <vcpu> one vCPU, and always prints the element.
+    let Some(vcpu) = child_elements(root, "vcpu").next() else {
+        return Ok((1, None));
+    };
+    let text = vcpu.text().unwrap_or("").trim();
+    let count = match vcpu.attribute("current") {
+        Some(current) => current.trim(),
+        None => text,
+    };
+    let vcpus = count
+        .parse::<u32>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("<vcpu> count {count:?} is not a positive number"))?;
+    let cpuset = vcpu
+        .attribute("cpuset")
+        .map(|s| parse_libvirt_cpuset(s).map_err(|e| format!("<vcpu cpuset>: {e}")))
+        .transpose()?;
+    Ok((vcpus, cpuset))
+}
+
+/// Per-vCPU pins and the emulator pin from `<cputune>`.
+type Cputune = (BTreeMap<u32, CpuSet>, Option<CpuSet>);
+
+/// Reads `<cputune>`'s `<vcpupin>` and `<emulatorpin>` elements.
+fn read_cputune(root: Node) -> Result<Cputune, String> {
+    let mut pins = BTreeMap::new();
+    let mut emulator = None;
+    for tune in child_elements(root, "cputune") {
+        for pin in child_elements(tune, "vcpupin") {
+            let vcpu_text = pin.attribute("vcpu").unwrap_or("");
+            let vcpu: u32 = vcpu_text
+                .trim()
+                .parse()
+                .map_err(|_| format!("<vcpupin vcpu={vcpu_text:?}> is not a vCPU number"))?;
+            let cpuset = required_cpuset(pin, &format!("<vcpupin vcpu='{vcpu}'>"))?;
+            if pins.insert(vcpu, cpuset).is_some() {
+                return Err(format!("<cputune> pins vCPU {vcpu} twice"));
+            }
+        }
+        if let Some(pin) = child_elements(tune, "emulatorpin").next() {
+            emulator = Some(required_cpuset(pin, "<emulatorpin>")?);
+        }
+    }
+    Ok((pins, emulator))
+}
+
+/// The `cpuset` attribute of a pin element, which must be present and valid.
+fn required_cpuset(pin: Node, what: &str) -> Result<CpuSet, String> {
+    let text = pin
+        .attribute("cpuset")
+        .ok_or_else(|| format!("{what} has no cpuset"))?;
+    parse_libvirt_cpuset(text).map_err(|e| format!("{what}: {e}"))
+}
+
+/// libvirt's cpuset syntax: the kernel list form plus "^N" exclusions ("0-5,^3").
+fn parse_libvirt_cpuset(text: &str) -> Result<CpuSet, String> {
+    let (excluded, included): (Vec<&str>, Vec<&str>) = text
+        .split(',')
+        .map(str::trim)
+        .partition(|item| item.starts_with('^'));
+    let include: CpuSet = included
+        .join(",")
+        .parse()
+        .map_err(|e: crate::cpuset::CpuSetError| {
+            format!("invalid CPU list {text:?}: {}", e.reason)
+        })?;
+    let mut exclude = CpuSet::new();
+    for item in &excluded {
+        // partition() put only items starting with the one-byte '^' here.
+        let cpu = item[1..]
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| format!("invalid CPU list {text:?}: {item:?} is not an exclusion"))?;
+        exclude.insert(cpu);
+    }
+    let set = include.difference(&exclude);
+    if set.is_empty() {
+        return Err(format!("CPU list {text:?} selects no CPU"));
+    }
+    Ok(set)
+}
+
+/// PCI and mdev `<hostdev>`s in device order; other hostdev types (usb, scsi) are no GPUs.
+fn read_hostdevs(root: Node) -> Result<Vec<GpuRef>, String> {
+    let mut gpus = Vec::new();
+    let hostdevs = child_elements(root, "devices").flat_map(|d| child_elements(d, "hostdev"));
+    for hostdev in hostdevs {
+        // mode='capabilities' hostdevs (LXC) have types storage/misc/net, so this skips them too.
+        let kind = hostdev.attribute("type").unwrap_or("");
+        if kind != "pci" && kind != "mdev" {
+            continue;
+        }
+        // The hostdev's own <address> is where the guest sees it; the host's is in <source>.
+        let address = child_elements(hostdev, "source")
+            .flat_map(|s| child_elements(s, "address"))
+            .next()
+            .ok_or_else(|| format!("<hostdev type='{kind}'> has no <source><address>"))?;
+        let gpu = if kind == "pci" {
+            let attr = |name| address.attribute(name);
+            let parts = (
+                attr("domain").unwrap_or("0x0000"),
+                attr("bus").unwrap_or(""),
+                attr("slot").unwrap_or(""),
+                attr("function").unwrap_or(""),
+            );
+            let address =
+                pci_address_from_parts(parts.0, parts.1, parts.2, parts.3).ok_or_else(|| {
+                    format!(
+                        "<hostdev type='pci'> source address domain={:?} bus={:?} slot={:?} \
+                         function={:?} is not a PCI address",
+                        parts.0, parts.1, parts.2, parts.3
+                    )
+                })?;
+            GpuRef::Pci { address }
+        } else {
+            let uuid = address.attribute("uuid").unwrap_or("").trim();
+            if uuid.is_empty() {
+                return Err("<hostdev type='mdev'> source address has no uuid".to_string());
+            }
+            GpuRef::Mdev {
+                uuid: uuid.to_ascii_lowercase(),
+            }
+        };
+        if !gpus.contains(&gpu) {
+            gpus.push(gpu);
+        }
+    }
+    Ok(gpus)
+}
+
+/// Child elements of `parent` named `name` in no namespace (libvirt's own elements).
+fn child_elements<'a, 'input: 'a>(
+    parent: Node<'a, 'input>,
+    name: &'a str,
+) -> impl Iterator<Item = Node<'a, 'input>> + 'a {
+    parent
+        .children()
+        .filter(move |n| n.is_element() && n.tag_name().name() == name)
+        .filter(|n| n.tag_name().namespace().is_none())
+}
+
+/// Trimmed text of the first libvirt child element `name`, if present and not empty.
+fn child_text(parent: Node, name: &str) -> Option<String> {
+    let text = child_elements(parent, name).next()?.text()?.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// Best-effort domain name from text that is not well-formed XML, for error messages.
+fn guess_name(xml: &str) -> Option<String> {
+    let start = xml.find("<name>")? + "<name>".len();
+    let len = xml[start..].find("</name>")?;
+    let name = xml[start..start + len].trim();
+    let plausible = !name.is_empty() && name.len() <= 256 && !name.contains(['<', '>', '\n']);
+    plausible.then(|| name.to_string())
+}
+
+mod metadata;
+#[cfg(test)]
+mod tests;
