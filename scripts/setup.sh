@@ -10,10 +10,10 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages: libvirt + QEMU/KVM (the real VMs), libvirt-dev/pkg-config (virt crate),
-# bpftool and linux-perf (probe cost and independent event counts), prometheus (promtool
+# bpftool and linux-perf (probe cost and independent event counts), prometheus (promtool,
 # and the end-to-end test), binutils (assembles the busy test guest), curl (tests scrape).
 PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 pkg-config
-          bpftool linux-perf prometheus binutils curl ca-certificates systemd)
+          bpftool linux-perf prometheus binutils curl ca-certificates systemd python3 python3-yaml)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -12,9 +12,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --all-targets -- -D warnings
 echo "== operator artifacts (alert rules, systemd unit, manifests)"
-for check in deploy/check-rules.sh deploy/check-unit.sh; do
-  [ -f "$check" ] && bash "$check"
-done
-[ -f deploy/check-manifests.py ] && python3 deploy/check-manifests.py
+bash deploy/check-rules.sh
+bash deploy/check-unit.sh
+python3 deploy/check-manifests.py
+python3 dashboards/extract_queries.py --lint --check-promtool '.*' '.*' 1m >/dev/null
 echo "== cargo test (unit and root integration tests, one at a time: they pin real vCPUs)"
-cargo test --release --workspace -- --test-threads=1
+cargo test --release -- --test-threads=1

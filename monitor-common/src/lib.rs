@@ -14,9 +14,8 @@ pub mod maps {
     /// Checked on every context switch before anything else, so untracked threads cost one
     /// inlined array access and no hash lookup.
     pub const TRACKED_TIDS: &str = "TRACKED_TIDS";
-    /// `HashMap<u32 tid, ThreadState>`: per tracked thread state (when it went on CPU, where).
-    pub const THREAD_STATE: &str = "THREAD_STATE";
-    /// `PerCpuHashMap<u32 tid, u64>`: on-CPU nanoseconds of a tracked thread, one value per CPU.
+    /// `PerCpuHashMap<u32 tid, CpuRun>`: a tracked thread's run time and moves, one value per
+    /// CPU. Per-CPU values need no atomics, and a thread's stint starts and ends on one CPU.
     pub const RUN_NS: &str = "RUN_NS";
     /// `Array<u32>`: socket id of each CPU, written by userspace from the (possibly fixture) topology.
     pub const CPU_SOCKET: &str = "CPU_SOCKET";
@@ -30,6 +29,8 @@ pub mod maps {
 pub mod programs {
     /// tp_btf on sched_switch: run-time accounting and cross-socket migrations.
     pub const SCHED_SWITCH: &str = "sched_switch";
+    /// tracepoint sched:sched_migrate_task: counts moves of tracked threads between sockets.
+    pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
     /// tp_btf on sched_process_exit: stops tracking a thread the moment it exits.
     pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
     /// Tracepoint kvm:kvm_exit (bare-metal VMX/SVM hosts), reason = hardware exit reason.
@@ -48,34 +49,26 @@ pub mod globals {
     pub const KVM_EXIT_REASON_OFFSET: &str = "KVM_EXIT_REASON_OFFSET";
     /// Byte offset of `isa` in the kvm:kvm_exit tracepoint record (1 = VMX, 2 = SVM).
     pub const KVM_EXIT_ISA_OFFSET: &str = "KVM_EXIT_ISA_OFFSET";
+    /// Byte offsets of `pid`, `orig_cpu` and `dest_cpu` in the sched:sched_migrate_task record.
+    pub const MIGRATE_PID_OFFSET: &str = "MIGRATE_PID_OFFSET";
+    /// See [`MIGRATE_PID_OFFSET`].
+    pub const MIGRATE_ORIG_CPU_OFFSET: &str = "MIGRATE_ORIG_CPU_OFFSET";
+    /// See [`MIGRATE_PID_OFFSET`].
+    pub const MIGRATE_DEST_CPU_OFFSET: &str = "MIGRATE_DEST_CPU_OFFSET";
     /// Byte offset of `reason` in the kvm:kvm_userspace_exit tracepoint record.
     pub const KVM_USERSPACE_EXIT_REASON_OFFSET: &str = "KVM_USERSPACE_EXIT_REASON_OFFSET";
 }
 
-/// Per tracked vCPU thread state, kept by the sched_switch program.
+/// One CPU's slot of a tracked thread in [`maps::RUN_NS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ThreadState {
-    /// `bpf_ktime_get_ns()` when the thread last went on a CPU; 0 while it is off CPU.
+pub struct CpuRun {
+    /// Nanoseconds the thread ran on this CPU (closed stints).
+    pub run_ns: u64,
+    /// `bpf_ktime_get_ns()` when the thread went on this CPU; 0 while it is not on it.
     pub on_cpu_since_ns: u64,
-    /// Moves of the thread from one socket to another, counted when it goes on CPU.
+    /// Moves of the thread between sockets, counted on the CPU that did the move.
     pub cross_socket_migrations: u64,
-    /// Socket it last ran on, or [`UNKNOWN_SOCKET`].
-    pub last_socket: u32,
-    /// CPU it last ran on (u32::MAX before it has run).
-    pub last_cpu: u32,
-}
-
-impl ThreadState {
-    /// State of a thread that has just been tracked and has not run since.
-    pub const fn new() -> Self {
-        ThreadState {
-            on_cpu_since_ns: 0,
-            cross_socket_migrations: 0,
-            last_socket: UNKNOWN_SOCKET,
-            last_cpu: u32::MAX,
-        }
-    }
 }
 
 /// Key of [`maps::KVM_EXITS`]: a thread and an exit reason code in the source's own numbering.
@@ -96,12 +89,12 @@ pub const EXIT_REASON_SVM_FLAG: u32 = 1 << 31;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
-    /// A run-time update of RUN_NS failed (map full).
+    /// A RUN_NS insert failed (map full).
     RunNs = 0,
     /// A KVM_EXITS insert failed (map full).
     KvmExits = 1,
-    /// A THREAD_STATE update failed.
-    ThreadState = 2,
+    /// A tracked thread had no RUN_NS entry when it went on CPU.
+    MissingThread = 2,
 }
 
 /// Number of [`MapError`] slots.
@@ -111,6 +104,6 @@ pub const MAP_ERROR_SLOTS: u32 = 3;
 mod pod {
     // SAFETY: both are #[repr(C)] plain integers without padding holes that matter to the
     // kernel; any bit pattern is a valid value.
-    unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::CpuRun {}
     unsafe impl aya::Pod for super::ExitKey {}
 }

@@ -83,7 +83,10 @@ fn count_exit<C: EbpfContext>(ctx: &C, tid: u32, reason: u32) {
         None => {
             if KVM_EXITS.insert(&key, &1, 0).is_err() {
                 // Rare (the map is full): worth a line in the daemon's log.
-                warn!(ctx, "KVM_EXITS full: exit of tid {} reason {} not counted", tid, reason);
+                warn!(
+                    ctx,
+                    "KVM_EXITS full: exit of tid {} reason {} not counted", tid, reason
+                );
                 count_map_error(MapError::KvmExits);
             }
         }

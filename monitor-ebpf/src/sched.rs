@@ -1,18 +1,28 @@
-//! sched_switch / sched_process_exit: on-CPU time of vCPU threads, per CPU, and cross-socket moves.
+//! sched_switch / sched_process_exit / sched_migrate_task: on-CPU time of vCPU threads per
+//! CPU, and their moves between sockets.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, map},
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, map, tracepoint},
     maps::PerCpuHashMap,
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
-use monitor_common::{MapError, UNKNOWN_SOCKET};
+use monitor_common::{CpuRun, MapError, UNKNOWN_SOCKET};
 
-use crate::tracked::{count_map_error, is_tracked, task_tid, untrack, CPU_SOCKET, THREAD_STATE};
+use crate::tracked::{count_map_error, is_tracked, task_tid, untrack, CPU_SOCKET};
 
-/// On-CPU nanoseconds per tracked thread; the per-CPU slots give the split by CPU.
+/// Per tracked thread, per CPU: run time, the stint in progress, socket moves. A stint starts
+/// and ends on the same CPU, so switch-in and switch-out touch only this CPU's slot.
 #[map(name = "RUN_NS")]
-static RUN_NS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1, 0);
+static RUN_NS: PerCpuHashMap<u32, CpuRun> = PerCpuHashMap::with_max_entries(1, 0);
+
+/// Record offsets of sched:sched_migrate_task, from its tracefs format.
+#[no_mangle]
+static MIGRATE_PID_OFFSET: u32 = 12;
+#[no_mangle]
+static MIGRATE_ORIG_CPU_OFFSET: u32 = 20;
+#[no_mangle]
+static MIGRATE_DEST_CPU_OFFSET: u32 = 24;
 
 /// `sched_switch(preempt, prev, next, prev_state)`: closes prev's stint, opens next's.
 #[btf_tracepoint(function = "sched_switch")]
@@ -26,13 +36,17 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     if !prev_tracked && !next_tracked {
         return 0;
     }
-    // SAFETY: plain helper calls without arguments.
+    // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if prev_tracked {
         switch_out(prev_tid, now);
     }
     if next_tracked {
-        switch_in(next_tid, now);
+        match RUN_NS.get_ptr_mut(&next_tid) {
+            // SAFETY: this CPU's slot, only written from this CPU.
+            Some(slot) => unsafe { (*slot).on_cpu_since_ns = now },
+            None => count_map_error(MapError::MissingThread),
+        }
     }
     0
 }
@@ -52,6 +66,35 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// sched:sched_migrate_task: a task moves from orig_cpu to dest_cpu. Rare next to switches,
+/// so a classic tracepoint (whose layout tracefs gives us) costs little here.
+#[tracepoint]
+pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets come from this kernel's tracefs format of sched:sched_migrate_task.
+    let (tid, orig, dest) = unsafe {
+        let at = |o: &u32| core::ptr::read_volatile(o) as usize;
+        (
+            ctx.read_at::<u32>(at(&MIGRATE_PID_OFFSET)).unwrap_or(0),
+            ctx.read_at::<u32>(at(&MIGRATE_ORIG_CPU_OFFSET))
+                .unwrap_or(u32::MAX),
+            ctx.read_at::<u32>(at(&MIGRATE_DEST_CPU_OFFSET))
+                .unwrap_or(u32::MAX),
+        )
+    };
+    if !is_tracked(tid) {
+        return 0;
+    }
+    let socket = |cpu: u32| CPU_SOCKET.get(cpu).copied().unwrap_or(UNKNOWN_SOCKET);
+    let (from, to) = (socket(orig), socket(dest));
+    if from != UNKNOWN_SOCKET && to != UNKNOWN_SOCKET && from != to {
+        if let Some(slot) = RUN_NS.get_ptr_mut(&tid) {
+            // SAFETY: this CPU's slot, only written from this CPU.
+            unsafe { (*slot).cross_socket_migrations += 1 };
+        }
+    }
+    0
+}
+
 /// Benchmark only: the cheapest possible program on the same attach point, loaded the same way.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch_empty(_ctx: BtfTracePointContext) -> i32 {
@@ -60,47 +103,16 @@ pub fn sched_switch_empty(_ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn switch_out(tid: u32, now: u64) {
-    let Some(state) = THREAD_STATE.get_ptr_mut(&tid) else {
+    let Some(slot) = RUN_NS.get_ptr_mut(&tid) else {
+        count_map_error(MapError::MissingThread);
         return;
     };
-    // SAFETY: pointer from a successful lookup; a thread's own switches are serialised by the
-    // scheduler, so no other CPU writes this entry concurrently.
-    let since = unsafe { (*state).on_cpu_since_ns };
-    if since == 0 || now < since {
-        return;
-    }
-    unsafe { (*state).on_cpu_since_ns = 0 };
-    let ran = now - since;
-    match RUN_NS.get_ptr_mut(&tid) {
-        // SAFETY: this CPU's slot, only written from this CPU.
-        Some(total) => unsafe { *total += ran },
-        None => {
-            if RUN_NS.insert(&tid, &ran, 0).is_err() {
-                count_map_error(MapError::RunNs);
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn switch_in(tid: u32, now: u64) {
-    let Some(state) = THREAD_STATE.get_ptr_mut(&tid) else {
-        count_map_error(MapError::ThreadState);
-        return;
-    };
-    // SAFETY: plain helper call.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let socket = CPU_SOCKET.get(cpu).copied().unwrap_or(UNKNOWN_SOCKET);
-    // SAFETY: pointer from a successful lookup; see switch_out.
+    // SAFETY: this CPU's slot, only written from this CPU.
     unsafe {
-        (*state).on_cpu_since_ns = now;
-        (*state).last_cpu = cpu;
-        if socket != UNKNOWN_SOCKET {
-            let last = (*state).last_socket;
-            if last != UNKNOWN_SOCKET && last != socket {
-                (*state).cross_socket_migrations += 1;
-            }
-            (*state).last_socket = socket;
+        let since = (*slot).on_cpu_since_ns;
+        if since != 0 && now >= since {
+            (*slot).run_ns += now - since;
         }
+        (*slot).on_cpu_since_ns = 0;
     }
 }

@@ -2,17 +2,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
 };
-use monitor_common::{ThreadState, MAP_ERROR_SLOTS};
+use monitor_common::MAP_ERROR_SLOTS;
 
 /// One bit per thread id (max_entries is set at load time from the kernel's pid_max).
 #[map(name = "TRACKED_TIDS")]
 pub static TRACKED_TIDS: Array<u64> = Array::with_max_entries(1, 0);
-
-/// Per tracked thread: when it went on CPU, which socket it last ran on (size set at load time).
-#[map(name = "THREAD_STATE")]
-pub static THREAD_STATE: HashMap<u32, ThreadState> = HashMap::with_max_entries(1, 0);
 
 /// Socket of every possible CPU, from the daemon's topology (size set at load time).
 #[map(name = "CPU_SOCKET")]

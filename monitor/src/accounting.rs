@@ -80,6 +80,9 @@ pub fn remote_share(run: &ByLocality) -> Option<f64> {
     (known > 0.0).then(|| run[idx(Locality::Remote)] / known)
 }
 
+/// Run seconds of every (domain, vCPU) at one instant.
+type RunSnapshot = BTreeMap<(String, u32), ByLocality>;
+
 struct SeenThread {
     domain: String,
     vcpu: u32,
@@ -92,7 +95,7 @@ pub struct Accounting {
     threads: HashMap<u32, SeenThread>,
     domains: BTreeMap<String, DomainTotals>,
     /// Snapshots of per-vCPU run seconds, oldest first, for the windowed ratios.
-    history: VecDeque<(Instant, BTreeMap<(String, u32), ByLocality>)>,
+    history: VecDeque<(Instant, RunSnapshot)>,
     exit_source: &'static str,
 }
 
@@ -122,7 +125,8 @@ impl Accounting {
         counters: &BTreeMap<u32, ThreadCounters>,
         topology: &Topology,
     ) {
-        self.domains.retain(|name, _| vms.iter().any(|vm| &vm.name == name));
+        self.domains
+            .retain(|name, _| vms.iter().any(|vm| &vm.name == name));
         for vm in vms {
             let totals = self.domains.entry(vm.name.clone()).or_default();
             for thread in &vm.vcpus {
@@ -130,13 +134,23 @@ impl Accounting {
                 let Some(current) = counters.get(&thread.tid) else {
                     continue;
                 };
-                let seen = self.threads.entry(thread.tid).or_insert_with(|| SeenThread {
-                    domain: vm.name.clone(),
-                    vcpu: thread.vcpu,
-                    last: ThreadCounters::default(),
-                });
+                let seen = self
+                    .threads
+                    .entry(thread.tid)
+                    .or_insert_with(|| SeenThread {
+                        domain: vm.name.clone(),
+                        vcpu: thread.vcpu,
+                        last: ThreadCounters::default(),
+                    });
                 let vcpu = totals.vcpus.entry(seen.vcpu).or_default();
-                apply_delta(vcpu, &seen.last, current, topology, &vm.gpu_nodes, self.exit_source);
+                apply_delta(
+                    vcpu,
+                    &seen.last,
+                    current,
+                    topology,
+                    &vm.gpu_nodes,
+                    self.exit_source,
+                );
                 seen.last = current.clone();
             }
         }
@@ -159,12 +173,19 @@ impl Accounting {
             .get_mut(&seen.domain)
             .and_then(|d| d.vcpus.get_mut(&seen.vcpu))
         {
-            apply_delta(vcpu, &seen.last, last, topology, &vm.gpu_nodes, self.exit_source);
+            apply_delta(
+                vcpu,
+                &seen.last,
+                last,
+                topology,
+                &vm.gpu_nodes,
+                self.exit_source,
+            );
         }
     }
 
     fn update_ratios(&mut self, now: Instant, vms: &[Vm]) {
-        let snapshot: BTreeMap<(String, u32), ByLocality> = self
+        let snapshot: RunSnapshot = self
             .domains
             .iter()
             .flat_map(|(name, d)| {
@@ -183,7 +204,9 @@ impl Accounting {
             return;
         };
         for (name, domain) in self.domains.iter_mut() {
-            let has_gpu = vms.iter().any(|vm| &vm.name == name && !vm.gpu_nodes.is_empty());
+            let has_gpu = vms
+                .iter()
+                .any(|vm| &vm.name == name && !vm.gpu_nodes.is_empty());
             let mut domain_delta = [0.0; 4];
             for (vcpu, totals) in domain.vcpus.iter_mut() {
                 let key = (name.clone(), *vcpu);
@@ -195,7 +218,11 @@ impl Accounting {
                 }
                 totals.remote_ratio = if has_gpu { remote_share(&delta) } else { None };
             }
-            domain.remote_ratio = if has_gpu { remote_share(&domain_delta) } else { None };
+            domain.remote_ratio = if has_gpu {
+                remote_share(&domain_delta)
+            } else {
+                None
+            };
         }
     }
 }

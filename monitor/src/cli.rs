@@ -37,10 +37,17 @@ pub fn render_topology(topology: &Topology, inventory: Result<&Inventory, String
     if !topology.offline_cpus.is_empty() {
         let _ = writeln!(out, "offline CPUs: {}", topology.offline_cpus);
     }
-    let gpus: Vec<_> = topology.pci.values().filter(|d| d.class.is_some_and(Topology::is_gpu_class)).collect();
+    let gpus: Vec<_> = topology
+        .pci
+        .values()
+        .filter(|d| d.class.is_some_and(Topology::is_gpu_class))
+        .collect();
     let _ = writeln!(out, "GPUs:{}", if gpus.is_empty() { " none" } else { "" });
     for gpu in gpus {
-        let node = gpu.node.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into());
+        let node = gpu
+            .node
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "unknown".into());
         let _ = writeln!(out, "  {} node {node}", gpu.address);
     }
     match inventory {
@@ -48,19 +55,37 @@ pub fn render_topology(topology: &Topology, inventory: Result<&Inventory, String
             let _ = writeln!(out, "VMs: unknown ({e})");
         }
         Ok(inv) => {
-            let _ = writeln!(out, "VMs:{}", if inv.vms.is_empty() { " none running" } else { "" });
+            let _ = writeln!(
+                out,
+                "VMs:{}",
+                if inv.vms.is_empty() {
+                    " none running"
+                } else {
+                    ""
+                }
+            );
             for vm in &inv.vms {
                 let gpus: Vec<String> = vm
                     .gpus
                     .iter()
-                    .map(|g| format!("{} (node {})", g.address, g.node.map(|n| n.to_string()).unwrap_or("?".into())))
+                    .map(|g| {
+                        format!(
+                            "{} (node {})",
+                            g.address,
+                            g.node.map(|n| n.to_string()).unwrap_or("?".into())
+                        )
+                    })
                     .collect();
                 let _ = writeln!(
                     out,
                     "  {} pid {} GPUs: {}",
                     vm.name,
                     vm.pid,
-                    if gpus.is_empty() { "none".into() } else { gpus.join(", ") }
+                    if gpus.is_empty() {
+                        "none".into()
+                    } else {
+                        gpus.join(", ")
+                    }
                 );
                 for t in &vm.vcpus {
                     let wrong = allowed_on_wrong_socket(topology, &t.allowed_cpus, &vm.gpu_nodes);
@@ -70,7 +95,11 @@ pub fn render_topology(topology: &Topology, inventory: Result<&Inventory, String
                         t.vcpu,
                         t.tid,
                         t.allowed_cpus,
-                        if wrong { "  <- includes the far socket" } else { "" }
+                        if wrong {
+                            "  <- includes the far socket"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }
@@ -87,13 +116,23 @@ pub fn render_topology(topology: &Topology, inventory: Result<&Inventory, String
 
 /// Fetches /status.json from a running daemon at `addr` ("host:port").
 pub fn fetch_status(addr: &str) -> Result<HostStatus, String> {
-    let fail = |e: &dyn std::fmt::Display| format!("cannot reach the pinsight daemon at {addr}: {e} (is `pinsight run` running? use --addr)");
+    let fail = |e: &dyn std::fmt::Display| {
+        format!("cannot reach the pinsight daemon at {addr}: {e} (is `pinsight run` running? use --addr)")
+    };
     let mut stream = TcpStream::connect(addr).map_err(|e| fail(&e))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| fail(&e))?;
-    write!(stream, "GET /status.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| fail(&e))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| fail(&e))?;
+    write!(
+        stream,
+        "GET /status.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| fail(&e))?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| fail(&e))?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| fail(&"malformed HTTP response"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| fail(&"malformed HTTP response"))?;
     if !head.starts_with("HTTP/1.1 200") {
         return Err(fail(&head.lines().next().unwrap_or("")));
     }

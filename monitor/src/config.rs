@@ -131,24 +131,47 @@ impl Config {
         let positive = [
             ("tick_seconds", self.tick_seconds),
             ("rescan_seconds", self.rescan_seconds),
-            ("remote_ratio_window_seconds", self.remote_ratio_window_seconds),
+            (
+                "remote_ratio_window_seconds",
+                self.remote_ratio_window_seconds,
+            ),
         ];
         for (key, value) in positive {
             if !(value.is_finite() && value > 0.0) {
-                return Err(invalid(key, value.to_string(), "must be a positive number of seconds"));
+                return Err(invalid(
+                    key,
+                    value.to_string(),
+                    "must be a positive number of seconds",
+                ));
             }
         }
         if self.rescan_seconds < self.tick_seconds {
-            return Err(invalid("rescan_seconds", self.rescan_seconds.to_string(), "must not be shorter than tick_seconds"));
+            return Err(invalid(
+                "rescan_seconds",
+                self.rescan_seconds.to_string(),
+                "must not be shorter than tick_seconds",
+            ));
         }
         if !(0.0..=1.0).contains(&self.cross_socket_penalty) {
-            return Err(invalid("cross_socket_penalty", self.cross_socket_penalty.to_string(), "must be a fraction between 0 and 1"));
+            return Err(invalid(
+                "cross_socket_penalty",
+                self.cross_socket_penalty.to_string(),
+                "must be a fraction between 0 and 1",
+            ));
         }
         if self.probes.max_threads == 0 || self.probes.max_threads > 1 << 20 {
-            return Err(invalid("probes.max_threads", self.probes.max_threads.to_string(), "must be between 1 and 1048576"));
+            return Err(invalid(
+                "probes.max_threads",
+                self.probes.max_threads.to_string(),
+                "must be between 1 and 1048576",
+            ));
         }
         if self.probes.max_exit_keys == 0 || self.probes.max_exit_keys > 1 << 22 {
-            return Err(invalid("probes.max_exit_keys", self.probes.max_exit_keys.to_string(), "must be between 1 and 4194304"));
+            return Err(invalid(
+                "probes.max_exit_keys",
+                self.probes.max_exit_keys.to_string(),
+                "must be between 1 and 4194304",
+            ));
         }
         Ok(())
     }
@@ -159,7 +182,10 @@ mod tests {
     use super::*;
 
     fn write(name: &str, text: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("pinsight-config-{}-{name}.toml", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "pinsight-config-{}-{name}.toml",
+            std::process::id()
+        ));
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -174,14 +200,19 @@ mod tests {
     fn unknown_keys_and_bad_values_are_named() {
         let path = write("unknown", "listen = \"127.0.0.1:1\"\ntick_secs = 2\n");
         let err = Config::load(&path).unwrap_err().to_string();
-        assert!(err.contains("tick_secs") && err.contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.contains("tick_secs") && err.contains(&path.display().to_string()),
+            "{err}"
+        );
         let path = write("penalty", "cross_socket_penalty = 3.0\n");
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("cross_socket_penalty = 3"), "{err}");
         let path = write("source", "[probes]\nkvm_exit_source = \"kprobe\"\n");
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("kprobe"), "{err}");
-        let err = Config::load(Path::new("/nonexistent/pinsight.toml")).unwrap_err().to_string();
+        let err = Config::load(Path::new("/nonexistent/pinsight.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/pinsight.toml"), "{err}");
     }
 }

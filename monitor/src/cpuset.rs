@@ -96,7 +96,12 @@ impl FromStr for CpuSet {
             Ok(id)
         };
         let mut set = BTreeSet::new();
-        for item in text.trim().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in text
+            .trim()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             match item.split_once('-') {
                 Some((lo, hi)) => {
                     let (lo, hi) = (parse_id(lo)?, parse_id(hi)?);
@@ -163,7 +168,11 @@ mod tests {
         let e = "0-x".parse::<CpuSet>().unwrap_err();
         assert_eq!(e.text, "0-x");
         assert!(e.to_string().contains("\"x\" is not a CPU number"), "{e}");
-        assert!("3-1".parse::<CpuSet>().unwrap_err().reason.contains("backwards"));
+        assert!("3-1"
+            .parse::<CpuSet>()
+            .unwrap_err()
+            .reason
+            .contains("backwards"));
         assert!("0-4294967295".parse::<CpuSet>().is_err());
     }
 }

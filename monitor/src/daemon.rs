@@ -115,7 +115,10 @@ impl Engine {
     /// One round: rescan if due, sync tracking, read, account, publish.
     pub fn tick(&mut self, now: Instant) {
         let rescan = Duration::from_secs_f64(self.config.rescan_seconds);
-        if self.last_scan.is_none_or(|t| now.duration_since(t) >= rescan) {
+        if self
+            .last_scan
+            .is_none_or(|t| now.duration_since(t) >= rescan)
+        {
             self.rescan();
             self.last_scan = Some(now);
         }
@@ -126,7 +129,8 @@ impl Engine {
             }),
             None => BTreeMap::new(),
         };
-        self.accounting.update(now, &self.inventory.vms, &counters, &self.topology);
+        self.accounting
+            .update(now, &self.inventory.vms, &counters, &self.topology);
         self.publish();
     }
 
@@ -139,7 +143,11 @@ impl Engine {
         match self.libvirt.scan(&self.topology, &self.paths) {
             Ok(inventory) => {
                 if !self.libvirt_up {
-                    tracing::info!(uri = self.libvirt.uri(), vms = inventory.vms.len(), "libvirt reachable");
+                    tracing::info!(
+                        uri = self.libvirt.uri(),
+                        vms = inventory.vms.len(),
+                        "libvirt reachable"
+                    );
                 }
                 self.libvirt_up = true;
                 self.log_changes(&inventory);
@@ -184,7 +192,10 @@ impl Engine {
             let stale: Vec<u32> = probes.tracked().difference(&wanted).copied().collect();
             for tid in stale {
                 match probes.untrack(tid) {
-                    Ok(last) => self.accounting.retire(tid, &last, &self.inventory.vms, &self.topology),
+                    Ok(last) => {
+                        self.accounting
+                            .retire(tid, &last, &self.inventory.vms, &self.topology)
+                    }
                     Err(e) => tracing::warn!(tid, error = %e, "untracking thread failed"),
                 }
             }
@@ -231,10 +242,30 @@ impl Engine {
             .map(|vm| VmLabels {
                 domain: vm.name.clone(),
                 uuid: vm.uuid.clone(),
-                gpus: vm.gpus.iter().map(|g| g.address.as_str()).collect::<Vec<_>>().join(","),
-                gpu_nodes: vm.gpu_nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
-                nova_instance: vm.spec.nova.as_ref().and_then(|n| n.instance_name.clone()).unwrap_or_default(),
-                nova_project: vm.spec.nova.as_ref().and_then(|n| n.project_name.clone()).unwrap_or_default(),
+                gpus: vm
+                    .gpus
+                    .iter()
+                    .map(|g| g.address.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                gpu_nodes: vm
+                    .gpu_nodes
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                nova_instance: vm
+                    .spec
+                    .nova
+                    .as_ref()
+                    .and_then(|n| n.instance_name.clone())
+                    .unwrap_or_default(),
+                nova_project: vm
+                    .spec
+                    .nova
+                    .as_ref()
+                    .and_then(|n| n.project_name.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         let totals = self.accounting.domains();

@@ -87,8 +87,14 @@ mod tests {
     fn maps_vmx_svm_and_userspace_codes() {
         assert_eq!(name("kvm_exit", 30), "io_instruction");
         assert_eq!(name("kvm_exit", 48), "ept_violation");
-        assert_eq!(name("kvm_exit", 0x7b | EXIT_REASON_SVM_FLAG), "io_instruction");
-        assert_eq!(name("kvm_exit", 0x400 | EXIT_REASON_SVM_FLAG), "ept_violation");
+        assert_eq!(
+            name("kvm_exit", 0x7b | EXIT_REASON_SVM_FLAG),
+            "io_instruction"
+        );
+        assert_eq!(
+            name("kvm_exit", 0x400 | EXIT_REASON_SVM_FLAG),
+            "ept_violation"
+        );
         assert_eq!(name("kvm_userspace_exit", 2), "io");
         assert_eq!(name("kvm_userspace_exit", 6), "mmio");
     }

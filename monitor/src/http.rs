@@ -20,7 +20,13 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
     if let Ok(mut guard) = shared.write() {
         guard.snapshot.scrape_duration_seconds = started.elapsed().as_secs_f64();
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 async fn status(State(shared): State<Shared>) -> impl IntoResponse {
@@ -29,11 +35,17 @@ async fn status(State(shared): State<Shared>) -> impl IntoResponse {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 async fn index(State(shared): State<Shared>) -> Html<String> {
-    let status = shared.read().unwrap_or_else(|p| p.into_inner()).status.clone();
+    let status = shared
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .status
+        .clone();
     let mut rows = String::new();
     for vm in &status.vms {
         let ratio = vm
@@ -54,7 +66,13 @@ async fn index(State(shared): State<Shared>) -> Html<String> {
     let probes: Vec<String> = status
         .probes
         .iter()
-        .map(|(p, on)| format!("{} {}", escape(p), if *on { "attached" } else { "not attached" }))
+        .map(|(p, on)| {
+            format!(
+                "{} {}",
+                escape(p),
+                if *on { "attached" } else { "not attached" }
+            )
+        })
         .collect();
     Html(format!(
         "<!doctype html><html><head><title>pinsight</title></head><body>\
@@ -83,5 +101,7 @@ pub async fn serve(
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, / and /status.json");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

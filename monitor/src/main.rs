@@ -93,8 +93,12 @@ fn load_config(host: &HostArgs) -> anyhow::Result<Config> {
 }
 
 fn read_topology(config: &Config) -> anyhow::Result<Topology> {
-    let topology = Topology::read(&config.sysfs_root)
-        .with_context(|| format!("reading the host topology from {}", config.sysfs_root.display()))?;
+    let topology = Topology::read(&config.sysfs_root).with_context(|| {
+        format!(
+            "reading the host topology from {}",
+            config.sysfs_root.display()
+        )
+    })?;
     for w in &topology.warnings {
         tracing::warn!("topology: {w}");
     }
@@ -161,8 +165,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .spawn(move || engine.run(engine_stop))
             .context("starting the engine thread")?;
         let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler cannot fail in a fresh runtime");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler cannot fail in a fresh runtime");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -197,7 +202,10 @@ fn topology(args: TopologyArgs) -> anyhow::Result<()> {
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", pinsight::cli::render_topology(&topology, inventory.as_ref().map_err(|e| e.clone())));
+        print!(
+            "{}",
+            pinsight::cli::render_topology(&topology, inventory.as_ref().map_err(|e| e.clone()))
+        );
     }
     Ok(())
 }

@@ -117,14 +117,30 @@ const RUN_LOCALITIES: [Locality; 4] = Locality::ALL;
 pub fn render(s: &Snapshot) -> String {
     use MetricType::{COUNTER, GAUGE};
     let mut vcpu_run = Family::new("pinsight_vcpu_run_seconds_total", COUNTER, "On-CPU time of a vCPU thread by locality of the CPU relative to the VM's GPUs (local: a GPU's NUMA node; same_socket: another node of a GPU's socket; remote: another socket; none: VM without GPU or CPU unknown to the topology).");
-    let mut domain_run = Family::new("pinsight_domain_run_seconds_total", COUNTER, "On-CPU time of all vCPU threads of a VM by locality relative to its GPUs.");
-    let mut migrations = Family::new("pinsight_vcpu_cross_socket_migrations_total", COUNTER, "Times a vCPU thread went on a CPU of another socket than the one it last ran on.");
+    let mut domain_run = Family::new(
+        "pinsight_domain_run_seconds_total",
+        COUNTER,
+        "On-CPU time of all vCPU threads of a VM by locality relative to its GPUs.",
+    );
+    let mut migrations = Family::new(
+        "pinsight_vcpu_cross_socket_migrations_total",
+        COUNTER,
+        "Times a vCPU thread went on a CPU of another socket than the one it last ran on.",
+    );
     let mut ratio = Family::new("pinsight_domain_remote_ratio", GAUGE, "Share (0..1) of the VM's vCPU run time spent on another socket than its GPUs, over the recent window (remote_ratio_window_seconds).");
     let mut overhead = Family::new("pinsight_domain_estimated_overhead_ratio", GAUGE, "Estimated share of performance lost to cross-socket placement: remote ratio x cross_socket_penalty (an estimate, not a measurement).");
     let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, GPU PCI addresses and their NUMA nodes, Nova names.");
     let mut vcpu_exits = Family::new("pinsight_vcpu_kvm_exits_total", COUNTER, "KVM exits of a vCPU thread by locality of the CPU it exited on and by reason (a bounded set, other for the rest).");
-    let mut domain_exits = Family::new("pinsight_domain_kvm_exits_total", COUNTER, "KVM exits of all vCPU threads of a VM by locality of the CPU they exited on.");
-    let mut recommended = Family::new("pinsight_repin_recommended", GAUGE, "1 when the policy would repin this vCPU to its GPU's node (recommend and enforce modes).");
+    let mut domain_exits = Family::new(
+        "pinsight_domain_kvm_exits_total",
+        COUNTER,
+        "KVM exits of all vCPU threads of a VM by locality of the CPU they exited on.",
+    );
+    let mut recommended = Family::new(
+        "pinsight_repin_recommended",
+        GAUGE,
+        "1 when the policy would repin this vCPU to its GPU's node (recommend and enforce modes).",
+    );
     let mut repins = Family::new("pinsight_repins_total", COUNTER, "Repin decisions by result (applied, failed, skipped_cooldown, skipped_optout, skipped_orchestrator, no_capacity, rate_limited).");
 
     for vm in &s.vms {
@@ -148,17 +164,35 @@ pub fn render(s: &Snapshot) -> String {
             // A VM with GPUs shows local/same_socket/remote (none only if it has any); a VM
             // without shows only none.
             if has_gpu != (*l == Locality::None) || (*l == Locality::None && run[i] > 0.0) {
-                domain_run.push(vec![("domain", vm.domain.clone()), ("locality", l.as_str().into())], run[i]);
+                domain_run.push(
+                    vec![
+                        ("domain", vm.domain.clone()),
+                        ("locality", l.as_str().into()),
+                    ],
+                    run[i],
+                );
             }
         }
-        if let Some(r) = totals.remote_ratio.or(has_gpu.then(|| remote_share(&run).unwrap_or(0.0))) {
+        if let Some(r) = totals
+            .remote_ratio
+            .or(has_gpu.then(|| remote_share(&run).unwrap_or(0.0)))
+        {
             ratio.push(vec![("domain", vm.domain.clone())], r);
-            overhead.push(vec![("domain", vm.domain.clone())], r * s.cross_socket_penalty);
+            overhead.push(
+                vec![("domain", vm.domain.clone())],
+                r * s.cross_socket_penalty,
+            );
         }
         let exits = totals.exits_by_locality();
         for (i, l) in RUN_LOCALITIES.iter().enumerate() {
             if exits[i] > 0 || (has_gpu && *l != Locality::None) {
-                domain_exits.push(vec![("domain", vm.domain.clone()), ("locality", l.as_str().into())], exits[i] as f64);
+                domain_exits.push(
+                    vec![
+                        ("domain", vm.domain.clone()),
+                        ("locality", l.as_str().into()),
+                    ],
+                    exits[i] as f64,
+                );
             }
         }
         if !s.per_vcpu {
@@ -171,51 +205,120 @@ pub fn render(s: &Snapshot) -> String {
                 l
             };
             for (i, l) in RUN_LOCALITIES.iter().enumerate() {
-                if has_gpu != (*l == Locality::None) || (*l == Locality::None && t.run_seconds[i] > 0.0) {
-                    vcpu_run.push(labels(vec![("locality", l.as_str().into())]), t.run_seconds[i]);
+                if has_gpu != (*l == Locality::None)
+                    || (*l == Locality::None && t.run_seconds[i] > 0.0)
+                {
+                    vcpu_run.push(
+                        labels(vec![("locality", l.as_str().into())]),
+                        t.run_seconds[i],
+                    );
                 }
             }
             migrations.push(labels(vec![]), t.cross_socket_migrations as f64);
             for ((l, reason), n) in &t.exits {
-                vcpu_exits.push(labels(vec![("locality", l.as_str().into()), ("reason", reason.to_string())]), *n as f64);
+                vcpu_exits.push(
+                    labels(vec![
+                        ("locality", l.as_str().into()),
+                        ("reason", reason.to_string()),
+                    ]),
+                    *n as f64,
+                );
             }
         }
     }
     for ((domain, vcpu), on) in &s.recommended {
-        recommended.push(vec![("domain", domain.clone()), ("vcpu", vcpu.to_string())], f64::from(u8::from(*on)));
+        recommended.push(
+            vec![("domain", domain.clone()), ("vcpu", vcpu.to_string())],
+            f64::from(u8::from(*on)),
+        );
     }
     for ((domain, result), n) in &s.repins {
-        repins.push(vec![("domain", domain.clone()), ("result", result.clone())], *n as f64);
+        repins.push(
+            vec![("domain", domain.clone()), ("result", result.clone())],
+            *n as f64,
+        );
     }
 
-    let mut attached = Family::new("pinsight_probe_attached", GAUGE, "1 when the probe is attached, 0 when it was skipped (the log says why).");
+    let mut attached = Family::new(
+        "pinsight_probe_attached",
+        GAUGE,
+        "1 when the probe is attached, 0 when it was skipped (the log says why).",
+    );
     for (probe, on) in &s.probes {
         attached.push(vec![("probe", probe.clone())], f64::from(u8::from(*on)));
     }
-    let mut libvirt = Family::new("pinsight_libvirt_up", GAUGE, "1 when the last libvirt scan succeeded.");
+    let mut libvirt = Family::new(
+        "pinsight_libvirt_up",
+        GAUGE,
+        "1 when the last libvirt scan succeeded.",
+    );
     libvirt.push(vec![], f64::from(u8::from(s.libvirt_up)));
-    let mut build = Family::new("pinsight_build_info", GAUGE, "Version of the running pinsight.");
+    let mut build = Family::new(
+        "pinsight_build_info",
+        GAUGE,
+        "Version of the running pinsight.",
+    );
     build.push(vec![("version", env!("CARGO_PKG_VERSION").into())], 1.0);
-    let mut run_time = Family::new("pinsight_probe_run_seconds_total", COUNTER, "Time the kernel spent in the probe program (needs kernel.bpf_stats_enabled=1).");
-    let mut runs = Family::new("pinsight_probe_runs_total", COUNTER, "Runs of the probe program (needs kernel.bpf_stats_enabled=1).");
+    let mut run_time = Family::new(
+        "pinsight_probe_run_seconds_total",
+        COUNTER,
+        "Time the kernel spent in the probe program (needs kernel.bpf_stats_enabled=1).",
+    );
+    let mut runs = Family::new(
+        "pinsight_probe_runs_total",
+        COUNTER,
+        "Runs of the probe program (needs kernel.bpf_stats_enabled=1).",
+    );
     for (probe, ns, count) in s.program_stats.iter().flatten() {
         run_time.push(vec![("probe", probe.clone())], *ns as f64 / 1e9);
         runs.push(vec![("probe", probe.clone())], *count as f64);
     }
-    let mut entries = Family::new("pinsight_probe_map_entries", GAUGE, "Entries in use in a probe map.");
-    let mut capacity = Family::new("pinsight_probe_map_capacity", GAUGE, "Capacity of a probe map (probes.max_threads, probes.max_exit_keys).");
+    let mut entries = Family::new(
+        "pinsight_probe_map_entries",
+        GAUGE,
+        "Entries in use in a probe map.",
+    );
+    let mut capacity = Family::new(
+        "pinsight_probe_map_capacity",
+        GAUGE,
+        "Capacity of a probe map (probes.max_threads, probes.max_exit_keys).",
+    );
     for (map, used, cap) in &s.maps {
         entries.push(vec![("map", map.clone())], *used as f64);
         capacity.push(vec![("map", map.clone())], *cap as f64);
     }
-    let mut errors = Family::new("pinsight_probe_map_errors_total", COUNTER, "Failed map updates inside the probes (a full map loses counts).");
+    let mut errors = Family::new(
+        "pinsight_probe_map_errors_total",
+        COUNTER,
+        "Failed map updates inside the probes (a full map loses counts).",
+    );
     errors.push(vec![], s.map_errors as f64);
-    let mut scrape = Family::new("pinsight_scrape_duration_seconds", GAUGE, "Time the previous /metrics render took.");
+    let mut scrape = Family::new(
+        "pinsight_scrape_duration_seconds",
+        GAUGE,
+        "Time the previous /metrics render took.",
+    );
     scrape.push(vec![], s.scrape_duration_seconds);
 
     let families: Vec<MetricFamily> = [
-        vcpu_run, domain_run, migrations, ratio, overhead, info, vcpu_exits, domain_exits,
-        recommended, repins, attached, libvirt, build, run_time, runs, entries, capacity, errors,
+        vcpu_run,
+        domain_run,
+        migrations,
+        ratio,
+        overhead,
+        info,
+        vcpu_exits,
+        domain_exits,
+        recommended,
+        repins,
+        attached,
+        libvirt,
+        build,
+        run_time,
+        runs,
+        entries,
+        capacity,
+        errors,
         scrape,
     ]
     .into_iter()

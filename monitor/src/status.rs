@@ -91,7 +91,11 @@ pub struct HostStatus {
 }
 
 /// Whether a thread allowed on `allowed` may run on a socket without any of the GPUs.
-pub fn allowed_on_wrong_socket(topology: &Topology, allowed: &crate::cpuset::CpuSet, gpu_nodes: &[u32]) -> bool {
+pub fn allowed_on_wrong_socket(
+    topology: &Topology,
+    allowed: &crate::cpuset::CpuSet,
+    gpu_nodes: &[u32],
+) -> bool {
     !gpu_nodes.is_empty()
         && allowed
             .iter()
@@ -112,7 +116,11 @@ pub fn vm_status(vm: &Vm, totals: Option<&DomainTotals>, topology: &Topology) ->
                 vcpu: t.vcpu,
                 tid: t.tid,
                 allowed_cpus: t.allowed_cpus.to_string(),
-                allowed_on_wrong_socket: allowed_on_wrong_socket(topology, &t.allowed_cpus, &vm.gpu_nodes),
+                allowed_on_wrong_socket: allowed_on_wrong_socket(
+                    topology,
+                    &t.allowed_cpus,
+                    &vm.gpu_nodes,
+                ),
                 run_seconds: v.run_seconds.iter().sum(),
                 shares: Shares::of(&v.run_seconds),
                 remote_ratio: v.remote_ratio,
@@ -134,9 +142,9 @@ pub fn vm_status(vm: &Vm, totals: Option<&DomainTotals>, topology: &Topology) ->
         gpu_nodes: vm.gpu_nodes.clone(),
         run_seconds: run.iter().sum(),
         shares: Shares::of(&run),
-        remote_ratio: totals.remote_ratio.or_else(|| {
-            (!vm.gpu_nodes.is_empty()).then(|| remote_share(&run).unwrap_or(0.0))
-        }),
+        remote_ratio: totals
+            .remote_ratio
+            .or_else(|| (!vm.gpu_nodes.is_empty()).then(|| remote_share(&run).unwrap_or(0.0))),
         vcpus,
     }
 }
@@ -166,7 +174,11 @@ pub fn render_text(host: &HostStatus) -> String {
     }
     for vm in &host.vms {
         let ratio = vm.remote_ratio.map(pct).unwrap_or_else(|| "   n/a".into());
-        let gpus = if vm.gpus.is_empty() { "no GPU".to_string() } else { vm.gpus.join(", ") };
+        let gpus = if vm.gpus.is_empty() {
+            "no GPU".to_string()
+        } else {
+            vm.gpus.join(", ")
+        };
         let _ = writeln!(out, "\n{}  ({gpus})  remote now {ratio}", vm.domain);
         let _ = writeln!(
             out,
@@ -190,8 +202,15 @@ pub fn render_text(host: &HostStatus) -> String {
             );
         }
     }
-    if host.vms.iter().any(|vm| vm.vcpus.iter().any(|v| v.allowed_on_wrong_socket)) {
-        let _ = writeln!(out, "\n! = allowed to run on a socket without the VM's GPUs");
+    if host
+        .vms
+        .iter()
+        .any(|vm| vm.vcpus.iter().any(|v| v.allowed_on_wrong_socket))
+    {
+        let _ = writeln!(
+            out,
+            "\n! = allowed to run on a socket without the VM's GPUs"
+        );
     }
     for p in &host.problems {
         let _ = writeln!(out, "problem: {p}");

@@ -25,13 +25,20 @@ fn pin_self(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set), 0);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0
+        );
     }
 }
 
 fn require_root() {
     // SAFETY: geteuid cannot fail.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test loads eBPF and must run as root (see README)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test loads eBPF and must run as root (see README)"
+    );
     assert!(
         std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         "kernel BTF (/sys/kernel/btf/vmlinux) is missing: the probes need it"
@@ -42,7 +49,10 @@ fn require_root() {
 fn sched_switch_accounts_a_tracked_thread_per_cpu_and_counts_socket_moves() {
     require_root();
     let cpus = std::thread::available_parallelism().unwrap().get();
-    assert!(cpus >= 2, "needs 2 CPUs to move a thread between sockets, have {cpus}");
+    assert!(
+        cpus >= 2,
+        "needs 2 CPUs to move a thread between sockets, have {cpus}"
+    );
     // CPU 0 on socket 0, CPU 1 on socket 1: the same shape as the two-socket fixture.
     let options = ProbeOptions {
         max_threads: 64,
@@ -90,10 +100,17 @@ fn sched_switch_accounts_a_tracked_thread_per_cpu_and_counts_socket_moves() {
     // time outside the measured window (thread wake-up before `before`, the sleep loop after
     // `after`), a few ms at most.
     let diff = ours.abs_diff(kernel_ns) as f64 / kernel_ns as f64;
-    assert!(diff < 0.10, "probe {ours} ns vs schedstat {kernel_ns} ns ({:.1}% apart)", diff * 100.0);
+    assert!(
+        diff < 0.10,
+        "probe {ours} ns vs schedstat {kernel_ns} ns ({:.1}% apart)",
+        diff * 100.0
+    );
     for cpu in 0..2 {
         let on_cpu = counters.run_ns_by_cpu[cpu];
-        assert!(on_cpu > 200_000_000, "CPU {cpu} got only {on_cpu} ns of ~300 ms");
+        assert!(
+            on_cpu > 200_000_000,
+            "CPU {cpu} got only {on_cpu} ns of ~300 ms"
+        );
     }
     assert!(
         counters.cross_socket_migrations >= 3,

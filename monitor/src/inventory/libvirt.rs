@@ -52,7 +52,10 @@ impl Libvirt {
 
     /// The open connection, opening it if needed.
     pub fn connection(&mut self) -> Result<&Connect, LibvirtError> {
-        let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
+        let alive = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.is_alive().unwrap_or(false));
         if !alive {
             self.conn = None;
             let conn = Connect::open(Some(&self.uri)).map_err(|e| LibvirtError::Connect {
@@ -71,24 +74,27 @@ impl Libvirt {
     pub fn lookup(&mut self, name: &str) -> Result<Domain, LibvirtError> {
         let uri = self.uri.clone();
         let conn = self.connection()?;
-        conn.lookup_domain_by_name(name).map_err(|e| LibvirtError::List {
-            uri,
-            message: format!("domain {name}: {}", e.message()),
-        })
+        conn.lookup_domain_by_name(name)
+            .map_err(|e| LibvirtError::List {
+                uri,
+                message: format!("domain {name}: {}", e.message()),
+            })
     }
 
     /// Scans every running domain. Per-domain trouble goes into `problems`; only a failure
     /// to talk to libvirt at all is an error.
-    pub fn scan(&mut self, topology: &Topology, paths: &HostPaths) -> Result<Inventory, LibvirtError> {
+    pub fn scan(
+        &mut self,
+        topology: &Topology,
+        paths: &HostPaths,
+    ) -> Result<Inventory, LibvirtError> {
         let uri = self.uri.clone();
         let list = self
             .connection()?
             .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-            .map_err(|e| {
-                LibvirtError::List {
-                    uri: uri.clone(),
-                    message: e.message().to_string(),
-                }
+            .map_err(|e| LibvirtError::List {
+                uri: uri.clone(),
+                message: e.message().to_string(),
             });
         let domains = match list {
             Ok(domains) => domains,

@@ -8,18 +8,30 @@ use super::VcpuThread;
 
 /// QEMU names its KVM vCPU threads "CPU <index>/KVM".
 fn vcpu_index(comm: &str) -> Option<u32> {
-    comm.trim().strip_prefix("CPU ")?.strip_suffix("/KVM")?.parse().ok()
+    comm.trim()
+        .strip_prefix("CPU ")?
+        .strip_suffix("/KVM")?
+        .parse()
+        .ok()
 }
 
 /// vCPU threads of process `pid`, sorted by vCPU index. A process that exits while we read it
 /// is an error naming it; a thread that exits is simply not listed.
 pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, String> {
     let task_dir = proc_root.join(pid.to_string()).join("task");
-    let entries = std::fs::read_dir(&task_dir)
-        .map_err(|e| format!("QEMU process {pid} is gone or unreadable ({}: {e})", task_dir.display()))?;
+    let entries = std::fs::read_dir(&task_dir).map_err(|e| {
+        format!(
+            "QEMU process {pid} is gone or unreadable ({}: {e})",
+            task_dir.display()
+        )
+    })?;
     let mut vcpus = Vec::new();
     for entry in entries.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {

@@ -77,7 +77,11 @@ impl<'a> Btf<'a> {
             return Err("bad magic (not little-endian BTF)");
         }
         let hdr_len = u32_at(data, 4).ok_or("truncated header")? as usize;
-        let field = |at| u32_at(data, at).map(|v| v as usize).ok_or("truncated header");
+        let field = |at| {
+            u32_at(data, at)
+                .map(|v| v as usize)
+                .ok_or("truncated header")
+        };
         let (type_off, type_len) = (field(8)?, field(12)?);
         let (str_off, str_len) = (field(16)?, field(20)?);
         let section = |off: usize, len: usize| {
@@ -106,11 +110,11 @@ impl<'a> Btf<'a> {
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
             let trailing = match kind {
-                1 | 14 | 17 => 4,                // INT, VAR, DECL_TAG
-                3 => 12,                         // ARRAY
-                4 | 5 | 15 | 19 => vlen * 12,    // STRUCT, UNION, DATASEC, ENUM64
-                6 | 13 => vlen * 8,              // ENUM, FUNC_PROTO
-                0 | 2 | 7..=12 | 16 | 18 => 0,   // the kinds with no trailing data
+                1 | 14 | 17 => 4,              // INT, VAR, DECL_TAG
+                3 => 12,                       // ARRAY
+                4 | 5 | 15 | 19 => vlen * 12,  // STRUCT, UNION, DATASEC, ENUM64
+                6 | 13 => vlen * 8,            // ENUM, FUNC_PROTO
+                0 | 2 | 7..=12 | 16 | 18 => 0, // the kinds with no trailing data
                 _ => return Err("unknown BTF kind"),
             };
             if kind == KIND_STRUCT && self.name(name_off) == strukt.as_bytes() {
@@ -120,8 +124,12 @@ impl<'a> Btf<'a> {
                     let m_offset = u32_at(self.types, m + 8).ok_or("truncated member")?;
                     if self.name(m_name) == member.as_bytes() {
                         // With kind_flag the low 24 bits are the bit offset (bitfields).
-                        let bits = if kind_flag { m_offset & 0xff_ffff } else { m_offset };
-                        if bits % 8 != 0 {
+                        let bits = if kind_flag {
+                            m_offset & 0xff_ffff
+                        } else {
+                            m_offset
+                        };
+                        if !bits.is_multiple_of(8) {
                             return Err("member is a bitfield");
                         }
                         return Ok(Some(bits / 8));
@@ -145,7 +153,7 @@ mod tests {
         let tgid = member_offset(path, "task_struct", "tgid").unwrap();
         // pid and tgid are adjacent pid_t members in every kernel since 2.6.
         assert_eq!(tgid, pid + 4, "pid at {pid}, tgid at {tgid}");
-        assert!(pid > 0 && pid % 4 == 0);
+        assert!(pid > 0 && pid.is_multiple_of(4));
     }
 
     #[test]

@@ -4,16 +4,17 @@
 //! whose attach point is missing is skipped with the reason, reported through
 //! [`Probes::status`], and the others keep working.
 
+pub mod bench;
 mod btf;
 mod tracefs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use std::path::Path;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use monitor_common::{globals, maps, programs, ExitKey, ThreadState, MAP_ERROR_SLOTS};
+use monitor_common::{globals, maps, programs, CpuRun, ExitKey, MAP_ERROR_SLOTS};
 use serde::Serialize;
 
 pub use btf::BtfError;
@@ -80,6 +81,9 @@ pub enum ProbeError {
     /// The object lacks something the daemon expects (a build mismatch).
     #[error("the embedded eBPF object has no {0}")]
     Missing(&'static str),
+    /// The kernel has no such tracepoint (or tracefs is not mounted).
+    #[error("tracepoint {0} not found in tracefs (is it mounted? does this kernel have it?)")]
+    NoTracepoint(String),
     /// More vCPU threads than the maps hold.
     #[error("cannot track thread {tid}: {tracked} threads tracked, maps hold {capacity} (raise probes.max_threads)")]
     Full {
@@ -138,8 +142,7 @@ pub struct MapUsage {
 pub struct Probes {
     ebpf: Ebpf,
     tracked_tids: Array<MapData, u64>,
-    thread_state: HashMap<MapData, u32, ThreadState>,
-    run_ns: PerCpuHashMap<MapData, u32, u64>,
+    run_ns: PerCpuHashMap<MapData, u32, CpuRun>,
     kvm_exits: PerCpuHashMap<MapData, ExitKey, u64>,
     map_errors: PerCpuArray<MapData, u64>,
     status: BTreeMap<&'static str, ProbeStatus>,
@@ -172,16 +175,15 @@ impl Probes {
         let bitmap_words = pid_max.div_ceil(64);
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| map_err(maps::RUN_NS)(aya::maps::MapError::IoError(e)))?;
-        let kvm_offsets = kvm_offsets();
+        let offsets = tracepoint_offsets();
         let mut loader = EbpfLoader::new();
         loader
             .set_global(globals::TASK_PID_OFFSET, &pid_offset, true)
             .set_max_entries(maps::TRACKED_TIDS, bitmap_words)
-            .set_max_entries(maps::THREAD_STATE, options.max_threads)
             .set_max_entries(maps::RUN_NS, options.max_threads)
             .set_max_entries(maps::KVM_EXITS, options.max_exit_keys)
             .set_max_entries(maps::CPU_SOCKET, nr_cpus as u32);
-        for (name, value) in &kvm_offsets {
+        for (name, value) in &offsets {
             loader.set_global(name, value, true);
         }
         let mut ebpf = loader.load(PROBES_OBJECT)?;
@@ -196,20 +198,21 @@ impl Probes {
             ebpf.take_map(name).ok_or(ProbeError::Missing(name))
         };
         let mut cpu_socket: Array<MapData, u32> =
-            Array::try_from(take(&mut ebpf, maps::CPU_SOCKET)?).map_err(map_err(maps::CPU_SOCKET))?;
+            Array::try_from(take(&mut ebpf, maps::CPU_SOCKET)?)
+                .map_err(map_err(maps::CPU_SOCKET))?;
         for cpu in 0..nr_cpus as u32 {
             let socket = options
                 .cpu_sockets
                 .get(&cpu)
                 .copied()
                 .unwrap_or(monitor_common::UNKNOWN_SOCKET);
-            cpu_socket.set(cpu, socket, 0).map_err(map_err(maps::CPU_SOCKET))?;
+            cpu_socket
+                .set(cpu, socket, 0)
+                .map_err(map_err(maps::CPU_SOCKET))?;
         }
         let mut probes = Probes {
             tracked_tids: Array::try_from(take(&mut ebpf, maps::TRACKED_TIDS)?)
                 .map_err(map_err(maps::TRACKED_TIDS))?,
-            thread_state: HashMap::try_from(take(&mut ebpf, maps::THREAD_STATE)?)
-                .map_err(map_err(maps::THREAD_STATE))?,
             run_ns: PerCpuHashMap::try_from(take(&mut ebpf, maps::RUN_NS)?)
                 .map_err(map_err(maps::RUN_NS))?,
             kvm_exits: PerCpuHashMap::try_from(take(&mut ebpf, maps::KVM_EXITS)?)
@@ -247,6 +250,17 @@ impl Probes {
         // sched_switch is the probe the product is about: without it, fail loudly.
         self.attach_btf(programs::SCHED_SWITCH, &btf)?;
         self.set_status(programs::SCHED_SWITCH, true, "tp_btf/sched_switch".into());
+        match self.attach_tracepoint("sched", programs::SCHED_MIGRATE_TASK) {
+            Ok(()) => self.set_status(
+                programs::SCHED_MIGRATE_TASK,
+                true,
+                "tracepoint/sched/sched_migrate_task".into(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "sched_migrate_task probe skipped: cross-socket migrations will not be counted");
+                self.set_status(programs::SCHED_MIGRATE_TASK, false, e.to_string());
+            }
+        }
         match self.attach_btf(programs::SCHED_PROCESS_EXIT, &btf) {
             Ok(()) => self.set_status(
                 programs::SCHED_PROCESS_EXIT,
@@ -278,10 +292,14 @@ impl Probes {
         }
         for &name in candidates {
             if self.exit_source.is_some() {
-                self.set_status(name, false, format!("{} is in use", self.exit_source.unwrap_or("")));
+                self.set_status(
+                    name,
+                    false,
+                    format!("{} is in use", self.exit_source.unwrap_or("")),
+                );
                 continue;
             }
-            let result = self.attach_tracepoint(name);
+            let result = self.attach_tracepoint("kvm", name);
             match result {
                 Ok(()) => {
                     tracing::info!(source = name, "KVM exit probe attached to kvm:{name}");
@@ -299,12 +317,9 @@ impl Probes {
         }
     }
 
-    fn attach_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
-        if !tracefs::exists("kvm", name) {
-            return Err(ProbeError::Missing(match name {
-                programs::KVM_EXIT => "tracepoint kvm:kvm_exit on this kernel",
-                _ => "tracepoint kvm:kvm_userspace_exit on this kernel",
-            }));
+    fn attach_tracepoint(&mut self, category: &str, name: &'static str) -> Result<(), ProbeError> {
+        if !tracefs::exists(category, name) {
+            return Err(ProbeError::NoTracepoint(format!("{category}:{name}")));
         }
         let prog: &mut TracePoint = self
             .ebpf
@@ -313,7 +328,7 @@ impl Probes {
             .try_into()
             .map_err(prog_err(name))?;
         prog.load().map_err(prog_err(name))?;
-        prog.attach("kvm", name).map_err(prog_err(name))?;
+        prog.attach(category, name).map_err(prog_err(name))?;
         Ok(())
     }
 
@@ -354,13 +369,12 @@ impl Probes {
                 capacity: self.options.max_threads,
             });
         }
-        // State and counters first, the bit last: the probes never see a half-tracked thread.
-        self.thread_state
-            .insert(tid, ThreadState::new(), 0)
-            .map_err(map_err(maps::THREAD_STATE))?;
-        let zeros = PerCpuValues::try_from(vec![0u64; self.nr_cpus])
+        // Counters first, the bit last: the probes never see a half-tracked thread.
+        let zeros = PerCpuValues::try_from(vec![CpuRun::default(); self.nr_cpus])
             .map_err(|e| map_err(maps::RUN_NS)(aya::maps::MapError::IoError(e)))?;
-        self.run_ns.insert(tid, zeros, 0).map_err(map_err(maps::RUN_NS))?;
+        self.run_ns
+            .insert(tid, zeros, 0)
+            .map_err(map_err(maps::RUN_NS))?;
         self.set_bit(tid, true)?;
         self.tracked.insert(tid);
         Ok(())
@@ -371,10 +385,12 @@ impl Probes {
         self.set_bit(tid, false)?;
         let exits = self.read_exits()?;
         let last = self.read_thread(tid, &exits);
-        let _ = self.thread_state.remove(&tid);
         let _ = self.run_ns.remove(&tid);
         for reason in last.exits.keys() {
-            let _ = self.kvm_exits.remove(&ExitKey { tid, reason: *reason });
+            let _ = self.kvm_exits.remove(&ExitKey {
+                tid,
+                reason: *reason,
+            });
         }
         self.tracked.remove(&tid);
         Ok(last)
@@ -412,7 +428,10 @@ impl Probes {
         for entry in self.kvm_exits.iter() {
             // An entry removed between get_next_key and lookup is not an error worth failing on.
             let Ok((key, values)) = entry else { continue };
-            exits.entry(key.tid).or_default().insert(key.reason, values.to_vec());
+            exits
+                .entry(key.tid)
+                .or_default()
+                .insert(key.reason, values.to_vec());
         }
         Ok(exits)
     }
@@ -422,23 +441,25 @@ impl Probes {
         tid: u32,
         exits: &StdHashMap<u32, BTreeMap<u32, Vec<u64>>>,
     ) -> ThreadCounters {
-        let mut run_ns_by_cpu = self
+        let slots = self
             .run_ns
             .get(&tid, 0)
             .map(|v| v.to_vec())
-            .unwrap_or_else(|_| vec![0; self.nr_cpus]);
-        let state = self.thread_state.get(&tid, 0).unwrap_or_default();
+            .unwrap_or_else(|_| vec![CpuRun::default(); self.nr_cpus]);
         // A vCPU that keeps its CPU is not switched out for long stretches: add the stint in
         // progress so run time does not lag behind until the next context switch.
-        if state.on_cpu_since_ns != 0 {
-            let now = monotonic_ns();
-            if let Some(slot) = run_ns_by_cpu.get_mut(state.last_cpu as usize) {
-                *slot += now.saturating_sub(state.on_cpu_since_ns);
-            }
-        }
+        let now = monotonic_ns();
+        let run_ns_by_cpu = slots
+            .iter()
+            .map(|s| match s.on_cpu_since_ns {
+                0 => s.run_ns,
+                since => s.run_ns + now.saturating_sub(since),
+            })
+            .collect();
+        let cross_socket_migrations = slots.iter().map(|s| s.cross_socket_migrations).sum();
         ThreadCounters {
             run_ns_by_cpu,
-            cross_socket_migrations: state.cross_socket_migrations,
+            cross_socket_migrations,
             exits: exits.get(&tid).cloned().unwrap_or_default(),
         }
     }
@@ -456,11 +477,6 @@ impl Probes {
         let exit_entries = self.kvm_exits.keys().count() as u64;
         vec![
             MapUsage {
-                map: maps::THREAD_STATE,
-                entries: self.tracked.len() as u64,
-                capacity: self.options.max_threads.into(),
-            },
-            MapUsage {
                 map: maps::RUN_NS,
                 entries: self.tracked.len() as u64,
                 capacity: self.options.max_threads.into(),
@@ -471,6 +487,11 @@ impl Probes {
                 capacity: self.options.max_exit_keys.into(),
             },
         ]
+    }
+
+    /// The loaded object (benchmarks read program stats from it).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     /// Run time and count per attached program; None when kernel.bpf_stats_enabled is 0.
@@ -538,18 +559,47 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Record offsets for the KVM tracepoints, falling back to the compiled-in defaults (the
+/// Record offsets for the classic tracepoints (sched_migrate_task, KVM exits), falling back to the compiled-in defaults (the
 /// layout of every kernel since 5.x) when tracefs does not say.
-fn kvm_offsets() -> Vec<(&'static str, u32)> {
+fn tracepoint_offsets() -> Vec<(&'static str, u32)> {
     let fields = [
-        (globals::KVM_EXIT_REASON_OFFSET, "kvm_exit", "exit_reason"),
-        (globals::KVM_EXIT_ISA_OFFSET, "kvm_exit", "isa"),
-        (globals::KVM_USERSPACE_EXIT_REASON_OFFSET, "kvm_userspace_exit", "reason"),
+        (
+            globals::MIGRATE_PID_OFFSET,
+            "sched",
+            "sched_migrate_task",
+            "pid",
+        ),
+        (
+            globals::MIGRATE_ORIG_CPU_OFFSET,
+            "sched",
+            "sched_migrate_task",
+            "orig_cpu",
+        ),
+        (
+            globals::MIGRATE_DEST_CPU_OFFSET,
+            "sched",
+            "sched_migrate_task",
+            "dest_cpu",
+        ),
+        (
+            globals::KVM_EXIT_REASON_OFFSET,
+            "kvm",
+            "kvm_exit",
+            "exit_reason",
+        ),
+        (globals::KVM_EXIT_ISA_OFFSET, "kvm", "kvm_exit", "isa"),
+        (
+            globals::KVM_USERSPACE_EXIT_REASON_OFFSET,
+            "kvm",
+            "kvm_userspace_exit",
+            "reason",
+        ),
     ];
+
     fields
         .iter()
-        .filter_map(|(global, event, field)| {
-            tracefs::field_offset("kvm", event, field)
+        .filter_map(|(global, category, event, field)| {
+            tracefs::field_offset(category, event, field)
                 .map(|offset| (*global, offset))
                 .map_err(|e| tracing::debug!("{e}"))
                 .ok()
@@ -564,10 +614,22 @@ mod tests {
     #[test]
     fn auto_picks_kvm_exit_only_under_hardware_kvm() {
         let auto = KvmExitSource::Auto;
-        assert_eq!(exit_source_candidates(auto, Some("kvm_intel"))[0], programs::KVM_EXIT);
-        assert_eq!(exit_source_candidates(auto, Some("kvm_amd"))[0], programs::KVM_EXIT);
-        assert_eq!(exit_source_candidates(auto, Some("kvm_pvm")), &[programs::KVM_USERSPACE_EXIT]);
-        assert_eq!(exit_source_candidates(auto, None), &[programs::KVM_USERSPACE_EXIT]);
+        assert_eq!(
+            exit_source_candidates(auto, Some("kvm_intel"))[0],
+            programs::KVM_EXIT
+        );
+        assert_eq!(
+            exit_source_candidates(auto, Some("kvm_amd"))[0],
+            programs::KVM_EXIT
+        );
+        assert_eq!(
+            exit_source_candidates(auto, Some("kvm_pvm")),
+            &[programs::KVM_USERSPACE_EXIT]
+        );
+        assert_eq!(
+            exit_source_candidates(auto, None),
+            &[programs::KVM_USERSPACE_EXIT]
+        );
         let forced = exit_source_candidates(KvmExitSource::KvmExit, Some("kvm_pvm"));
         assert_eq!(forced, &[programs::KVM_EXIT]);
         assert!(exit_source_candidates(KvmExitSource::Off, Some("kvm_intel")).is_empty());
@@ -576,6 +638,9 @@ mod tests {
     #[test]
     fn this_host_has_a_kvm_vendor_module() {
         // The testbed runs nested PVM KVM; a bare-metal CI host would show kvm_intel/kvm_amd.
-        assert!(kvm_vendor_module(Path::new("/sys/module")).is_some(), "no KVM module loaded");
+        assert!(
+            kvm_vendor_module(Path::new("/sys/module")).is_some(),
+            "no KVM module loaded"
+        );
     }
 }

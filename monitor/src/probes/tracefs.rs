@@ -36,7 +36,13 @@ pub fn exists(category: &str, name: &str) -> bool {
 fn format_path(category: &str, name: &str) -> Option<PathBuf> {
     TRACEFS_ROOTS
         .iter()
-        .map(|root| Path::new(root).join("events").join(category).join(name).join("format"))
+        .map(|root| {
+            Path::new(root)
+                .join("events")
+                .join(category)
+                .join(name)
+                .join("format")
+        })
         .find(|p| p.exists())
 }
 
@@ -45,7 +51,11 @@ pub fn field_offset(category: &str, name: &str, field: &str) -> Result<u32, Trac
     let path = format_path(category, name).ok_or_else(|| TracefsError::Missing {
         category: category.into(),
         name: name.into(),
-        path: Path::new(TRACEFS_ROOTS[0]).join("events").join(category).join(name).join("format"),
+        path: Path::new(TRACEFS_ROOTS[0])
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format"),
     })?;
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     parse_field_offset(&text, field).ok_or(TracefsError::NoField {
@@ -59,13 +69,17 @@ pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?;
         let (decl, rest) = decl.split_once(';')?;
-        let declared = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next()?;
+        let declared = decl
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()?;
         // Arrays are declared as "char comm[16]".
         let declared = declared.split('[').next()?;
         if declared != field {
             return None;
         }
-        let offset = rest.split(';').find_map(|p| p.trim().strip_prefix("offset:"))?;
+        let offset = rest
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("offset:"))?;
         offset.trim().parse().ok()
     })
 }
@@ -87,7 +101,10 @@ mod tests {
     #[test]
     fn reads_the_running_kernels_kvm_formats() {
         // Cross-checks the parser against the kernel's own files (tracefs is mounted by setup).
-        assert!(exists("sched", "sched_switch"), "tracefs not mounted: run scripts/setup.sh");
+        assert!(
+            exists("sched", "sched_switch"),
+            "tracefs not mounted: run scripts/setup.sh"
+        );
         let reason = field_offset("kvm", "kvm_userspace_exit", "reason").unwrap();
         let errno = field_offset("kvm", "kvm_userspace_exit", "errno").unwrap();
         assert_eq!(errno, reason + 4);

@@ -1,0 +1,183 @@
+//! Measures what the sched_switch probe costs, against the floor any program on the same
+//! attach point pays (an empty program loaded the same way), in one run on this machine.
+//!
+//!     target/release/examples/probe_cost [--seconds 5] [--rounds 7]
+//!
+//! Part 1 (bpf_stats): the empty program and pinsight's are attached at the same time, so both
+//! run on exactly the same switches; the ratio of their mean run times is what pinsight adds.
+//! Scenario "untracked": a two-thread pipe ping-pong nobody tracks (the common case on a host).
+//! Scenario "tracked": the same ping-pong with both threads tracked (worst case: every switch
+//! has a tracked thread on one side).
+//! Part 2 (`perf bench sched pipe`): none / empty / pinsight alternating, several rounds;
+//! median and spread of usecs/op.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use pinsight::probes::bench::{load_empty_sched_switch, program_run_stats};
+use pinsight::probes::{KvmExitSource, ProbeOptions, Probes};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn gettid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Two threads bouncing a byte over a socket pair until `stop`; returns their tids.
+fn ping_pong(stop: Arc<AtomicBool>) -> (Vec<u32>, Vec<std::thread::JoinHandle<u64>>) {
+    let (mut a, mut b) = UnixStream::pair().expect("socketpair");
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    let stop2 = stop.clone();
+    let ping = std::thread::spawn(move || {
+        tx.send(gettid()).unwrap();
+        let mut n = 0;
+        let mut buf = [0u8; 1];
+        while !stop.load(Ordering::Relaxed) {
+            if a.write_all(&[1]).is_err() || a.read_exact(&mut buf).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        drop(a);
+        n
+    });
+    let pong = std::thread::spawn(move || {
+        tx2.send(gettid()).unwrap();
+        let mut buf = [0u8; 1];
+        let mut n = 0;
+        while b.read_exact(&mut buf).is_ok() && b.write_all(&buf).is_ok() {
+            n += 1;
+            if stop2.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        n
+    });
+    (
+        vec![rx.recv().unwrap(), rx.recv().unwrap()],
+        vec![ping, pong],
+    )
+}
+
+fn options() -> ProbeOptions {
+    ProbeOptions {
+        max_threads: 1024,
+        max_exit_keys: 16384,
+        kvm_exit_source: KvmExitSource::Off,
+        cpu_sockets: (0..64).map(|c| (c, c % 2)).collect(),
+    }
+}
+
+fn stats_scenario(track: bool, seconds: u64) -> (f64, f64, u64) {
+    let empty = load_empty_sched_switch().expect("load empty program");
+    let mut probes = Probes::load(options()).expect("load pinsight probes");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tids, handles) = ping_pong(stop.clone());
+    if track {
+        for tid in &tids {
+            probes.track(*tid).expect("track");
+        }
+    }
+    let e0 = program_run_stats(&empty, "sched_switch_empty").unwrap();
+    let p0 = program_run_stats(probes.ebpf(), "sched_switch").unwrap();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let e1 = program_run_stats(&empty, "sched_switch_empty").unwrap();
+    let p1 = program_run_stats(probes.ebpf(), "sched_switch").unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let round_trips: u64 = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .unwrap_or(0);
+    let per = |a: (u64, u64), b: (u64, u64)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64;
+    (per(e0, e1), per(p0, p1), round_trips)
+}
+
+fn perf_pipe(loops: u64) -> f64 {
+    let out = Command::new("perf")
+        .args(["bench", "sched", "pipe", "-l", &loops.to_string()])
+        .output()
+        .expect("perf (linux-perf) installed by scripts/setup.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_suffix("usecs/op"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected perf output: {text}"))
+}
+
+fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    let seconds = arg("--seconds", 5);
+    let rounds = arg("--rounds", 7);
+    let stats_were_on = pinsight::probes::bpf_stats_enabled();
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("root needed for bpf_stats");
+
+    println!("## sched_switch probe cost (bpf_stats, both programs attached, same switches, {seconds} s each)\n");
+    println!(
+        "| scenario | empty program ns/run | pinsight ns/run | ratio | ping-pong round trips |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, track) in [
+        ("no tracked thread", false),
+        ("both ping-pong threads tracked", true),
+    ] {
+        let (empty, ours, trips) = stats_scenario(track, seconds);
+        println!(
+            "| {name} | {empty:.1} | {ours:.1} | {:.2}x | {trips} |",
+            ours / empty
+        );
+    }
+
+    println!(
+        "\n## perf bench sched pipe (usecs/op; {rounds} rounds, configurations alternating)\n"
+    );
+    let loops = 200_000;
+    let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..rounds {
+        results.entry("1 none").or_default().push(perf_pipe(loops));
+        let empty = load_empty_sched_switch().expect("load empty");
+        results
+            .entry("2 empty program")
+            .or_default()
+            .push(perf_pipe(loops));
+        drop(empty);
+        let probes = Probes::load(options()).expect("load probes");
+        results
+            .entry("3 pinsight (nothing tracked)")
+            .or_default()
+            .push(perf_pipe(loops));
+        drop(probes);
+    }
+    let (base, _, _) = median_spread(results["1 none"].clone());
+    println!("| configuration | median | min | max | slowdown vs none (median) |");
+    println!("|---|---|---|---|---|");
+    for (name, v) in &results {
+        let (m, lo, hi) = median_spread(v.clone());
+        println!(
+            "| {} | {m:.3} | {lo:.3} | {hi:.3} | {:+.1}% |",
+            &name[2..],
+            (m / base - 1.0) * 100.0
+        );
+    }
+    if !stats_were_on {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    }
+}
