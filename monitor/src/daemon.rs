@@ -235,39 +235,7 @@ impl Engine {
                 probes.insert(monitor_common::programs::SCHED_SWITCH.into(), false);
             }
         }
-        let vms: Vec<VmLabels> = self
-            .inventory
-            .vms
-            .iter()
-            .map(|vm| VmLabels {
-                domain: vm.name.clone(),
-                uuid: vm.uuid.clone(),
-                gpus: vm
-                    .gpus
-                    .iter()
-                    .map(|g| g.address.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                gpu_nodes: vm
-                    .gpu_nodes
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                nova_instance: vm
-                    .spec
-                    .nova
-                    .as_ref()
-                    .and_then(|n| n.instance_name.clone())
-                    .unwrap_or_default(),
-                nova_project: vm
-                    .spec
-                    .nova
-                    .as_ref()
-                    .and_then(|n| n.project_name.clone())
-                    .unwrap_or_default(),
-            })
-            .collect();
+        let vms: Vec<VmLabels> = self.inventory.vms.iter().map(VmLabels::from_vm).collect();
         let totals = self.accounting.domains();
         let mut problems = self.inventory.problems.clone();
         if let Some(f) = &self.probe_failure {

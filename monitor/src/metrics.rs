@@ -9,6 +9,7 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 use prometheus::{Encoder, TextEncoder};
 
 use crate::accounting::{remote_share, DomainTotals};
+use crate::inventory::Vm;
 use crate::topology::Locality;
 
 /// Descriptive labels of one VM, for `pinsight_domain_info`.
@@ -26,6 +27,26 @@ pub struct VmLabels {
     pub nova_instance: String,
     /// Nova project name.
     pub nova_project: String,
+}
+
+impl VmLabels {
+    /// The labels of a VM from the inventory.
+    pub fn from_vm(vm: &Vm) -> VmLabels {
+        let join = |items: Vec<String>| items.join(",");
+        let nova = vm.spec.nova.as_ref();
+        VmLabels {
+            domain: vm.name.clone(),
+            uuid: vm.uuid.clone(),
+            gpus: join(vm.gpus.iter().map(|g| g.address.clone()).collect()),
+            gpu_nodes: join(vm.gpu_nodes.iter().map(|n| n.to_string()).collect()),
+            nova_instance: nova
+                .and_then(|n| n.instance_name.clone())
+                .unwrap_or_default(),
+            nova_project: nova
+                .and_then(|n| n.project_name.clone())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Everything one scrape shows.
@@ -125,7 +146,7 @@ pub fn render(s: &Snapshot) -> String {
     let mut migrations = Family::new(
         "pinsight_vcpu_cross_socket_migrations_total",
         COUNTER,
-        "Times a vCPU thread went on a CPU of another socket than the one it last ran on.",
+        "Moves of a vCPU thread from a CPU of one socket to a CPU of another (sched_migrate_task).",
     );
     let mut ratio = Family::new("pinsight_domain_remote_ratio", GAUGE, "Share (0..1) of the VM's vCPU run time spent on another socket than its GPUs, over the recent window (remote_ratio_window_seconds).");
     let mut overhead = Family::new("pinsight_domain_estimated_overhead_ratio", GAUGE, "Estimated share of performance lost to cross-socket placement: remote ratio x cross_socket_penalty (an estimate, not a measurement).");

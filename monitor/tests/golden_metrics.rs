@@ -1,0 +1,143 @@
+//! Golden test of /metrics: names, types, HELP texts and label sets are an interface that
+//! dashboards and alert rules depend on. The accounting runs on the two-socket fixture with
+//! made-up probe counters; the rendered text must equal tests/golden/metrics.prom.
+//! After an intended change: `PINSIGHT_UPDATE_GOLDEN=1 cargo test --release --test golden_metrics`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pinsight::accounting::Accounting;
+use pinsight::cpuset::CpuSet;
+use pinsight::inventory::{domain_xml, Gpu, VcpuThread, Vm};
+use pinsight::metrics::{render, Snapshot, VmLabels};
+use pinsight::probes::ThreadCounters;
+use pinsight::topology::Topology;
+
+const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
+
+fn vm(xml_fixture: &str, tid: u32, gpu: Option<(&str, u32)>) -> Vm {
+    let xml = std::fs::read_to_string(format!("{MANIFEST}/tests/fixtures/domains/{xml_fixture}"))
+        .unwrap();
+    let spec = domain_xml::parse_domain_xml(&xml).unwrap();
+    Vm {
+        name: spec.name.clone(),
+        uuid: spec.uuid.clone(),
+        pid: 1000,
+        vcpus: vec![VcpuThread {
+            vcpu: 0,
+            tid,
+            allowed_cpus: "0-1".parse::<CpuSet>().unwrap(),
+        }],
+        gpus: gpu
+            .map(|(address, node)| {
+                vec![Gpu {
+                    address: address.into(),
+                    node: Some(node),
+                    source: "declared",
+                }]
+            })
+            .unwrap_or_default(),
+        gpu_nodes: gpu.map(|(_, node)| vec![node]).unwrap_or_default(),
+        spec,
+    }
+}
+
+#[test]
+fn metrics_exposition_matches_the_golden_file() {
+    let topology = Topology::read(Path::new(&format!(
+        "{MANIFEST}/tests/fixtures/sysfs/two-socket-gpu"
+    )))
+    .unwrap();
+    let vms = vec![
+        vm("declared-gpu.xml", 101, Some(("0000:3b:00.0", 1))),
+        vm("no-gpu.xml", 202, None),
+    ];
+    let mut accounting = Accounting::new(Duration::from_secs(60), Some("kvm_userspace_exit"));
+    let start = Instant::now();
+    let zero = |tid| {
+        (
+            tid,
+            ThreadCounters {
+                run_ns_by_cpu: vec![0, 0],
+                ..Default::default()
+            },
+        )
+    };
+    accounting.update(
+        start,
+        &vms,
+        &BTreeMap::from([zero(101), zero(202)]),
+        &topology,
+    );
+    // GPU VM: 3 s on CPU 0 (socket 0: remote), 1 s on CPU 1 (the GPU's node: local), two moves,
+    // 40 IO exits on CPU 0 and 2 MMIO exits on CPU 1. The GPU-less VM: 0.5 s on CPU 0.
+    let later = BTreeMap::from([
+        (
+            101,
+            ThreadCounters {
+                run_ns_by_cpu: vec![3_000_000_000, 1_000_000_000],
+                cross_socket_migrations: 2,
+                exits: BTreeMap::from([(2, vec![40, 0]), (6, vec![0, 2])]),
+            },
+        ),
+        (
+            202,
+            ThreadCounters {
+                run_ns_by_cpu: vec![500_000_000, 0],
+                ..Default::default()
+            },
+        ),
+    ]);
+    accounting.update(start + Duration::from_secs(4), &vms, &later, &topology);
+
+    let snapshot = Snapshot {
+        vms: vms.iter().map(VmLabels::from_vm).collect(),
+        totals: accounting.domains().clone(),
+        probes: BTreeMap::from([
+            ("kvm_exit".to_string(), false),
+            ("kvm_userspace_exit".to_string(), true),
+            ("sched_switch".to_string(), true),
+        ]),
+        libvirt_up: true,
+        program_stats: Some(vec![("sched_switch".into(), 1_500_000, 30_000)]),
+        maps: vec![("RUN_NS".into(), 2, 1024), ("KVM_EXITS".into(), 2, 16384)],
+        map_errors: 0,
+        cross_socket_penalty: 0.03,
+        per_vcpu: true,
+        repins: BTreeMap::from([(("gpu-vm-declared".into(), "skipped_optout".into()), 1)]),
+        recommended: BTreeMap::from([(("gpu-vm-declared".into(), 0), true)]),
+        scrape_duration_seconds: 0.001,
+    };
+    let rendered = render(&snapshot).replace(env!("CARGO_PKG_VERSION"), "VERSION");
+    let golden_path = format!("{MANIFEST}/tests/golden/metrics.prom");
+    if std::env::var_os("PINSIGHT_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden_path, &rendered).unwrap();
+    }
+    let golden = std::fs::read_to_string(&golden_path)
+        .expect("golden file (PINSIGHT_UPDATE_GOLDEN=1 writes it)");
+    if rendered != golden {
+        let diff: Vec<String> = golden
+            .lines()
+            .zip(rendered.lines())
+            .filter(|(a, b)| a != b)
+            .take(5)
+            .map(|(a, b)| format!("- {a}\n+ {b}"))
+            .collect();
+        panic!(
+            "/metrics differs from {golden_path}:\n{}\n(lines: golden {}, now {})",
+            diff.join("\n"),
+            golden.lines().count(),
+            rendered.lines().count()
+        );
+    }
+    // Independent of the golden file: the figures the accounting must produce.
+    assert!(rendered.contains(
+        "pinsight_domain_run_seconds_total{domain=\"gpu-vm-declared\",locality=\"remote\"} 3\n"
+    ));
+    assert!(rendered.contains("pinsight_domain_remote_ratio{domain=\"gpu-vm-declared\"} 0.75\n"));
+    assert!(rendered.contains(
+        "pinsight_domain_run_seconds_total{domain=\"plain-vm\",locality=\"none\"} 0.5\n"
+    ));
+    assert!(rendered.contains("reason=\"io\"} 40\n"));
+}
