@@ -6,15 +6,13 @@
 //! record layout is read from tracefs at load time rather than from vmlinux BTF.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::{map, tracepoint},
-    maps::PerCpuHashMap,
-    programs::TracePointContext,
-    EbpfContext,
+    helpers::bpf_get_current_pid_tgid, macros::map, maps::PerCpuHashMap,
+    programs::TracePointContext, EbpfContext,
 };
 use aya_log_ebpf::warn;
 use monitor_common::{ExitKey, MapError, EXIT_REASON_SVM_FLAG};
 
+use crate::tracked::PASS_TO_PERF;
 use crate::tracked::{count_map_error, is_tracked};
 
 /// Exits per (thread, reason), size set at load time.
@@ -32,12 +30,16 @@ static KVM_USERSPACE_EXIT_REASON_OFFSET: u32 = 8;
 /// kvm:kvm_exit (isa 1 = VMX, 2 = SVM).
 const ISA_SVM: u32 = 2;
 
-#[tracepoint]
-pub fn kvm_exit(ctx: TracePointContext) -> u32 {
+// Written out instead of #[tracepoint]: aya-ebpf 0.1's macro always returns 0, which
+// makes the kernel drop the event for every perf user of the tracepoint.
+#[no_mangle]
+#[link_section = "tracepoint"]
+pub fn kvm_exit(raw: *mut core::ffi::c_void) -> u32 {
+    let ctx = TracePointContext::new(raw);
     // In a kvm tracepoint, current is the vCPU thread.
     let tid = bpf_get_current_pid_tgid() as u32;
     if !is_tracked(tid) {
-        return 0;
+        return PASS_TO_PERF;
     }
     // SAFETY: offsets come from this kernel's tracefs format of kvm:kvm_exit.
     let (reason, isa) = unsafe {
@@ -55,15 +57,19 @@ pub fn kvm_exit(ctx: TracePointContext) -> u32 {
         reason & 0xffff
     };
     count_exit(&ctx, tid, reason);
-    0
+    PASS_TO_PERF
 }
 
-#[tracepoint]
-pub fn kvm_userspace_exit(ctx: TracePointContext) -> u32 {
+// Written out instead of #[tracepoint]: aya-ebpf 0.1's macro always returns 0, which
+// makes the kernel drop the event for every perf user of the tracepoint.
+#[no_mangle]
+#[link_section = "tracepoint"]
+pub fn kvm_userspace_exit(raw: *mut core::ffi::c_void) -> u32 {
+    let ctx = TracePointContext::new(raw);
     // Current is the vCPU thread returning to its VMM.
     let tid = bpf_get_current_pid_tgid() as u32;
     if !is_tracked(tid) {
-        return 0;
+        return PASS_TO_PERF;
     }
     // SAFETY: offset from this kernel's tracefs format of kvm:kvm_userspace_exit.
     let reason = unsafe {
@@ -71,7 +77,7 @@ pub fn kvm_userspace_exit(ctx: TracePointContext) -> u32 {
         ctx.read_at::<u32>(at).unwrap_or(u32::MAX)
     };
     count_exit(&ctx, tid, reason);
-    0
+    PASS_TO_PERF
 }
 
 #[inline(always)]

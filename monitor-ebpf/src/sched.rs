@@ -3,12 +3,13 @@
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, map},
     maps::PerCpuHashMap,
     programs::{BtfTracePointContext, TracePointContext},
 };
 use monitor_common::{CpuRun, MapError, UNKNOWN_SOCKET};
 
+use crate::tracked::PASS_TO_PERF;
 use crate::tracked::{count_map_error, is_tracked, task_tid, untrack, CPU_SOCKET};
 
 /// Per tracked thread, per CPU: run time, the stint in progress, socket moves. A stint starts
@@ -68,8 +69,12 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
 
 /// sched:sched_migrate_task: a task moves from orig_cpu to dest_cpu. Rare next to switches,
 /// so a classic tracepoint (whose layout tracefs gives us) costs little here.
-#[tracepoint]
-pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
+// Written out instead of #[tracepoint]: aya-ebpf 0.1's macro always returns 0, which
+// makes the kernel drop the event for every perf user of the tracepoint.
+#[no_mangle]
+#[link_section = "tracepoint"]
+pub fn sched_migrate_task(raw: *mut core::ffi::c_void) -> u32 {
+    let ctx = TracePointContext::new(raw);
     // SAFETY: offsets come from this kernel's tracefs format of sched:sched_migrate_task.
     let (tid, orig, dest) = unsafe {
         let at = |o: &u32| core::ptr::read_volatile(o) as usize;
@@ -82,7 +87,7 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
         )
     };
     if !is_tracked(tid) {
-        return 0;
+        return PASS_TO_PERF;
     }
     let socket = |cpu: u32| CPU_SOCKET.get(cpu).copied().unwrap_or(UNKNOWN_SOCKET);
     let (from, to) = (socket(orig), socket(dest));
@@ -92,7 +97,7 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
             unsafe { (*slot).cross_socket_migrations += 1 };
         }
     }
-    0
+    PASS_TO_PERF
 }
 
 /// Benchmark only: the cheapest possible program on the same attach point, loaded the same way.

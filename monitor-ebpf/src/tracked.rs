@@ -6,6 +6,10 @@ use aya_ebpf::{
 };
 use monitor_common::MAP_ERROR_SLOTS;
 
+/// What a classic tracepoint program returns: 1 lets the kernel still hand the event to other
+/// perf users of the tracepoint (an operator's `perf stat`, say); 0 would silently swallow it.
+pub const PASS_TO_PERF: u32 = 1;
+
 /// One bit per thread id (max_entries is set at load time from the kernel's pid_max).
 #[map(name = "TRACKED_TIDS")]
 pub static TRACKED_TIDS: Array<u64> = Array::with_max_entries(1, 0);
