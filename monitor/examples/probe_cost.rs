@@ -8,8 +8,8 @@
 //! Scenario "untracked": a two-thread pipe ping-pong nobody tracks (the common case on a host).
 //! Scenario "tracked": the same ping-pong with both threads tracked (worst case: every switch
 //! has a tracked thread on one side).
-//! Part 2 (`perf bench sched pipe`): none / empty / pinsight alternating, several rounds;
-//! median and spread of usecs/op.
+//! Part 2 (`perf bench sched pipe`, both ends pinned to CPU 0): none / empty / pinsight
+//! alternating, several rounds; median and spread of usecs/op.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -108,8 +108,20 @@ fn stats_scenario(track: bool, seconds: u64) -> (f64, f64, u64) {
 }
 
 fn perf_pipe(loops: u64) -> f64 {
-    let out = Command::new("perf")
-        .args(["bench", "sched", "pipe", "-l", &loops.to_string()])
+    // Both ends on CPU 0: on this 2-CPU VM, unpinned runs flip between "same CPU" (~2 us/op)
+    // and "two CPUs" (~30 us/op, cross-CPU wake-ups under nested virtualisation), which
+    // drowns any probe cost in noise.
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "perf",
+            "bench",
+            "sched",
+            "pipe",
+            "-l",
+            &loops.to_string(),
+        ])
         .output()
         .expect("perf (linux-perf) installed by scripts/setup.sh");
     let text = String::from_utf8_lossy(&out.stdout);

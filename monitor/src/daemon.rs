@@ -72,6 +72,11 @@ impl Engine {
                 (None, Some(e.to_string()))
             }
         };
+        // Loading parses the kernel's whole BTF (several MiB, many small allocations) and
+        // frees it again; hand those pages back so the daemon's resident size reflects what it
+        // keeps, not what loading needed.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
         let exit_source = probes.as_ref().and_then(|p| p.exit_source());
         let window = Duration::from_secs_f64(config.remote_ratio_window_seconds);
         let paths = HostPaths {

@@ -10,8 +10,15 @@ use common::daemon::{fixture, Daemon};
 use common::{metric_value, require_host, virsh, wait_for, TestVm, VmOptions};
 
 fn pinsight(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pinsight")).args(args).output().expect("run pinsight");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_pinsight"))
+        .args(args)
+        .output()
+        .expect("run pinsight");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -22,7 +29,10 @@ fn check_names_the_bad_key_and_the_bad_sysfs_file() {
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "tick_seconds = -1\n").unwrap();
     let (ok, out) = pinsight(&["check", "--config", bad.to_str().unwrap()]);
-    assert!(!ok && out.contains("tick_seconds") && out.contains("bad.toml"), "{out}");
+    assert!(
+        !ok && out.contains("tick_seconds") && out.contains("bad.toml"),
+        "{out}"
+    );
     std::fs::write(&bad, "[probes]\nmax_thread = 5\n").unwrap();
     let (ok, out) = pinsight(&["check", "--config", bad.to_str().unwrap()]);
     assert!(!ok && out.contains("max_thread"), "{out}");
@@ -30,8 +40,17 @@ fn check_names_the_bad_key_and_the_bad_sysfs_file() {
     let malformed = fixture("malformed");
     let (ok, out) = pinsight(&["check", "--sysfs-root", malformed.to_str().unwrap()]);
     assert!(!ok && out.contains("physical_package_id"), "{out}");
-    let (ok, out) = pinsight(&["run", "--sysfs-root", malformed.to_str().unwrap(), "--listen", "127.0.0.1:1"]);
-    assert!(!ok && out.contains("physical_package_id") && !out.contains("panicked"), "{out}");
+    let (ok, out) = pinsight(&[
+        "run",
+        "--sysfs-root",
+        malformed.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:1",
+    ]);
+    assert!(
+        !ok && out.contains("physical_package_id") && !out.contains("panicked"),
+        "{out}"
+    );
 
     let good = fixture("two-socket-gpu");
     let (ok, out) = pinsight(&["check", "--sysfs-root", good.to_str().unwrap()]);
@@ -48,33 +67,66 @@ fn unreachable_libvirt_is_reported_and_metrics_keep_being_served() {
         &[],
     );
     let metrics = daemon.metrics();
-    assert_eq!(metric_value(&metrics, "pinsight_libvirt_up", &[]), Some(0.0), "{metrics}");
-    assert_eq!(metric_value(&metrics, "pinsight_probe_attached", &[("probe", "sched_switch")]), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, "pinsight_libvirt_up", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "pinsight_probe_attached",
+            &[("probe", "sched_switch")]
+        ),
+        Some(1.0)
+    );
     let log = daemon.log_text();
-    assert!(log.contains("/nonexistent/libvirt-sock") && !log.contains("panicked"), "{log}");
+    assert!(
+        log.contains("/nonexistent/libvirt-sock") && !log.contains("panicked"),
+        "{log}"
+    );
 }
 
 #[test]
 fn a_vm_that_vanishes_loses_its_series_and_its_map_entries() {
     require_host();
     let gpu = "<pinsight:domain xmlns:pinsight=\"urn:pinsight:domain:1\"><pinsight:gpu address=\"0000:3b:00.0\"/></pinsight:domain>";
-    let vm = TestVm::start(VmOptions { metadata_xml: Some(gpu.into()), ..VmOptions::busy("vanish") });
-    let daemon = Daemon::start(&fixture("two-socket-gpu"), "tick_seconds = 0.25\nrescan_seconds = 0.5\n", &[]);
-    let name = vm.name.clone();
-    wait_for(Duration::from_secs(20), "the VM's run time on /metrics", || {
-        let m = daemon.metrics();
-        let run = common::metric_sum(&m, "pinsight_domain_run_seconds_total", &[("domain", &name)]);
-        (run > 0.0).then_some(run)
+    let vm = TestVm::start(VmOptions {
+        metadata_xml: Some(gpu.into()),
+        ..VmOptions::busy("vanish")
     });
+    let daemon = Daemon::start(
+        &fixture("two-socket-gpu"),
+        "tick_seconds = 0.25\nrescan_seconds = 0.5\n",
+        &[],
+    );
+    let name = vm.name.clone();
+    wait_for(
+        Duration::from_secs(20),
+        "the VM's run time on /metrics",
+        || {
+            let m = daemon.metrics();
+            let run = common::metric_sum(
+                &m,
+                "pinsight_domain_run_seconds_total",
+                &[("domain", &name)],
+            );
+            (run > 0.0).then_some(run)
+        },
+    );
     let entries = |m: &str| metric_value(m, "pinsight_probe_map_entries", &[("map", "RUN_NS")]);
     assert_eq!(entries(&daemon.metrics()), Some(1.0));
 
     virsh(&["destroy", &name]).expect("destroy the VM behind the daemon's back");
-    wait_for(Duration::from_secs(20), "the VM's series and map entries to go", || {
-        let m = daemon.metrics();
-        let gone = !m.contains(&format!("domain=\"{name}\"")) && entries(&m) == Some(0.0);
-        gone.then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the VM's series and map entries to go",
+        || {
+            let m = daemon.metrics();
+            let gone = !m.contains(&format!("domain=\"{name}\"")) && entries(&m) == Some(0.0);
+            gone.then_some(())
+        },
+    );
     let m = daemon.metrics();
     assert_eq!(metric_value(&m, "pinsight_libvirt_up", &[]), Some(1.0));
     assert!(!daemon.log_text().contains("panicked"));

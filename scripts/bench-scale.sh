@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Daemon cost with many real VMs: starts N 1-vCPU KVM guests (BUSY of them keep their vCPU
+# busy, the rest idle), runs the daemon on the two-socket fixture, and reports its CPU share
+# and memory over DURATION seconds, the /metrics scrape time (median of 20), and each probe's
+# cost per event from bpf_stats (the daemon runs with --bpf-stats).
+#   bash scripts/bench-scale.sh [N=20] [BUSY=3] [DURATION=60]
+# Ends only the VMs (by name) and the daemon (by pid) it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-20}; BUSY=${2:-3}; DURATION=${3:-60}
+PREFIX="pinsight-bench-$$"
+WORK=$(mktemp -d /tmp/pinsight-bench.XXXXXX)
+ADDR="127.0.0.1:${PINSIGHT_BENCH_PORT:-9814}"
+DAEMON_PID=""
+cleanup() {
+  [ -n "$DAEMON_PID" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
+  for i in $(seq 1 "$N"); do virsh -q -c qemu:///system destroy "$PREFIX-$i" >/dev/null 2>&1 || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+cargo build --release 2>&1 | grep -v '^warning: pinsight' | tail -1
+GUEST=$(bash scripts/build-spin-guest.sh "$WORK" 2000)
+for i in $(seq 1 "$N"); do
+  if [ "$i" -le "$BUSY" ]; then os="<kernel>$GUEST</kernel>"; else os="<boot dev='network'/>"; fi
+  cat > "$WORK/d$i.xml" <<XML
+<domain type='kvm'><name>$PREFIX-$i</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+<metadata><pinsight:domain xmlns:pinsight="urn:pinsight:domain:1"><pinsight:gpu address="0000:3b:00.0"/></pinsight:domain></metadata>
+<os><type arch='x86_64' machine='pc'>hvm</type>$os</os><devices><serial type='pty'/></devices></domain>
+XML
+  virsh -q -c qemu:///system create "$WORK/d$i.xml" >/dev/null
+done
+echo "started $N VMs ($BUSY busy)"
+printf 'listen = "%s"\nsysfs_root = "monitor/tests/fixtures/sysfs/two-socket-gpu"\n' "$ADDR" > "$WORK/pinsight.toml"
+target/release/pinsight run --bpf-stats --config "$WORK/pinsight.toml" 2> "$WORK/daemon.log" &
+DAEMON_PID=$!
+sleep 10   # let it find every VM and settle
+vms=$(curl -s "http://$ADDR/metrics" | grep -c '^pinsight_domain_info')
+ticks() { awk '{print $14 + $15}' "/proc/$DAEMON_PID/stat"; }
+hz=$(getconf CLK_TCK)
+t0=$(ticks); s0=$(date +%s.%N)
+sleep "$DURATION"
+t1=$(ticks); s1=$(date +%s.%N)
+rss=$(awk '/^VmRSS/ {print $2}' "/proc/$DAEMON_PID/status")
+hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$DAEMON_PID/status")
+scrapes=$(for _ in $(seq 20); do curl -s -o /dev/null -w '%{time_total}\n' "http://$ADDR/metrics"; done | sort -n)
+median=$(echo "$scrapes" | sed -n 10p); max=$(echo "$scrapes" | tail -1); min=$(echo "$scrapes" | head -1)
+awk -v t="$((t1 - t0))" -v hz="$hz" -v s0="$s0" -v s1="$s1" -v rss="$rss" -v hwm="$hwm" -v vms="$vms" \
+    -v med="$median" -v min="$min" -v max="$max" 'BEGIN {
+  printf "VMs seen by the daemon: %d\n", vms;
+  printf "daemon CPU: %.3f%% of one core over %.0f s\n", 100 * t / hz / (s1 - s0), s1 - s0;
+  printf "daemon RSS: %.1f MiB (peak %.1f MiB)\n", rss / 1024, hwm / 1024;
+  printf "scrape time (curl, 20 scrapes): median %.1f ms, min %.1f ms, max %.1f ms\n", med * 1000, min * 1000, max * 1000 }'
+# Per-event cost of each probe over the whole run (kernel.bpf_stats_enabled, set by --bpf-stats).
+curl -s "http://$ADDR/metrics" | awk -F'[{}" ]+' '
+  /^pinsight_probe_run_seconds_total/ { t[$3] = $NF }
+  /^pinsight_probe_runs_total/ { n[$3] = $NF }
+  END { for (p in n) if (n[p] > 0) printf "probe %s: %.1f ns per run over %d runs\n", p, t[p] * 1e9 / n[p], n[p] }'
