@@ -45,6 +45,9 @@ pub mod programs {
 pub mod globals {
     /// Byte offset of `pid` in `struct task_struct`, read from the running kernel's BTF.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    /// Byte offset of `se.sum_exec_runtime` in `struct task_struct`: the kernel's own run-time
+    /// clock of the task (what /proc/TID/schedstat shows), up to date at every switch.
+    pub const TASK_RUNTIME_OFFSET: &str = "TASK_RUNTIME_OFFSET";
     /// Byte offset of `exit_reason` in the kvm:kvm_exit tracepoint record (tracefs format).
     pub const KVM_EXIT_REASON_OFFSET: &str = "KVM_EXIT_REASON_OFFSET";
     /// Byte offset of `isa` in the kvm:kvm_exit tracepoint record (1 = VMX, 2 = SVM).
@@ -65,8 +68,10 @@ pub mod globals {
 pub struct CpuRun {
     /// Nanoseconds the thread ran on this CPU (closed stints).
     pub run_ns: u64,
-    /// `bpf_ktime_get_ns()` when the thread went on this CPU; 0 while it is not on it.
-    pub on_cpu_since_ns: u64,
+    /// The thread's `se.sum_exec_runtime` when it went on this CPU (valid while `on_cpu`).
+    pub runtime_at_switch_in: u64,
+    /// 1 while the thread is on this CPU.
+    pub on_cpu: u64,
     /// Moves of the thread between sockets, counted on the CPU that did the move.
     pub cross_socket_migrations: u64,
 }

@@ -13,7 +13,7 @@ use aya_log_ebpf::warn;
 use monitor_common::{ExitKey, MapError, EXIT_REASON_SVM_FLAG};
 
 use crate::tracked::PASS_TO_PERF;
-use crate::tracked::{count_map_error, is_tracked};
+use crate::tracked::{count_map_error, tracked_slot};
 
 /// Exits per (thread, reason), size set at load time.
 #[map(name = "KVM_EXITS")]
@@ -38,7 +38,7 @@ pub fn kvm_exit(raw: *mut core::ffi::c_void) -> u32 {
     let ctx = TracePointContext::new(raw);
     // In a kvm tracepoint, current is the vCPU thread.
     let tid = bpf_get_current_pid_tgid() as u32;
-    if !is_tracked(tid) {
+    if tracked_slot(tid) == 0 {
         return PASS_TO_PERF;
     }
     // SAFETY: offsets come from this kernel's tracefs format of kvm:kvm_exit.
@@ -68,7 +68,7 @@ pub fn kvm_userspace_exit(raw: *mut core::ffi::c_void) -> u32 {
     let ctx = TracePointContext::new(raw);
     // Current is the vCPU thread returning to its VMM.
     let tid = bpf_get_current_pid_tgid() as u32;
-    if !is_tracked(tid) {
+    if tracked_slot(tid) == 0 {
         return PASS_TO_PERF;
     }
     // SAFETY: offset from this kernel's tracefs format of kvm:kvm_userspace_exit.

@@ -2,20 +2,20 @@
 //! CPU, and their moves between sockets.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
-    maps::PerCpuHashMap,
+    maps::PerCpuArray,
     programs::{BtfTracePointContext, TracePointContext},
 };
 use monitor_common::{CpuRun, MapError, UNKNOWN_SOCKET};
 
 use crate::tracked::PASS_TO_PERF;
-use crate::tracked::{count_map_error, is_tracked, task_tid, untrack, CPU_SOCKET};
+use crate::tracked::{count_map_error, task_runtime, task_tid, tracked_slot, untrack, CPU_SOCKET};
 
-/// Per tracked thread, per CPU: run time, the stint in progress, socket moves. A stint starts
-/// and ends on the same CPU, so switch-in and switch-out touch only this CPU's slot.
+/// Per tracked thread (indexed by its slot), per CPU: run time, the stint in progress, socket
+/// moves. A stint starts and ends on the same CPU, so switch-in and switch-out touch only this
+/// CPU's value; an array, so the lookup is inlined rather than hashed.
 #[map(name = "RUN_NS")]
-static RUN_NS: PerCpuHashMap<u32, CpuRun> = PerCpuHashMap::with_max_entries(1, 0);
+static RUN_NS: PerCpuArray<CpuRun> = PerCpuArray::with_max_entries(1, 0);
 
 /// Record offsets of sched:sched_migrate_task, from its tracefs format.
 #[no_mangle]
@@ -32,20 +32,21 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let (prev, next): (*const u8, *const u8) = unsafe { (ctx.arg(1), ctx.arg(2)) };
     let prev_tid = task_tid(prev);
     let next_tid = task_tid(next);
-    let prev_tracked = is_tracked(prev_tid);
-    let next_tracked = is_tracked(next_tid);
-    if !prev_tracked && !next_tracked {
+    let prev_slot = tracked_slot(prev_tid);
+    let next_slot = tracked_slot(next_tid);
+    if prev_slot == 0 && next_slot == 0 {
         return 0;
     }
-    // SAFETY: plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if prev_tracked {
-        switch_out(prev_tid, now);
+    if prev_slot != 0 {
+        switch_out(prev_slot, task_runtime(prev));
     }
-    if next_tracked {
-        match RUN_NS.get_ptr_mut(&next_tid) {
-            // SAFETY: this CPU's slot, only written from this CPU.
-            Some(slot) => unsafe { (*slot).on_cpu_since_ns = now },
+    if next_slot != 0 {
+        match RUN_NS.get_ptr_mut(next_slot) {
+            // SAFETY: this CPU's value, only written from this CPU.
+            Some(run) => unsafe {
+                (*run).runtime_at_switch_in = task_runtime(next);
+                (*run).on_cpu = 1;
+            },
             None => count_map_error(MapError::MissingThread),
         }
     }
@@ -59,9 +60,9 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: argument 0 of sched_process_exit is the exiting task.
     let task: *const u8 = unsafe { ctx.arg(0) };
     let tid = task_tid(task);
-    if is_tracked(tid) {
-        // SAFETY: plain helper call.
-        switch_out(tid, unsafe { bpf_ktime_get_ns() });
+    let slot = tracked_slot(tid);
+    if slot != 0 {
+        switch_out(slot, task_runtime(task));
         untrack(tid);
     }
     0
@@ -86,15 +87,16 @@ pub fn sched_migrate_task(raw: *mut core::ffi::c_void) -> u32 {
                 .unwrap_or(u32::MAX),
         )
     };
-    if !is_tracked(tid) {
+    let slot = tracked_slot(tid);
+    if slot == 0 {
         return PASS_TO_PERF;
     }
     let socket = |cpu: u32| CPU_SOCKET.get(cpu).copied().unwrap_or(UNKNOWN_SOCKET);
     let (from, to) = (socket(orig), socket(dest));
     if from != UNKNOWN_SOCKET && to != UNKNOWN_SOCKET && from != to {
-        if let Some(slot) = RUN_NS.get_ptr_mut(&tid) {
-            // SAFETY: this CPU's slot, only written from this CPU.
-            unsafe { (*slot).cross_socket_migrations += 1 };
+        if let Some(run) = RUN_NS.get_ptr_mut(slot) {
+            // SAFETY: this CPU's value, only written from this CPU.
+            unsafe { (*run).cross_socket_migrations += 1 };
         }
     }
     PASS_TO_PERF
@@ -107,17 +109,17 @@ pub fn sched_switch_empty(_ctx: BtfTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn switch_out(tid: u32, now: u64) {
-    let Some(slot) = RUN_NS.get_ptr_mut(&tid) else {
+fn switch_out(slot: u32, runtime: u64) {
+    let Some(run) = RUN_NS.get_ptr_mut(slot) else {
         count_map_error(MapError::MissingThread);
         return;
     };
-    // SAFETY: this CPU's slot, only written from this CPU.
+    // SAFETY: this CPU's value, only written from this CPU.
     unsafe {
-        let since = (*slot).on_cpu_since_ns;
-        if since != 0 && now >= since {
-            (*slot).run_ns += now - since;
+        let since = (*run).runtime_at_switch_in;
+        if (*run).on_cpu == 1 && runtime >= since {
+            (*run).run_ns += runtime - since;
         }
-        (*slot).on_cpu_since_ns = 0;
+        (*run).on_cpu = 0;
     }
 }

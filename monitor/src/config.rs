@@ -159,11 +159,11 @@ impl Config {
                 "must be a fraction between 0 and 1",
             ));
         }
-        if self.probes.max_threads == 0 || self.probes.max_threads > 1 << 20 {
+        if self.probes.max_threads == 0 || self.probes.max_threads > 65535 {
             return Err(invalid(
                 "probes.max_threads",
                 self.probes.max_threads.to_string(),
-                "must be between 1 and 1048576",
+                "must be between 1 and 65535 (slots are 16-bit)",
             ));
         }
         if self.probes.max_exit_keys == 0 || self.probes.max_exit_keys > 1 << 22 {

@@ -142,14 +142,17 @@ pub struct MapUsage {
 pub struct Probes {
     ebpf: Ebpf,
     tracked_tids: Array<MapData, u64>,
-    run_ns: PerCpuHashMap<MapData, u32, CpuRun>,
+    run_ns: PerCpuArray<MapData, CpuRun>,
     kvm_exits: PerCpuHashMap<MapData, ExitKey, u64>,
     map_errors: PerCpuArray<MapData, u64>,
     status: BTreeMap<&'static str, ProbeStatus>,
-    /// Our copy of the bitmap words, so tracking one thread is one map write.
+    /// Our copy of the slot words (four 16-bit slots each), so tracking is one map write.
     words: StdHashMap<u32, u64>,
     tracked: BTreeSet<u32>,
-    bitmap_words: u32,
+    /// Run-array slot of each tracked thread (1..=max_threads; 0 means untracked).
+    slots: StdHashMap<u32, u32>,
+    free_slots: Vec<u32>,
+    slot_words: u32,
     nr_cpus: usize,
     options: ProbeOptions,
     exit_source: Option<&'static str>,
@@ -167,20 +170,24 @@ impl Probes {
     /// Loads and verifies every program, then attaches what this kernel offers.
     /// Fails only when sched_switch, the probe everything else depends on, cannot run.
     pub fn load(options: ProbeOptions) -> Result<Probes, ProbeError> {
-        let pid_offset = btf::member_offset(Path::new(VMLINUX_BTF), "task_struct", "pid")?;
+        let vmlinux = Path::new(VMLINUX_BTF);
+        let pid_offset = btf::member_offset(vmlinux, "task_struct", "pid")?;
+        let runtime_offset = btf::member_offset(vmlinux, "task_struct", "se")?
+            + btf::member_offset(vmlinux, "sched_entity", "sum_exec_runtime")?;
         let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
             .unwrap_or(1 << 22);
-        let bitmap_words = pid_max.div_ceil(64);
+        let slot_words = pid_max.div_ceil(4);
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| map_err(maps::RUN_NS)(aya::maps::MapError::IoError(e)))?;
         let offsets = tracepoint_offsets();
         let mut loader = EbpfLoader::new();
         loader
             .set_global(globals::TASK_PID_OFFSET, &pid_offset, true)
-            .set_max_entries(maps::TRACKED_TIDS, bitmap_words)
-            .set_max_entries(maps::RUN_NS, options.max_threads)
+            .set_global(globals::TASK_RUNTIME_OFFSET, &runtime_offset, true)
+            .set_max_entries(maps::TRACKED_TIDS, slot_words)
+            .set_max_entries(maps::RUN_NS, options.max_threads + 1)
             .set_max_entries(maps::KVM_EXITS, options.max_exit_keys)
             .set_max_entries(maps::CPU_SOCKET, nr_cpus as u32);
         for (name, value) in &offsets {
@@ -213,7 +220,7 @@ impl Probes {
         let mut probes = Probes {
             tracked_tids: Array::try_from(take(&mut ebpf, maps::TRACKED_TIDS)?)
                 .map_err(map_err(maps::TRACKED_TIDS))?,
-            run_ns: PerCpuHashMap::try_from(take(&mut ebpf, maps::RUN_NS)?)
+            run_ns: PerCpuArray::try_from(take(&mut ebpf, maps::RUN_NS)?)
                 .map_err(map_err(maps::RUN_NS))?,
             kvm_exits: PerCpuHashMap::try_from(take(&mut ebpf, maps::KVM_EXITS)?)
                 .map_err(map_err(maps::KVM_EXITS))?,
@@ -223,7 +230,10 @@ impl Probes {
             status: BTreeMap::new(),
             words: StdHashMap::new(),
             tracked: BTreeSet::new(),
-            bitmap_words,
+            slots: StdHashMap::new(),
+            // Handed out from the end, so slot 1 goes first.
+            free_slots: (1..=options.max_threads).rev().collect(),
+            slot_words,
             nr_cpus,
             options,
             exit_source: None,
@@ -361,49 +371,55 @@ impl Probes {
         if self.tracked.contains(&tid) {
             return Ok(());
         }
-        if self.tracked.len() >= self.options.max_threads as usize || tid / 64 >= self.bitmap_words
-        {
-            return Err(ProbeError::Full {
-                tid,
-                tracked: self.tracked.len(),
-                capacity: self.options.max_threads,
-            });
+        let full = ProbeError::Full {
+            tid,
+            tracked: self.tracked.len(),
+            capacity: self.options.max_threads,
+        };
+        if tid / 4 >= self.slot_words {
+            return Err(full);
         }
-        // Counters first, the bit last: the probes never see a half-tracked thread.
+        let slot = self.free_slots.pop().ok_or(full)?;
+        // Counters first, the slot last: the probes never see a half-tracked thread.
         let zeros = PerCpuValues::try_from(vec![CpuRun::default(); self.nr_cpus])
             .map_err(|e| map_err(maps::RUN_NS)(aya::maps::MapError::IoError(e)))?;
-        self.run_ns
-            .insert(tid, zeros, 0)
-            .map_err(map_err(maps::RUN_NS))?;
-        self.set_bit(tid, true)?;
+        let published = self
+            .run_ns
+            .set(slot, zeros, 0)
+            .map_err(map_err(maps::RUN_NS))
+            .and_then(|()| self.set_slot(tid, slot));
+        if let Err(e) = published {
+            self.free_slots.push(slot);
+            return Err(e);
+        }
+        self.slots.insert(tid, slot);
         self.tracked.insert(tid);
         Ok(())
     }
 
     /// Stops accounting `tid` and frees its map entries, returning its final counters.
     pub fn untrack(&mut self, tid: u32) -> Result<ThreadCounters, ProbeError> {
-        self.set_bit(tid, false)?;
+        self.set_slot(tid, 0)?;
         let exits = self.read_exits()?;
         let last = self.read_thread(tid, &exits);
-        let _ = self.run_ns.remove(&tid);
         for reason in last.exits.keys() {
             let _ = self.kvm_exits.remove(&ExitKey {
                 tid,
                 reason: *reason,
             });
         }
+        if let Some(slot) = self.slots.remove(&tid) {
+            self.free_slots.push(slot);
+        }
         self.tracked.remove(&tid);
         Ok(last)
     }
 
-    fn set_bit(&mut self, tid: u32, on: bool) -> Result<(), ProbeError> {
-        let index = tid / 64;
+    fn set_slot(&mut self, tid: u32, slot: u32) -> Result<(), ProbeError> {
+        let index = tid / 4;
+        let shift = (tid % 4) * 16;
         let word = self.words.entry(index).or_insert(0);
-        if on {
-            *word |= 1 << (tid % 64);
-        } else {
-            *word &= !(1 << (tid % 64));
-        }
+        *word = (*word & !(0xffff << shift)) | (u64::from(slot) << shift);
         let value = *word;
         if value == 0 {
             self.words.remove(&index);
@@ -442,18 +458,25 @@ impl Probes {
         exits: &StdHashMap<u32, BTreeMap<u32, Vec<u64>>>,
     ) -> ThreadCounters {
         let slots = self
-            .run_ns
-            .get(&tid, 0)
+            .slots
+            .get(&tid)
+            .and_then(|slot| self.run_ns.get(slot, 0).ok())
             .map(|v| v.to_vec())
-            .unwrap_or_else(|_| vec![CpuRun::default(); self.nr_cpus]);
+            .unwrap_or_else(|| vec![CpuRun::default(); self.nr_cpus]);
         // A vCPU that keeps its CPU is not switched out for long stretches: add the stint in
-        // progress so run time does not lag behind until the next context switch.
-        let now = monotonic_ns();
+        // progress (the kernel's run time of the thread now, minus at switch-in) so run time
+        // does not lag behind until the next switch. At most one thread per CPU is on CPU, so
+        // this reads at most one schedstat file per CPU per tick.
+        let running_now = slots
+            .iter()
+            .any(|s| s.on_cpu == 1)
+            .then(|| thread_runtime_ns(tid))
+            .flatten();
         let run_ns_by_cpu = slots
             .iter()
-            .map(|s| match s.on_cpu_since_ns {
-                0 => s.run_ns,
-                since => s.run_ns + now.saturating_sub(since),
+            .map(|s| match (s.on_cpu, running_now) {
+                (1, Some(now)) => s.run_ns + now.saturating_sub(s.runtime_at_switch_in),
+                _ => s.run_ns,
             })
             .collect();
         let cross_socket_migrations = slots.iter().map(|s| s.cross_socket_migrations).sum();
@@ -548,15 +571,10 @@ pub fn bpf_stats_enabled() -> bool {
         .unwrap_or(false)
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+/// The kernel's run time of a thread (`se.sum_exec_runtime`, first field of schedstat).
+fn thread_runtime_ns(tid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Record offsets for the classic tracepoints (sched_migrate_task, KVM exits), falling back to the compiled-in defaults (the
