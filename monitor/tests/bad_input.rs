@@ -90,9 +90,8 @@ fn unreachable_libvirt_is_reported_and_metrics_keep_being_served() {
 #[test]
 fn a_vm_that_vanishes_loses_its_series_and_its_map_entries() {
     require_host();
-    let gpu = "<pinsight:domain xmlns:pinsight=\"urn:pinsight:domain:1\"><pinsight:gpu address=\"0000:3b:00.0\"/></pinsight:domain>";
     let vm = TestVm::start(VmOptions {
-        metadata_xml: Some(gpu.into()),
+        metadata_xml: Some(common::gpu_metadata("0000:3b:00.0")),
         ..VmOptions::busy("vanish")
     });
     let daemon = Daemon::start(

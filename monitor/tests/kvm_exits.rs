@@ -14,10 +14,9 @@ const TICK: f64 = 0.1;
 #[test]
 fn exits_per_vcpu_and_locality_agree_with_perf() {
     require_host();
-    let gpu = "<pinsight:domain xmlns:pinsight=\"urn:pinsight:domain:1\"><pinsight:gpu address=\"0000:3b:00.0\"/></pinsight:domain>";
     // The busy guest does `out %al, $0x80` after every countdown: each one is an IO exit to QEMU.
     let vm = TestVm::start(VmOptions {
-        metadata_xml: Some(gpu.into()),
+        metadata_xml: Some(common::gpu_metadata("0000:3b:00.0")),
         ..VmOptions::busy("exits")
     });
     vm.pin_vcpu(0, "0");

@@ -29,9 +29,7 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
         name_hint: "locality",
         busy: true,
         spin_iterations: 2000,
-        metadata_xml: Some(format!(
-            "<pinsight:domain xmlns:pinsight=\"urn:pinsight:domain:1\"><pinsight:gpu address=\"{GPU}\"/></pinsight:domain>"
-        )),
+        metadata_xml: Some(common::gpu_metadata(GPU)),
         vcpu_cpuset: None,
     });
     vm.pin_vcpu(0, "0");

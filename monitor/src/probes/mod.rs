@@ -260,29 +260,38 @@ impl Probes {
         // sched_switch is the probe the product is about: without it, fail loudly.
         self.attach_btf(programs::SCHED_SWITCH, &btf)?;
         self.set_status(programs::SCHED_SWITCH, true, "tp_btf/sched_switch".into());
-        match self.attach_tracepoint("sched", programs::SCHED_MIGRATE_TASK) {
-            Ok(()) => self.set_status(
-                programs::SCHED_MIGRATE_TASK,
-                true,
-                "tracepoint/sched/sched_migrate_task".into(),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "sched_migrate_task probe skipped: cross-socket migrations will not be counted");
-                self.set_status(programs::SCHED_MIGRATE_TASK, false, e.to_string());
-            }
-        }
-        match self.attach_btf(programs::SCHED_PROCESS_EXIT, &btf) {
-            Ok(()) => self.set_status(
-                programs::SCHED_PROCESS_EXIT,
-                true,
-                "tp_btf/sched_process_exit".into(),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "sched_process_exit probe skipped: exited vCPU threads are untracked at the next rescan instead");
-                self.set_status(programs::SCHED_PROCESS_EXIT, false, e.to_string());
-            }
-        }
+        let migrate = self.attach_tracepoint("sched", programs::SCHED_MIGRATE_TASK);
+        self.record_optional(
+            programs::SCHED_MIGRATE_TASK,
+            migrate,
+            "tracepoint/sched/sched_migrate_task",
+            "cross-socket migrations will not be counted",
+        );
+        let exit = self.attach_btf(programs::SCHED_PROCESS_EXIT, &btf);
+        self.record_optional(
+            programs::SCHED_PROCESS_EXIT,
+            exit,
+            "tp_btf/sched_process_exit",
+            "exited vCPU threads are untracked at the next rescan instead",
+        );
         Ok(())
+    }
+
+    /// Records an optional probe's attach result; a failure is a warning saying what is lost.
+    fn record_optional(
+        &mut self,
+        probe: &'static str,
+        result: Result<(), ProbeError>,
+        attach_point: &str,
+        without_it: &str,
+    ) {
+        match result {
+            Ok(()) => self.set_status(probe, true, attach_point.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "{probe} probe skipped: {without_it}");
+                self.set_status(probe, false, e.to_string());
+            }
+        }
     }
 
     fn attach_kvm(&mut self) {

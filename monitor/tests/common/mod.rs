@@ -113,3 +113,10 @@ pub fn free_port() -> u16 {
         .expect("local_addr of a bound listener")
         .port()
 }
+
+/// The operator's metadata element declaring one GPU, as an integration test VM carries it.
+pub fn gpu_metadata(address: &str) -> String {
+    format!(
+        "<pinsight:domain xmlns:pinsight=\"urn:pinsight:domain:1\"><pinsight:gpu address=\"{address}\"/></pinsight:domain>"
+    )
+}
