@@ -353,3 +353,46 @@ pub fn render(s: &Snapshot) -> String {
     }
     String::from_utf8(out).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::VcpuTotals;
+
+    fn snapshot(per_vcpu: bool) -> Snapshot {
+        let vcpu = VcpuTotals {
+            run_seconds: [1.0, 0.0, 3.0, 0.0],
+            exits: BTreeMap::from([((Locality::Remote, "io"), 7)]),
+            ..Default::default()
+        };
+        let mut totals = DomainTotals::default();
+        totals.vcpus.insert(0, vcpu);
+        Snapshot {
+            vms: vec![VmLabels {
+                domain: "vm".into(),
+                gpu_nodes: "1".into(),
+                ..Default::default()
+            }],
+            totals: BTreeMap::from([("vm".to_string(), totals)]),
+            per_vcpu,
+            cross_socket_penalty: 0.03,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn per_vcpu_series_can_be_switched_off_while_per_domain_families_remain() {
+        let with = render(&snapshot(true));
+        let without = render(&snapshot(false));
+        assert!(with.contains("pinsight_vcpu_run_seconds_total{"));
+        assert!(with.contains("pinsight_vcpu_kvm_exits_total{"));
+        assert!(!without.contains("pinsight_vcpu_"), "{without}");
+        for family in [
+            "pinsight_domain_run_seconds_total{domain=\"vm\",locality=\"remote\"} 3",
+            "pinsight_domain_kvm_exits_total{domain=\"vm\",locality=\"remote\"} 7",
+            "pinsight_domain_remote_ratio{domain=\"vm\"} 0.75",
+        ] {
+            assert!(without.contains(family), "missing {family} in:\n{without}");
+        }
+    }
+}
