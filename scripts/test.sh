@@ -17,4 +17,9 @@ bash deploy/check-unit.sh
 python3 deploy/check-manifests.py
 python3 dashboards/extract_queries.py --lint --check-promtool '.*' '.*' 1m >/dev/null
 echo "== cargo test (unit and root integration tests, one at a time: they pin real vCPUs)"
-cargo test --release -- --test-threads=1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --release -- --test-threads=1 2>&1 | tee "$log"
+# One closing line over all test binaries (cargo prints one per binary, the last being an
+# empty doc-test run).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
