@@ -11,9 +11,11 @@ export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages: libvirt + QEMU/KVM (the real VMs), libvirt-dev/pkg-config (virt crate),
 # bpftool and linux-perf (probe cost and independent event counts), prometheus (promtool,
-# and the end-to-end test), binutils (assembles the busy test guest), curl (tests scrape).
+# and the end-to-end test), binutils (assembles the busy test guest), curl (tests scrape),
+# dpkg-dev (dpkg-shlibdeps: cargo-deb derives the package's Depends from the binary).
 PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 pkg-config
-          bpftool linux-perf prometheus binutils curl ca-certificates systemd python3 python3-yaml)
+          bpftool linux-perf prometheus binutils curl ca-certificates systemd python3 python3-yaml
+          dpkg-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -41,6 +43,12 @@ fi
 if ! bpf-linker --version 2>/dev/null | grep -q '0\.10\.3'; then
   log "installing bpf-linker 0.10.3 (about a minute)"
   cargo install bpf-linker@0.10.3 --locked
+fi
+# cargo-deb builds the Debian package (deploy/build-deb.sh); pinned so the package is
+# reproducible. About 40 s on 2 cores.
+if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.0$'; then
+  log "installing cargo-deb 3.8.0 (under a minute)"
+  cargo install cargo-deb@3.8.0 --locked
 fi
 
 # tracefs: the tracepoints pinsight and perf attach to are listed there.

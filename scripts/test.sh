@@ -16,6 +16,8 @@ bash deploy/check-rules.sh
 bash deploy/check-unit.sh
 python3 deploy/check-manifests.py
 python3 dashboards/extract_queries.py --lint --check-promtool '.*' '.*' 1m >/dev/null
+echo "== Debian package (cargo deb; contents checked)"
+bash deploy/build-deb.sh >/dev/null
 echo "== cargo test (unit and root integration tests, one at a time: they pin real vCPUs)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

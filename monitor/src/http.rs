@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::daemon::Shared;
+use crate::status::HostStatus;
 
 async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
     let started = Instant::now();
@@ -38,31 +39,46 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-async fn index(State(shared): State<Shared>) -> Html<String> {
-    let status = shared
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .status
-        .clone();
+/// Remote ratio above which the page counts a VM as misplaced (the alert rule's threshold).
+const MISPLACED_RATIO: f64 = 0.5;
+
+/// The landing page: what pinsight is, its version, links, and one row per VM.
+fn render_index(status: &HostStatus) -> String {
     let mut rows = String::new();
     for vm in &status.vms {
         let ratio = vm
             .remote_ratio
             .map(|r| format!("{:.1}%", r * 100.0))
             .unwrap_or_else(|| "n/a (no GPU)".into());
+        let gpus = if vm.gpus.is_empty() {
+            "none".to_string()
+        } else {
+            vm.gpus.join(", ")
+        };
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&vm.domain),
-            escape(&vm.gpus.join(", ")),
+            escape(&gpus),
             vm.vcpus.len(),
             ratio
         ));
     }
     if status.vms.is_empty() {
-        rows.push_str("<tr><td colspan=4>no running VMs</td></tr>");
+        rows.push_str("<tr><td colspan=4>no running VMs</td></tr>\n");
     }
+    let with_gpu = status
+        .vms
+        .iter()
+        .filter(|vm| vm.remote_ratio.is_some())
+        .count();
+    let misplaced = status
+        .vms
+        .iter()
+        .filter(|vm| vm.remote_ratio.is_some_and(|r| r > MISPLACED_RATIO))
+        .count();
     let probes: Vec<String> = status
         .probes
         .iter()
@@ -74,18 +90,40 @@ async fn index(State(shared): State<Shared>) -> Html<String> {
             )
         })
         .collect();
-    Html(format!(
-        "<!doctype html><html><head><title>pinsight</title></head><body>\
-<h1>pinsight {version}</h1>\
-<p>Measures how much of each VM's vCPU time runs on the socket of its GPUs, and on the other one.</p>\
-<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/status.json\">/status.json</a></p>\
-<p>libvirt: {libvirt} &middot; probes: {probes}</p>\
-<table border=1 cellpadding=4><tr><th>VM</th><th>GPUs (node)</th><th>vCPUs</th><th>remote ratio (recent)</th></tr>\n{rows}</table>\
-</body></html>",
+    let problems: String = status
+        .problems
+        .iter()
+        .map(|p| format!("<li>{}</li>", escape(p)))
+        .collect();
+    let problems = if problems.is_empty() {
+        String::new()
+    } else {
+        format!("<p>Problems found in the last scan:</p><ul>{problems}</ul>\n")
+    };
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>pinsight</title></head><body>\n\
+<h1>pinsight {version}</h1>\n\
+<p>Measures how much of each VM's vCPU time runs on the socket of its GPUs, and on the other one.</p>\n\
+<p><a href=\"/metrics\">/metrics</a> (Prometheus) &middot; <a href=\"/status.json\">/status.json</a> (pinsight status)</p>\n\
+<p>libvirt: {libvirt} &middot; probes: {probes}</p>\n\
+<p>{vms} running VM(s), {with_gpu} with GPUs, {misplaced} of them with more than half of their recent vCPU time on the wrong socket.</p>\n\
+{problems}\
+<table border=1 cellpadding=4><tr><th>VM</th><th>GPUs (node)</th><th>vCPUs</th><th>remote ratio (recent)</th></tr>\n{rows}</table>\n\
+</body></html>\n",
         version = escape(&status.version),
         libvirt = if status.libvirt_up { "up" } else { "DOWN" },
         probes = probes.join(", "),
-    ))
+        vms = status.vms.len(),
+    )
+}
+
+async fn index(State(shared): State<Shared>) -> Html<String> {
+    let status = shared
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .status
+        .clone();
+    Html(render_index(&status))
 }
 
 /// Serves until `shutdown` resolves.
@@ -104,4 +142,73 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Shares, VmStatus};
+
+    fn vm(domain: &str, gpus: &[&str], remote_ratio: Option<f64>) -> VmStatus {
+        VmStatus {
+            domain: domain.into(),
+            uuid: String::new(),
+            gpus: gpus.iter().map(|g| g.to_string()).collect(),
+            gpu_nodes: Vec::new(),
+            run_seconds: 0.0,
+            shares: Shares::default(),
+            remote_ratio,
+            vcpus: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn landing_page_names_version_links_and_each_vm_with_its_remote_ratio() {
+        let status = HostStatus {
+            version: "1.2.3".into(),
+            libvirt_up: true,
+            probes: [("sched_switch".to_string(), true)].into(),
+            vms: vec![
+                vm("far<vm>", &["0000:3b:00.0@node1"], Some(0.75)),
+                vm("near", &["0000:3b:00.0@node1"], Some(0.02)),
+                vm("plain", &[], None),
+            ],
+            problems: vec!["GPU 0000:99:00.0 of \"x\" is not in sysfs".into()],
+        };
+        let page = render_index(&status);
+        assert!(page.contains("<h1>pinsight 1.2.3</h1>"), "{page}");
+        assert!(page.contains("<a href=\"/metrics\">"), "{page}");
+        assert!(
+            page.contains("<tr><td>far&lt;vm&gt;</td><td>0000:3b:00.0@node1</td><td>0</td><td>75.0%</td></tr>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td>near</td>") && page.contains("<td>2.0%</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td>plain</td><td>none</td><td>0</td><td>n/a (no GPU)</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("3 running VM(s), 2 with GPUs, 1 of them with more than half"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<li>GPU 0000:99:00.0 of &quot;x&quot; is not in sysfs</li>"),
+            "{page}"
+        );
+        assert!(page.contains("sched_switch attached"), "{page}");
+    }
+
+    #[test]
+    fn landing_page_says_when_no_vm_runs_and_libvirt_is_down() {
+        let page = render_index(&HostStatus {
+            version: "1.2.3".into(),
+            ..Default::default()
+        });
+        assert!(page.contains("no running VMs"), "{page}");
+        assert!(page.contains("libvirt: DOWN"), "{page}");
+        assert!(!page.contains("Problems found"), "{page}");
+    }
 }
