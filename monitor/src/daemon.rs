@@ -1,6 +1,9 @@
 //! The daemon's engine: one loop that rescans libvirt, keeps the probes' tracked threads in
-//! step with the running vCPUs, reads the counters, does the accounting and publishes one
-//! snapshot for the HTTP side. Data flows one way: sources -> accounting -> snapshot.
+//! step with the running vCPUs, reads the counters, does the accounting, evaluates the repin
+//! policy (recommend / enforce modes) and publishes one snapshot for the HTTP side. Data
+//! flows one way: sources -> accounting -> policy -> snapshot.
+
+mod repin;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::accounting::Accounting;
 use crate::config::Config;
 use crate::inventory::{HostPaths, Inventory, Libvirt};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{Snapshot, VmLabels};
 use crate::probes::{ProbeOptions, Probes};
 use crate::status::{vm_status, HostStatus};
@@ -44,6 +48,10 @@ pub struct Engine {
     reported: HashSet<String>,
     shared: Shared,
     ticks: u64,
+    /// The repin policy; None in observe mode.
+    policy: Option<repin::PolicyLoop>,
+    /// libvirt domain events (VM started, pins changed): a rescan at once.
+    lifecycle: Option<Lifecycle>,
 }
 
 impl Engine {
@@ -84,7 +92,16 @@ impl Engine {
             qemu_run_dir: config.qemu_run_dir.clone(),
             ..HostPaths::default()
         };
+        let lifecycle = match Lifecycle::start(&config.libvirt_uri) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "no libvirt domain events: new VMs and pin changes are seen at the next rescan (rescan_seconds)");
+                None
+            }
+        };
         Engine {
+            policy: repin::PolicyLoop::new(&config.policy),
+            lifecycle,
             libvirt: Libvirt::new(&config.libvirt_uri),
             accounting: Accounting::new(window, exit_source),
             config,
@@ -108,21 +125,28 @@ impl Engine {
             let started = Instant::now();
             self.tick(started);
             let rest = tick.saturating_sub(started.elapsed());
-            // Sleep in small steps so a stop request is seen quickly.
+            // Sleep in small steps so a stop request, or a domain event, is seen quickly.
             let until = Instant::now() + rest;
-            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) && !self.event_pending() {
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
             }
         }
         tracing::info!("engine stopped");
     }
 
-    /// One round: rescan if due, sync tracking, read, account, publish.
+    /// Whether a libvirt domain event asks for a rescan.
+    fn event_pending(&self) -> bool {
+        self.lifecycle.as_ref().is_some_and(Lifecycle::pending)
+    }
+
+    /// One round: rescan if due, sync tracking, read, account, evaluate the policy, publish.
     pub fn tick(&mut self, now: Instant) {
         let rescan = Duration::from_secs_f64(self.config.rescan_seconds);
-        if self
-            .last_scan
-            .is_none_or(|t| now.duration_since(t) >= rescan)
+        let event = self.lifecycle.as_ref().is_some_and(Lifecycle::take);
+        if event
+            || self
+                .last_scan
+                .is_none_or(|t| now.duration_since(t) >= rescan)
         {
             self.rescan();
             self.last_scan = Some(now);
@@ -136,6 +160,21 @@ impl Engine {
         };
         self.accounting
             .update(now, &self.inventory.vms, &counters, &self.topology);
+        // With libvirt away the inventory is stale and nothing could be changed: wait.
+        if let Some(policy) = self.policy.as_mut().filter(|_| self.libvirt_up) {
+            repin::refresh_affinity(&mut self.inventory.vms);
+            policy.forget_gone(&self.inventory.vms);
+            let changed = policy.run(
+                &self.topology,
+                &self.inventory.vms,
+                self.accounting.domains(),
+                &mut self.libvirt,
+            );
+            if changed {
+                // The next round must see the new pins before deciding again.
+                self.last_scan = None;
+            }
+        }
         self.publish();
     }
 
@@ -254,9 +293,18 @@ impl Engine {
                 .inventory
                 .vms
                 .iter()
-                .map(|vm| vm_status(vm, totals.get(&vm.name), &self.topology))
+                .map(|vm| {
+                    let mut st = vm_status(vm, totals.get(&vm.name), &self.topology);
+                    st.policy = self
+                        .policy
+                        .as_ref()
+                        .and_then(|p| p.decision(&vm.name))
+                        .map(policy_line);
+                    st
+                })
                 .collect(),
             problems,
+            mode: self.config.policy.mode.as_str().to_string(),
         };
         let mut shared = match self.shared.write() {
             Ok(guard) => guard,
@@ -275,11 +323,24 @@ impl Engine {
             map_errors,
             cross_socket_penalty: self.config.cross_socket_penalty,
             per_vcpu: self.config.per_vcpu_metrics,
-            repins: BTreeMap::new(),
-            recommended: BTreeMap::new(),
+            repins: self
+                .policy
+                .as_ref()
+                .map(|p| p.repins.clone())
+                .unwrap_or_default(),
+            recommended: self
+                .policy
+                .as_ref()
+                .map(|p| p.recommended.clone())
+                .unwrap_or_default(),
             scrape_duration_seconds,
         };
         shared.status = status;
         shared.ticks = self.ticks;
     }
+}
+
+/// The policy's current verdict on a VM, in one line, for /status.json.
+fn policy_line(d: &crate::policy::VmDecision) -> String {
+    format!("{}: {}", d.verdict.as_str(), d.reason)
 }

@@ -159,6 +159,8 @@ mod tests {
             shares: Shares::default(),
             remote_ratio,
             vcpus: Vec::new(),
+            policy: None,
+            last_action: None,
         }
     }
 
@@ -174,6 +176,7 @@ mod tests {
                 vm("plain", &[], None),
             ],
             problems: vec!["GPU 0000:99:00.0 of \"x\" is not in sysfs".into()],
+            mode: "observe".into(),
         };
         let page = render_index(&status);
         assert!(page.contains("<h1>pinsight 1.2.3</h1>"), "{page}");

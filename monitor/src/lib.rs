@@ -2,7 +2,9 @@
 //!
 //! Data flows one way: `topology` (sysfs) and `inventory` (libvirt, /proc) and `probes`
 //! (eBPF maps) are the sources; `accounting` turns their readings into per-VM figures;
-//! `metrics`, `status` and `http` show them; `daemon` runs the loop.
+//! `metrics`, `status` and `http` show them; `policy` decides where misplaced vCPUs go,
+//! `remediate` repins them through libvirt, `lifecycle` hears libvirt's domain events;
+//! `daemon` runs the loop.
 
 pub mod accounting;
 pub mod cli;
@@ -12,7 +14,10 @@ pub mod daemon;
 pub mod exit_reasons;
 pub mod http;
 pub mod inventory;
+pub mod lifecycle;
 pub mod metrics;
+pub mod policy;
 pub mod probes;
+pub mod remediate;
 pub mod status;
 pub mod topology;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use pinsight::config::Config;
-use pinsight::inventory::{HostPaths, Libvirt};
+use pinsight::config::{Config, Mode};
+use pinsight::inventory::{HostPaths, Inventory, Libvirt};
 use pinsight::topology::Topology;
 
 /// Sees, explains and fixes GPU VMs whose vCPUs run on the other socket than their GPU.
@@ -30,6 +30,10 @@ enum Command {
     Status(StatusArgs),
     /// Validate a config file (and the sysfs root it names); exits non-zero with the reason.
     Check(HostArgs),
+    /// What the repin policy in enforce mode would do now, and why; changes nothing.
+    Plan(PlanArgs),
+    /// Put back the pins a VM had before pinsight first acted on it (live), and record that.
+    Restore(RestoreArgs),
 }
 
 /// Where the host's facts come from.
@@ -57,6 +61,33 @@ struct RunArgs {
     /// every probe run; off by default, and never turned on silently).
     #[arg(long)]
     bpf_stats: bool,
+    /// Repin policy mode (overrides policy.mode): observe, recommend or enforce.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// A running daemon (host:port) whose /status.json gives each vCPU's remote share; default
+    /// the config's listen address. Without one, only the allowed-CPU rule decides.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Instead of a plan, show the pins DOMAIN had before pinsight first acted on it.
+    #[arg(long, value_name = "DOMAIN")]
+    undo: Option<String>,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// The libvirt domain name.
+    domain: String,
 }
 
 #[derive(Args)]
@@ -119,6 +150,8 @@ fn main() -> ExitCode {
         Command::Topology(args) => topology(args),
         Command::Status(args) => status(args),
         Command::Check(args) => check(args),
+        Command::Plan(args) => plan(args),
+        Command::Restore(args) => restore(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,6 +166,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut config = load_config(&args.host)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(mode) = args.mode {
+        config.policy.mode = mode;
     }
     config.validate(std::path::Path::new("command line"))?;
     if args.bpf_stats {
@@ -183,16 +219,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-fn topology(args: TopologyArgs) -> anyhow::Result<()> {
-    let config = load_config(&args.host)?;
-    let topology = read_topology(&config)?;
-    let paths = HostPaths {
+fn host_paths(config: &Config) -> HostPaths {
+    HostPaths {
         sysfs_root: config.sysfs_root.clone(),
         qemu_run_dir: config.qemu_run_dir.clone(),
         ..HostPaths::default()
-    };
+    }
+}
+
+fn topology(args: TopologyArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.host)?;
+    let topology = read_topology(&config)?;
     let inventory = Libvirt::new(&config.libvirt_uri)
-        .scan(&topology, &paths)
+        .scan(&topology, &host_paths(&config))
         .map_err(|e| e.to_string());
     if args.json {
         let report = pinsight::cli::TopologyReport {
@@ -233,5 +272,113 @@ fn check(args: HostArgs) -> anyhow::Result<()> {
         topology.cpus.len(),
         config.libvirt_uri
     );
+    Ok(())
+}
+
+/// The running VMs, with libvirt's connection for acting on them.
+fn scan(config: &Config, topology: &Topology) -> anyhow::Result<(Libvirt, Inventory)> {
+    let mut libvirt = Libvirt::new(&config.libvirt_uri);
+    let inventory = libvirt.scan(topology, &host_paths(config))?;
+    for p in &inventory.problems {
+        tracing::warn!("{p}");
+    }
+    Ok((libvirt, inventory))
+}
+
+fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.host)?;
+    config.validate(std::path::Path::new("command line"))?;
+    let topology = read_topology(&config)?;
+    let (mut libvirt, inventory) = scan(&config, &topology)?;
+    if let Some(name) = &args.undo {
+        let vm = inventory
+            .vms
+            .iter()
+            .find(|vm| &vm.name == name)
+            .with_context(|| format!("no running domain {name} in {}", config.libvirt_uri))?;
+        let record = pinsight::remediate::read_record(&libvirt.lookup(name)?, name)?;
+        let current = vm
+            .vcpus
+            .iter()
+            .map(|t| (t.vcpu, t.allowed_cpus.clone()))
+            .collect();
+        if args.json {
+            let report =
+                serde_json::json!({ "domain": name, "record": record, "current": current });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", pinsight::policy::render_undo(name, &record, &current));
+        }
+        return Ok(());
+    }
+    let addr = args.addr.unwrap_or_else(|| {
+        let mut listen = config.listen;
+        if listen.ip().is_unspecified() {
+            listen.set_ip([127, 0, 0, 1].into());
+        }
+        listen.to_string()
+    });
+    let (ratios, source) = match pinsight::cli::fetch_status(&addr) {
+        Ok(status) => {
+            let ratios = status
+                .vms
+                .iter()
+                .flat_map(|vm| {
+                    vm.vcpus
+                        .iter()
+                        .filter_map(|v| Some(((vm.domain.clone(), v.vcpu), v.remote_ratio?)))
+                })
+                .collect();
+            (ratios, format!("remote shares from the daemon at {addr}"))
+        }
+        Err(e) => (
+            Default::default(),
+            format!("no remote shares ({e}): deciding by allowed CPUs alone"),
+        ),
+    };
+    // The decision is the same in every mode; only the daemon's loop acts on it.
+    let plan =
+        pinsight::policy::Policy::new(config.policy.clone()).evaluate(&pinsight::policy::Inputs {
+            topology: &topology,
+            vms: &inventory.vms,
+            ratios: &ratios,
+            now: pinsight::policy::unix_now(),
+        });
+    if args.json {
+        let report = serde_json::json!({ "ratios": source, "plan": plan });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("What `enforce` would do now (nothing is changed); {source}.\n");
+        print!("{}", pinsight::policy::render_plan(&plan));
+    }
+    Ok(())
+}
+
+fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.host)?;
+    config.validate(std::path::Path::new("command line"))?;
+    let topology = read_topology(&config)?;
+    let (mut libvirt, inventory) = scan(&config, &topology)?;
+    let name = &args.domain;
+    let vm = inventory
+        .vms
+        .iter()
+        .find(|vm| &vm.name == name)
+        .with_context(|| format!("no running domain {name} in {}", config.libvirt_uri))?;
+    let domain = libvirt.lookup(name)?;
+    let action = pinsight::remediate::restore(
+        &domain,
+        vm,
+        config.policy.persistent,
+        pinsight::policy::unix_now(),
+    )?;
+    println!("{name}: {}", pinsight::policy::record::describe(&action));
+    if vm.spec.policy.repin != Some(false) {
+        println!(
+            "note: a daemon in enforce mode may repin it after policy.cooldown_seconds ({}s); \
+             opt the VM out with <pinsight:policy repin=\"off\"/> to keep these pins",
+            config.policy.cooldown_seconds
+        );
+    }
     Ok(())
 }

@@ -73,6 +73,12 @@ pub struct VmStatus {
     pub remote_ratio: Option<f64>,
     /// Per vCPU.
     pub vcpus: Vec<VcpuStatus>,
+    /// The repin policy's verdict now ("repin: ...", "skipped_optout: ..."), when evaluated.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// pinsight's last action on this VM, from its state metadata.
+    #[serde(default)]
+    pub last_action: Option<String>,
 }
 
 /// The whole host.
@@ -88,6 +94,9 @@ pub struct HostStatus {
     pub vms: Vec<VmStatus>,
     /// Problems found in the last scan.
     pub problems: Vec<String>,
+    /// The repin policy's mode (observe, recommend, enforce).
+    #[serde(default)]
+    pub mode: String,
 }
 
 /// Whether a thread allowed on `allowed` may run on a socket without any of the GPUs.
@@ -146,6 +155,17 @@ pub fn vm_status(vm: &Vm, totals: Option<&DomainTotals>, topology: &Topology) ->
             .remote_ratio
             .or_else(|| (!vm.gpu_nodes.is_empty()).then(|| remote_share(&run).unwrap_or(0.0))),
         vcpus,
+        policy: None,
+        last_action: last_action(vm),
+    }
+}
+
+/// pinsight's last action on `vm` in one line, or what is wrong with its record.
+fn last_action(vm: &Vm) -> Option<String> {
+    let xml = vm.spec.state.as_deref()?;
+    match crate::policy::record::Record::parse(xml) {
+        Ok(record) => record.last.as_ref().map(crate::policy::record::describe),
+        Err(e) => Some(format!("unreadable: {e}")),
     }
 }
 
@@ -162,9 +182,14 @@ pub fn render_text(host: &HostStatus) -> String {
         .iter()
         .map(|(p, on)| format!("{p}={}", if *on { "attached" } else { "off" }))
         .collect();
+    let mode = if host.mode.is_empty() {
+        String::new()
+    } else {
+        format!("  policy: {}", host.mode)
+    };
     let _ = writeln!(
         out,
-        "pinsight {}  libvirt {}  probes: {}",
+        "pinsight {}  libvirt {}  probes: {}{mode}",
         host.version,
         if host.libvirt_up { "up" } else { "DOWN" },
         probes.join(" ")
@@ -201,6 +226,12 @@ pub fn render_text(host: &HostStatus) -> String {
                 v.cross_socket_migrations
             );
         }
+        if let Some(p) = &vm.policy {
+            let _ = writeln!(out, "  policy: {p}");
+        }
+        if let Some(a) = &vm.last_action {
+            let _ = writeln!(out, "  last action: {a}");
+        }
     }
     if host
         .vms
@@ -216,4 +247,62 @@ pub fn render_text(host: &HostStatus) -> String {
         let _ = writeln!(out, "problem: {p}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::domain_xml::parse_domain_xml;
+
+    fn vm_with_state(state: &str) -> Vm {
+        let xml =
+            format!("<domain><name>vm</name><uuid>u</uuid><metadata>{state}</metadata></domain>");
+        Vm {
+            name: "vm".into(),
+            uuid: "u".into(),
+            pid: 1,
+            vcpus: Vec::new(),
+            gpus: Vec::new(),
+            gpu_nodes: vec![1],
+            spec: parse_domain_xml(&xml).unwrap(),
+        }
+    }
+
+    #[test]
+    fn shows_the_mode_the_verdict_and_the_last_action() {
+        let state = "<p:state xmlns:p=\"urn:pinsight:state:1\"><p:last time=\"1764055200\" \
+                     action=\"repin\" result=\"applied\" reason=\"why\"><p:vcpu id=\"0\" \
+                     before=\"0\" after=\"1\"/></p:last></p:state>";
+        let topology = Topology {
+            cpus: Default::default(),
+            nodes: Default::default(),
+            pci: Default::default(),
+            offline_cpus: Default::default(),
+            possible_cpus: Default::default(),
+            warnings: Vec::new(),
+        };
+        let mut vm = vm_status(&vm_with_state(state), None, &topology);
+        assert_eq!(
+            vm.last_action.as_deref(),
+            Some("2025-11-25T07:20:00Z repin applied: vCPU 0 0 -> 1 (why)")
+        );
+        vm.policy = Some("ok: nothing to do".into());
+        let text = render_text(&HostStatus {
+            mode: "enforce".into(),
+            vms: vec![vm],
+            ..Default::default()
+        });
+        assert!(text.contains("policy: enforce"), "{text}");
+        assert!(text.contains("  policy: ok: nothing to do\n"), "{text}");
+        assert!(
+            text.contains("  last action: 2025-11-25T07:20:00Z repin applied"),
+            "{text}"
+        );
+        let bad = vm_status(
+            &vm_with_state("<p:state xmlns:p=\"urn:pinsight:state:1\"><p:last/></p:state>"),
+            None,
+            &topology,
+        );
+        assert!(bad.last_action.unwrap().starts_with("unreadable: "));
+    }
 }

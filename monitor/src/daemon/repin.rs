@@ -1,0 +1,190 @@
+//! The policy loop inside the engine: evaluate the policy after each accounting round, log
+//! and count every new decision, and in enforce mode act through `remediate`.
+
+use std::collections::BTreeMap;
+
+use crate::accounting::DomainTotals;
+use crate::config::{Mode, PolicyConfig};
+use crate::cpuset::CpuSet;
+use crate::inventory::{Libvirt, Vm};
+use crate::policy::{ratios_from_totals, unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
+use crate::remediate;
+use crate::topology::Topology;
+
+/// The policy's state in the daemon and what it publishes.
+pub struct PolicyLoop {
+    mode: Mode,
+    policy: Policy,
+    /// pinsight_repins_total by (domain, result).
+    pub repins: BTreeMap<(String, String), u64>,
+    /// pinsight_repin_recommended by (domain, vCPU).
+    pub recommended: BTreeMap<(String, u32), bool>,
+    /// The last evaluation.
+    pub plan: Plan,
+}
+
+impl PolicyLoop {
+    /// The loop for `config`; `None` in observe mode (nothing is evaluated).
+    pub fn new(config: &PolicyConfig) -> Option<PolicyLoop> {
+        if config.mode == Mode::Observe {
+            return None;
+        }
+        tracing::info!(
+            mode = config.mode.as_str(),
+            remote_ratio_high = config.remote_ratio_high,
+            remote_ratio_clear = config.remote_ratio_clear,
+            proactive = config.proactive,
+            cooldown_seconds = config.cooldown_seconds,
+            max_repins_per_minute = config.max_repins_per_minute,
+            reserved_cpus = %config.reserved_cpus,
+            max_oversubscription = config.max_oversubscription,
+            "repin policy on"
+        );
+        Some(PolicyLoop {
+            mode: config.mode,
+            policy: Policy::new(config.clone()),
+            repins: BTreeMap::new(),
+            recommended: BTreeMap::new(),
+            plan: Plan::default(),
+        })
+    }
+
+    /// Evaluates and, in enforce mode, acts. Returns true when a VM's pins were changed (so
+    /// the caller rescans before the next evaluation).
+    pub fn run(
+        &mut self,
+        topology: &Topology,
+        vms: &[Vm],
+        totals: &BTreeMap<String, DomainTotals>,
+        libvirt: &mut Libvirt,
+    ) -> bool {
+        let ratios = ratios_from_totals(totals);
+        let now = unix_now();
+        let plan = self.policy.evaluate(&Inputs {
+            topology,
+            vms,
+            ratios: &ratios,
+            now,
+        });
+        self.recommended = plan.recommended(vms);
+        let mut changed = false;
+        for d in &plan.decisions {
+            let act = self.mode == Mode::Enforce && d.verdict == Verdict::Repin;
+            if d.new && !act {
+                self.report(d);
+            }
+            if !act {
+                continue;
+            }
+            let Some(vm) = vms.iter().find(|vm| vm.name == d.domain) else {
+                continue;
+            };
+            self.policy.record_action(&d.domain, now);
+            let result = libvirt
+                .lookup(&d.domain)
+                .map_err(|e| e.to_string())
+                .and_then(|domain| {
+                    let persistent = self.policy.config().persistent;
+                    remediate::apply(&domain, vm, d, persistent, now).map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(_) => {
+                    changed = true;
+                    self.count(&d.domain, "applied");
+                    tracing::info!(domain = %d.domain, moves = %moves(d), reason = %d.reason, "repinned");
+                }
+                Err(e) => {
+                    self.count(&d.domain, "failed");
+                    tracing::warn!(domain = %d.domain, moves = %moves(d), error = %e, "repin failed");
+                }
+            }
+        }
+        self.plan = plan;
+        changed
+    }
+
+    /// The last evaluation's decision for `domain`.
+    pub fn decision(&self, domain: &str) -> Option<&VmDecision> {
+        self.plan.decisions.iter().find(|d| d.domain == domain)
+    }
+
+    fn report(&mut self, d: &VmDecision) {
+        match d.verdict {
+            Verdict::Placed => {
+                tracing::debug!(domain = %d.domain, "placed well");
+                return;
+            }
+            Verdict::Repin => {
+                tracing::info!(domain = %d.domain, moves = %moves(d), reason = %d.reason, "repin recommended (mode recommend: not acting)");
+                return;
+            }
+            _ => {}
+        }
+        tracing::info!(domain = %d.domain, verdict = ?d.verdict, moves = %moves(d), reason = %d.reason, "not repinning");
+        if let Some(result) = d.verdict.result_label() {
+            self.count(&d.domain, result);
+        }
+    }
+
+    fn count(&mut self, domain: &str, result: &str) {
+        *self
+            .repins
+            .entry((domain.to_string(), result.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Drops the counters of VMs that are gone, so their series end with them.
+    pub fn forget_gone(&mut self, vms: &[Vm]) {
+        self.repins
+            .retain(|(domain, _), _| vms.iter().any(|vm| &vm.name == domain));
+    }
+}
+
+/// Re-reads the affinity of the vCPU threads of VMs with GPUs (one syscall per thread), so a
+/// pin changed behind libvirt's back (taskset, cgroups) is seen at the next tick rather than
+/// at the next rescan. A thread that is gone keeps its last known set until the rescan.
+pub fn refresh_affinity(vms: &mut [Vm]) {
+    for vm in vms.iter_mut().filter(|vm| !vm.gpu_nodes.is_empty()) {
+        for t in &mut vm.vcpus {
+            if let Some(cpus) = affinity(t.tid) {
+                t.allowed_cpus = cpus;
+            }
+        }
+    }
+}
+
+/// The CPUs thread `tid` may run on, from sched_getaffinity(2).
+fn affinity(tid: u32) -> Option<CpuSet> {
+    let pid = libc::pid_t::try_from(tid).ok()?;
+    // SAFETY: cpu_set_t is plain bits; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let rc =
+        unsafe { libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return None;
+    }
+    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU_ISSET reads bit `cpu` of `set`, and `cpu` is below its size in bits.
+    let cpus: CpuSet = (0..bits)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .map(|cpu| cpu as u32)
+        .collect();
+    Some(cpus)
+}
+
+/// "vCPU 0 0 -> 1, emulator 0-1 -> 1" for the log.
+fn moves(d: &VmDecision) -> String {
+    let mut parts: Vec<String> = d
+        .vcpus
+        .iter()
+        .map(|m| {
+            let after = m.after.as_ref().map_or("-".to_string(), |a| a.to_string());
+            format!("vCPU {} {} -> {after}", m.vcpu, m.before)
+        })
+        .collect();
+    if let Some(e) = &d.emulator {
+        parts.push(format!("emulator {} -> {}", e.before, e.after));
+    }
+    parts.join(", ")
+}
