@@ -140,6 +140,24 @@ impl Pin {
 }
 
 /// Makes `pins` in order; on the first failure puts back the ones already made.
+/// An applied action that moved `pins` (vCPUs and, if present, the emulator).
+fn applied_action(time: f64, action: &str, reason: String, pins: &[Pin]) -> Action {
+    Action {
+        time,
+        action: action.into(),
+        result: "applied".into(),
+        reason,
+        vcpus: pins
+            .iter()
+            .filter_map(|p| Some((p.vcpu?, (p.before.clone(), p.after.clone()))))
+            .collect(),
+        emulator: pins
+            .iter()
+            .find(|p| p.vcpu.is_none())
+            .map(|p| (p.before.clone(), p.after.clone())),
+    }
+}
+
 fn pin_all(domain: &Domain, name: &str, pins: &[Pin], flags: u32) -> Result<(), RemediateError> {
     for (i, pin) in pins.iter().enumerate() {
         if let Err(e) = pin.set(domain, &pin.after, flags) {
@@ -233,20 +251,7 @@ pub fn apply(
             }
         }
     }
-    let mut action = Action {
-        time: now,
-        action: "repin".into(),
-        result: "applied".into(),
-        reason: decision.reason.clone(),
-        vcpus: pins
-            .iter()
-            .filter_map(|p| Some((p.vcpu?, (p.before.clone(), p.after.clone()))))
-            .collect(),
-        emulator: pins
-            .iter()
-            .find(|p| p.vcpu.is_none())
-            .map(|p| (p.before.clone(), p.after.clone())),
-    };
+    let mut action = applied_action(now, "repin", decision.reason.clone(), &pins);
     if let Err(e) = pin_all(domain, name, &pins, flags) {
         // Nothing changed: record the attempt for other operators (best effort), with the
         // original pins only if an earlier action set them.
@@ -310,23 +315,15 @@ pub fn restore(
         });
     }
     pin_all(domain, name, &pins, flags)?;
-    let action = Action {
-        time: now,
-        action: "restore".into(),
-        result: "applied".into(),
-        reason: format!(
+    let action = applied_action(
+        now,
+        "restore",
+        format!(
             "pinsight restore: the pins from before pinsight's first action ({})",
             utc(original.time)
         ),
-        vcpus: pins
-            .iter()
-            .filter_map(|p| Some((p.vcpu?, (p.before.clone(), p.after.clone()))))
-            .collect(),
-        emulator: pins
-            .iter()
-            .find(|p| p.vcpu.is_none())
-            .map(|p| (p.before.clone(), p.after.clone())),
-    };
+        &pins,
+    );
     record.last = Some(action.clone());
     if let Err(mut e) = write_record(domain, name, &record, flags) {
         if let RemediateError::Libvirt { rollback, .. } = &mut e {

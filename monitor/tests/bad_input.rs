@@ -3,24 +3,12 @@
 
 mod common;
 
-use std::process::Command;
+use common::pinsight;
+
 use std::time::Duration;
 
 use common::daemon::{fixture, Daemon};
 use common::{metric_value, require_host, virsh, wait_for, TestVm, VmOptions};
-
-fn pinsight(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pinsight"))
-        .args(args)
-        .output()
-        .expect("run pinsight");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 #[test]
 fn check_names_the_bad_key_and_the_bad_sysfs_file() {

@@ -10,7 +10,8 @@
 
 mod common;
 
-use std::process::Command;
+use common::pinsight;
+
 use std::time::{Duration, Instant};
 
 use common::daemon::{fixture, Daemon};
@@ -57,19 +58,6 @@ impl Drop for ConfigFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-fn pinsight(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pinsight"))
-        .args(args)
-        .output()
-        .expect("run pinsight");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 fn repins(daemon: &Daemon, domain: &str, result: &str) -> Option<f64> {

@@ -120,3 +120,17 @@ pub fn gpu_metadata(address: &str) -> String {
         "<pinsight:domain xmlns:pinsight=\"urn:pinsight:domain:1\"><pinsight:gpu address=\"{address}\"/></pinsight:domain>"
     )
 }
+
+/// Runs the `pinsight` binary under test; returns whether it succeeded and stdout+stderr.
+pub fn pinsight(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pinsight"))
+        .args(args)
+        .output()
+        .expect("run pinsight");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
