@@ -15,7 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 # dpkg-dev (dpkg-shlibdeps: cargo-deb derives the package's Depends from the binary).
 PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 pkg-config
           bpftool linux-perf prometheus binutils curl ca-certificates systemd python3 python3-yaml
-          dpkg-dev)
+          dpkg-dev python3-pip)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -49,6 +49,15 @@ fi
 if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.0$'; then
   log "installing cargo-deb 3.8.0 (under a minute)"
   cargo install cargo-deb@3.8.0 --locked
+fi
+
+# kubernetes-validate carries the Kubernetes schemas, so deploy/check-manifests.py can
+# validate the DaemonSet strictly without a cluster or network. Debian's system Python
+# refuses plain pip installs (PEP 668); a pyenv Python does not know the flag's meaning.
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  log "installing kubernetes-validate 1.37.0 (Python)"
+  python3 -m pip install --quiet kubernetes-validate==1.37.0 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0
 fi
 
 # tracefs: the tracepoints pinsight and perf attach to are listed there.
