@@ -75,28 +75,6 @@ fn dashboard_queries(instance: &str, domain: &str) -> Vec<Value> {
     queries
 }
 
-/// The daemon's extra arguments and config for the repin policy: `--mode recommend` when this
-/// daemon has the policy's modes (`run --mode`), so the panels of pinsight_repin_recommended
-/// show the recommendation for the far-pinned VM without anything being repinned. The
-/// policy's capacity check counts pinned vCPUs of every VM on the host, and VM tests running
-/// at the same time may pin theirs to CPU 1 (the GPU's node, the only CPU of the target), so
-/// oversubscription is allowed. Nothing when the daemon has no policy: then those panels fail
-/// by name.
-fn repin_policy() -> (&'static [&'static str], &'static str) {
-    let help = Command::new(env!("CARGO_BIN_EXE_pinsight"))
-        .args(["run", "--help"])
-        .output()
-        .expect("run pinsight run --help");
-    if String::from_utf8_lossy(&help.stdout).contains("--mode") {
-        (
-            &["--mode", "recommend"],
-            "[policy]\nmax_oversubscription = 8.0\n",
-        )
-    } else {
-        (&[], "")
-    }
-}
-
 /// The pinsight_* families a query reads that the daemon does not export right now.
 fn families_missing_from(expr: &str, metrics: &str) -> Vec<String> {
     let mut missing: Vec<String> = expr
@@ -207,16 +185,15 @@ fn dashboards_have_data_and_the_cross_socket_alert_fires_and_resolves() {
     vm.pin_vcpu(0, "0");
     let domain = vm.name.as_str();
     // --bpf-stats: the probe cost panels show the kernel's per-program run time.
-    let (policy_args, policy_toml) = repin_policy();
-    let mut args = vec!["--bpf-stats"];
-    args.extend_from_slice(policy_args);
+    // --mode recommend: the panels of pinsight_repin_recommended show the recommendation for
+    // the far-pinned VM, and nothing is repinned. The policy's capacity check counts the pinned
+    // vCPUs of every VM on the host, and VM tests running at the same time may pin theirs to
+    // CPU 1 (the GPU's node and the only CPU of the target), so oversubscription is allowed.
     let daemon = Daemon::start(
         &fixture("two-socket-gpu"),
-        &format!(
-            "tick_seconds = 0.25\nrescan_seconds = 0.5\nremote_ratio_window_seconds = 3.0\n\
-             {policy_toml}"
-        ),
-        &args,
+        "tick_seconds = 0.25\nrescan_seconds = 0.5\nremote_ratio_window_seconds = 3.0\n\
+         [policy]\nmax_oversubscription = 8.0\n",
+        &["--bpf-stats", "--mode", "recommend"],
     );
     wait_for(
         Duration::from_secs(20),
