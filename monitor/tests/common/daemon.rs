@@ -82,17 +82,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // SIGTERM first so it detaches cleanly; then make sure it is gone.
-        // SAFETY: kill on the pid of the child we spawned.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_child(&mut self.child);
         let _ = std::fs::remove_file(&self.config);
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.log);

@@ -134,3 +134,18 @@ pub fn pinsight(args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// Stops a child process this test started: SIGTERM so it can clean up (a daemon detaches its
+/// probes), up to 5 s to exit, then SIGKILL; always reaped.
+pub fn stop_child(child: &mut std::process::Child) {
+    // SAFETY: kill on the pid of a child we spawned and have not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    for _ in 0..50 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
