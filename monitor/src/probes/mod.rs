@@ -6,18 +6,20 @@
 
 pub mod bench;
 mod btf;
+mod counters;
 mod tracefs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use std::path::Path;
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use monitor_common::{globals, maps, programs, CpuRun, ExitKey, MAP_ERROR_SLOTS};
+use monitor_common::{globals, maps, programs, CpuRun, ExitKey};
 use serde::Serialize;
 
 pub use btf::BtfError;
+pub use counters::bpf_stats_enabled;
 pub use tracefs::TracefsError;
 
 /// The daemon's probes, compiled by build.rs and embedded here.
@@ -375,176 +377,9 @@ impl Probes {
         &self.tracked
     }
 
-    /// Starts accounting `tid` as a vCPU thread.
-    pub fn track(&mut self, tid: u32) -> Result<(), ProbeError> {
-        if self.tracked.contains(&tid) {
-            return Ok(());
-        }
-        let full = ProbeError::Full {
-            tid,
-            tracked: self.tracked.len(),
-            capacity: self.options.max_threads,
-        };
-        if tid / 4 >= self.slot_words {
-            return Err(full);
-        }
-        let slot = self.free_slots.pop().ok_or(full)?;
-        // Counters first, the slot last: the probes never see a half-tracked thread.
-        let zeros = PerCpuValues::try_from(vec![CpuRun::default(); self.nr_cpus])
-            .map_err(|e| map_err(maps::RUN_NS)(aya::maps::MapError::IoError(e)))?;
-        let published = self
-            .run_ns
-            .set(slot, zeros, 0)
-            .map_err(map_err(maps::RUN_NS))
-            .and_then(|()| self.set_slot(tid, slot));
-        if let Err(e) = published {
-            self.free_slots.push(slot);
-            return Err(e);
-        }
-        self.slots.insert(tid, slot);
-        self.tracked.insert(tid);
-        Ok(())
-    }
-
-    /// Stops accounting `tid` and frees its map entries, returning its final counters.
-    pub fn untrack(&mut self, tid: u32) -> Result<ThreadCounters, ProbeError> {
-        self.set_slot(tid, 0)?;
-        let exits = self.read_exits()?;
-        let last = self.read_thread(tid, &exits);
-        for reason in last.exits.keys() {
-            let _ = self.kvm_exits.remove(&ExitKey {
-                tid,
-                reason: *reason,
-            });
-        }
-        if let Some(slot) = self.slots.remove(&tid) {
-            self.free_slots.push(slot);
-        }
-        self.tracked.remove(&tid);
-        Ok(last)
-    }
-
-    fn set_slot(&mut self, tid: u32, slot: u32) -> Result<(), ProbeError> {
-        let index = tid / 4;
-        let shift = (tid % 4) * 16;
-        let word = self.words.entry(index).or_insert(0);
-        *word = (*word & !(0xffff << shift)) | (u64::from(slot) << shift);
-        let value = *word;
-        if value == 0 {
-            self.words.remove(&index);
-        }
-        self.tracked_tids
-            .set(index, value, 0)
-            .map_err(map_err(maps::TRACKED_TIDS))
-    }
-
-    /// Cumulative counters of every tracked thread: one pass over each map.
-    pub fn read(&self) -> Result<BTreeMap<u32, ThreadCounters>, ProbeError> {
-        let exits = self.read_exits()?;
-        Ok(self
-            .tracked
-            .iter()
-            .map(|&tid| (tid, self.read_thread(tid, &exits)))
-            .collect())
-    }
-
-    fn read_exits(&self) -> Result<StdHashMap<u32, BTreeMap<u32, Vec<u64>>>, ProbeError> {
-        let mut exits: StdHashMap<u32, BTreeMap<u32, Vec<u64>>> = StdHashMap::new();
-        for entry in self.kvm_exits.iter() {
-            // An entry removed between get_next_key and lookup is not an error worth failing on.
-            let Ok((key, values)) = entry else { continue };
-            exits
-                .entry(key.tid)
-                .or_default()
-                .insert(key.reason, values.to_vec());
-        }
-        Ok(exits)
-    }
-
-    fn read_thread(
-        &self,
-        tid: u32,
-        exits: &StdHashMap<u32, BTreeMap<u32, Vec<u64>>>,
-    ) -> ThreadCounters {
-        let slots = self
-            .slots
-            .get(&tid)
-            .and_then(|slot| self.run_ns.get(slot, 0).ok())
-            .map(|v| v.to_vec())
-            .unwrap_or_else(|| vec![CpuRun::default(); self.nr_cpus]);
-        // A vCPU that keeps its CPU is not switched out for long stretches: add the stint in
-        // progress (the kernel's run time of the thread now, minus at switch-in) so run time
-        // does not lag behind until the next switch. At most one thread per CPU is on CPU, so
-        // this reads at most one schedstat file per CPU per tick.
-        let running_now = slots
-            .iter()
-            .any(|s| s.on_cpu == 1)
-            .then(|| thread_runtime_ns(tid))
-            .flatten();
-        let run_ns_by_cpu = slots
-            .iter()
-            .map(|s| match (s.on_cpu, running_now) {
-                (1, Some(now)) => s.run_ns + now.saturating_sub(s.runtime_at_switch_in),
-                _ => s.run_ns,
-            })
-            .collect();
-        let cross_socket_migrations = slots.iter().map(|s| s.cross_socket_migrations).sum();
-        ThreadCounters {
-            run_ns_by_cpu,
-            cross_socket_migrations,
-            exits: exits.get(&tid).cloned().unwrap_or_default(),
-        }
-    }
-
-    /// Failed map updates inside the probes, summed over CPUs, by slot.
-    pub fn map_errors(&self) -> u64 {
-        (0..MAP_ERROR_SLOTS)
-            .filter_map(|slot| self.map_errors.get(&slot, 0).ok())
-            .map(|values| values.iter().sum::<u64>())
-            .sum()
-    }
-
-    /// Entries in use and capacity of the maps that grow with the number of VMs.
-    pub fn map_usage(&self) -> Vec<MapUsage> {
-        let exit_entries = self.kvm_exits.keys().count() as u64;
-        vec![
-            MapUsage {
-                map: maps::RUN_NS,
-                entries: self.tracked.len() as u64,
-                capacity: self.options.max_threads.into(),
-            },
-            MapUsage {
-                map: maps::KVM_EXITS,
-                entries: exit_entries,
-                capacity: self.options.max_exit_keys.into(),
-            },
-        ]
-    }
-
     /// The loaded object (benchmarks read program stats from it).
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
-    }
-
-    /// Run time and count per attached program; None when kernel.bpf_stats_enabled is 0.
-    pub fn program_stats(&self) -> Option<Vec<ProgramStats>> {
-        if !bpf_stats_enabled() {
-            return None;
-        }
-        let stats = self
-            .ebpf
-            .programs()
-            .filter_map(|(name, prog)| {
-                let program = self.status.keys().copied().find(|p| *p == name)?;
-                let info = prog.info().ok()?;
-                Some(ProgramStats {
-                    program,
-                    run_time_ns: info.run_time().as_nanos() as u64,
-                    run_count: info.run_count(),
-                })
-            })
-            .collect();
-        Some(stats)
     }
 }
 
@@ -571,19 +406,6 @@ pub fn exit_source_candidates(
             _ => &[programs::KVM_USERSPACE_EXIT],
         },
     }
-}
-
-/// Whether the kernel counts BPF program run time (`kernel.bpf_stats_enabled`).
-pub fn bpf_stats_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-        .map(|s| s.trim() == "1")
-        .unwrap_or(false)
-}
-
-/// The kernel's run time of a thread (`se.sum_exec_runtime`, first field of schedstat).
-fn thread_runtime_ns(tid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Record offsets for the classic tracepoints (sched_migrate_task, KVM exits), falling back to the compiled-in defaults (the
