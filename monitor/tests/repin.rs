@@ -329,10 +329,10 @@ fn drift_by_cgroup(tid: u32, cpus: &str) {
 /// event); [1] a VM started on the wrong socket (start event, proactive placement; includes
 /// QEMU's start); [2] `virsh vcpupin` itself; [3] starting a VM that needs no repin; [4] a
 /// placed VM's vCPU moved to the far socket through its cpuset cgroup (no event: seen by the
-/// per-tick affinity check).
-fn detect_to_fix(config: &str, reps: usize) -> [Vec<f64>; 5] {
+/// per-tick affinity check, so at a different point of the `tick` seconds each round).
+fn detect_to_fix(config: &str, tick: f64, reps: usize) -> [Vec<f64>; 5] {
     let mut times: [Vec<f64>; 5] = Default::default();
-    for _ in 0..reps {
+    for round in 0..reps {
         // A daemon per round: two repins a round, and the host-wide rate limit (default 6 a
         // minute) must not be what is measured.
         let daemon = Daemon::start(&fixture("two-socket-gpu"), config, &["--mode", "enforce"]);
@@ -365,6 +365,12 @@ fn detect_to_fix(config: &str, reps: usize) -> [Vec<f64>; 5] {
             ..VmOptions::busy("fix-cgroup")
         });
         wait_seen(&daemon, &drifting);
+        // Let the engine handle the start's burst of libvirt events (any event wakes it and
+        // would make this drift look faster than the tick it otherwise waits for), then drift
+        // at a different point of the tick each round: 1 s is a whole number of ticks in both
+        // configurations, so the phase is what varies.
+        let phase = tick * (round as f64 + 0.5) / reps as f64;
+        std::thread::sleep(Duration::from_secs_f64(1.0 + phase));
         let t0 = Instant::now();
         drift_by_cgroup(drifting.vcpu_tid(0), "0");
         times[4].push(until_fixed(&drifting, t0));
@@ -393,8 +399,11 @@ fn detect_to_fix_time() {
     let policy = "[policy]\nopt_in = true\nmax_oversubscription = 8.0\n";
     let fastest = format!("tick_seconds = 0.1\nrescan_seconds = 1.0\n{policy}");
     let reps = std::env::var("PINSIGHT_FIX_REPS").map_or(3, |r| r.parse().expect("a count"));
-    for (name, config) in [("defaults", policy.to_string()), ("fastest", fastest)] {
-        let [virsh, start, command, plain_start, cgroup] = detect_to_fix(&config, reps);
+    for (name, config, tick) in [
+        ("defaults", policy.to_string(), 1.0),
+        ("fastest", fastest, 0.1),
+    ] {
+        let [virsh, start, command, plain_start, cgroup] = detect_to_fix(&config, tick, reps);
         let show = |t: &[f64]| {
             let all: Vec<String> = t.iter().map(|x| format!("{x:.3}")).collect();
             let (median, max) = (t[t.len() / 2], t[t.len() - 1]);
