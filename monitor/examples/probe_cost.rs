@@ -11,6 +11,10 @@
 //! Part 2 (`perf bench sched pipe`, both ends pinned to CPU 0): none / empty / pinsight
 //! alternating, several rounds; median and spread of usecs/op.
 
+mod common;
+
+use common::arg;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -21,15 +25,6 @@ use std::time::Duration;
 
 use pinsight::probes::bench::{load_empty_sched_switch, program_run_stats};
 use pinsight::probes::{KvmExitSource, ProbeOptions, Probes};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn gettid() -> u32 {
     // SAFETY: no arguments, cannot fail.
@@ -137,8 +132,8 @@ fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let seconds = arg("--seconds", 5);
-    let rounds = arg("--rounds", 7);
+    let seconds = arg("--seconds", 5u64);
+    let rounds = arg("--rounds", 7u64);
     let stats_were_on = pinsight::probes::bpf_stats_enabled();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("root needed for bpf_stats");
 

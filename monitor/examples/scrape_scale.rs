@@ -5,6 +5,10 @@
 //!
 //!     target/release/examples/scrape_scale [--domains 100] [--vcpus 8] [--rounds 200]
 
+mod common;
+
+use common::arg;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,15 +19,6 @@ use pinsight::inventory::{domain_xml, Gpu, VcpuThread, Vm};
 use pinsight::metrics::{render, Snapshot, VmLabels};
 use pinsight::probes::ThreadCounters;
 use pinsight::topology::Topology;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn stats(mut v: Vec<Duration>) -> String {
     v.sort();
@@ -39,9 +34,9 @@ fn stats(mut v: Vec<Duration>) -> String {
 
 fn main() {
     let (domains, vcpus, rounds) = (
-        arg("--domains", 100),
-        arg("--vcpus", 8),
-        arg("--rounds", 200),
+        arg("--domains", 100usize),
+        arg("--vcpus", 8usize),
+        arg("--rounds", 200usize),
     );
     let root = concat!(
         env!("CARGO_MANIFEST_DIR"),
