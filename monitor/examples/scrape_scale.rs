@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use pinsight::accounting::Accounting;
 use pinsight::cpuset::CpuSet;
-use pinsight::inventory::{domain_xml, Gpu, VcpuThread, Vm};
-use pinsight::metrics::{render, Snapshot, VmLabels};
+use pinsight::inventory::{domain_xml, Gpu, GpuSource, Inventory, VcpuThread, Vm};
+use pinsight::metrics::render;
 use pinsight::probes::ThreadCounters;
 use pinsight::topology::Topology;
+use pinsight::view::{HostView, ViewInputs};
 
 fn stats(mut v: Vec<Duration>) -> String {
     v.sort();
@@ -51,34 +52,38 @@ fn main() {
     .unwrap();
     let template = domain_xml::parse_domain_xml(&xml).unwrap();
     let mut tid = 10_000;
-    let vms: Vec<Vm> = (0..domains)
-        .map(|d| {
-            let mut spec = template.clone();
-            spec.name = format!("vm-{d:03}");
-            Vm {
-                name: spec.name.clone(),
-                uuid: format!("00000000-0000-0000-0000-{d:012}"),
-                pid: 1000 + d as u32,
-                vcpus: (0..vcpus as u32)
-                    .map(|v| {
-                        tid += 1;
-                        VcpuThread {
-                            vcpu: v,
-                            tid,
-                            allowed_cpus: "0-15".parse::<CpuSet>().unwrap(),
-                        }
-                    })
-                    .collect(),
-                gpus: vec![Gpu {
-                    address: "0000:3b:00.0".into(),
-                    node: Some(1),
-                    source: "declared",
-                }],
-                gpu_nodes: vec![1],
-                spec,
-            }
-        })
-        .collect();
+    let inventory = Inventory {
+        vms: (0..domains)
+            .map(|d| {
+                let mut spec = template.clone();
+                spec.name = format!("vm-{d:03}");
+                Vm {
+                    name: spec.name.clone(),
+                    uuid: format!("00000000-0000-0000-0000-{d:012}"),
+                    pid: 1000 + d as u32,
+                    vcpus: (0..vcpus as u32)
+                        .map(|v| {
+                            tid += 1;
+                            VcpuThread {
+                                vcpu: v,
+                                tid,
+                                allowed_cpus: "0-15".parse::<CpuSet>().unwrap(),
+                            }
+                        })
+                        .collect(),
+                    gpus: vec![Gpu {
+                        address: "0000:3b:00.0".into(),
+                        node: Some(1),
+                        source: GpuSource::Declared,
+                    }],
+                    gpu_nodes: vec![1],
+                    spec,
+                }
+            })
+            .collect(),
+        problems: Vec::new(),
+    };
+    let vms = &inventory.vms;
     let counters = |scale: u64| -> BTreeMap<u32, ThreadCounters> {
         vms.iter()
             .flat_map(|vm| vm.vcpus.iter())
@@ -103,22 +108,22 @@ fn main() {
     for round in 1..=rounds as u64 {
         let reading = counters(round);
         let t = Instant::now();
-        accounting.update(
-            start + Duration::from_secs(round),
-            &vms,
-            &reading,
-            &topology,
-        );
+        accounting.update(start + Duration::from_secs(round), vms, &reading, &topology);
         update_times.push(t.elapsed());
-        let snapshot = Snapshot {
-            vms: vms.iter().map(VmLabels::from_vm).collect(),
-            totals: accounting.domains().clone(),
-            per_vcpu: true,
+        let view = HostView::build(ViewInputs {
+            topology: &topology,
+            inventory: &inventory,
+            totals: accounting.domains(),
+            probes: Default::default(),
+            libvirt_up: true,
+            mode: Default::default(),
+            per_vcpu_metrics: true,
             cross_socket_penalty: 0.03,
-            ..Default::default()
-        };
+            tick: round,
+            extra_problems: Vec::new(),
+        });
         let t = Instant::now();
-        let text = render(&snapshot);
+        let text = render(&view);
         render_times.push(t.elapsed());
         bytes = text.len();
     }

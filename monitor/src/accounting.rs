@@ -1,6 +1,7 @@
 //! Turns the probes' raw per-thread, per-CPU counters into per-VM and per-vCPU figures by
 //! locality: cumulative run seconds, cross-socket moves, KVM exits, and the remote share over
-//! a recent window.
+//! a recent window. The share rules (what "remote ratio" means, the fallback when a window is
+//! empty) live here and nowhere else.
 //!
 //! Works on deltas: each reading is compared with the previous one of the same thread, and
 //! the difference is attributed to the locality of the CPU it ran on at that time. Totals
@@ -8,31 +9,105 @@
 //! what is attributed from then on.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::AddAssign;
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::exit_reasons;
 use crate::inventory::Vm;
 use crate::probes::ThreadCounters;
 use crate::topology::{Locality, Topology};
 
-/// Index of a locality in the per-locality arrays.
-fn idx(l: Locality) -> usize {
-    match l {
-        Locality::Local => 0,
-        Locality::SameSocket => 1,
-        Locality::Remote => 2,
-        Locality::None => 3,
+/// One figure per locality relative to a VM's GPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ByLocality<T> {
+    /// On a GPU's NUMA node.
+    pub local: T,
+    /// On another node of a GPU's socket.
+    pub same_socket: T,
+    /// On a socket without the VM's GPUs.
+    pub remote: T,
+    /// No GPU, or a CPU the topology does not describe.
+    pub none: T,
+}
+
+impl<T: Copy> ByLocality<T> {
+    /// The figure of `locality`.
+    pub fn get(&self, locality: Locality) -> T {
+        match locality {
+            Locality::Local => self.local,
+            Locality::SameSocket => self.same_socket,
+            Locality::Remote => self.remote,
+            Locality::None => self.none,
+        }
+    }
+
+    /// The figure of `locality`, to change.
+    pub fn get_mut(&mut self, locality: Locality) -> &mut T {
+        match locality {
+            Locality::Local => &mut self.local,
+            Locality::SameSocket => &mut self.same_socket,
+            Locality::Remote => &mut self.remote,
+            Locality::None => &mut self.none,
+        }
+    }
+
+    /// Every (locality, figure), in [`Locality::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Locality, T)> + '_ {
+        Locality::ALL.into_iter().map(|l| (l, self.get(l)))
     }
 }
 
-/// Run seconds by locality, indexed like [`Locality::ALL`].
-pub type ByLocality = [f64; 4];
+impl<T: Copy + AddAssign> AddAssign for ByLocality<T> {
+    fn add_assign(&mut self, other: Self) {
+        for l in Locality::ALL {
+            *self.get_mut(l) += other.get(l);
+        }
+    }
+}
+
+impl ByLocality<f64> {
+    /// The sum over all localities.
+    pub fn total(&self) -> f64 {
+        self.local + self.same_socket + self.remote + self.none
+    }
+
+    /// Share of the time on the remote socket, among the time whose locality is known.
+    pub fn remote_share(&self) -> Option<f64> {
+        let known = self.local + self.same_socket + self.remote;
+        (known > 0.0).then(|| self.remote / known)
+    }
+
+    /// Each locality's share of the total (all 0 when nothing ran).
+    pub fn shares(&self) -> ByLocality<f64> {
+        let total = self.total();
+        let share = |x: f64| if total > 0.0 { x / total } else { 0.0 };
+        ByLocality {
+            local: share(self.local),
+            same_socket: share(self.same_socket),
+            remote: share(self.remote),
+            none: share(self.none),
+        }
+    }
+
+    /// What was added since `old` (never negative).
+    fn since(&self, old: &ByLocality<f64>) -> ByLocality<f64> {
+        let d = |new: f64, old: f64| (new - old).max(0.0);
+        ByLocality {
+            local: d(self.local, old.local),
+            same_socket: d(self.same_socket, old.same_socket),
+            remote: d(self.remote, old.remote),
+            none: d(self.none, old.none),
+        }
+    }
+}
 
 /// Cumulative figures of one vCPU.
 #[derive(Debug, Clone, Default)]
 pub struct VcpuTotals {
     /// On-CPU seconds by locality.
-    pub run_seconds: ByLocality,
+    pub run_seconds: ByLocality<f64>,
     /// Moves between sockets.
     pub cross_socket_migrations: u64,
     /// KVM exits by (locality, reason label).
@@ -46,42 +121,36 @@ pub struct VcpuTotals {
 pub struct DomainTotals {
     /// Per vCPU index.
     pub vcpus: BTreeMap<u32, VcpuTotals>,
-    /// Remote share of the VM's run time over the window.
+    /// Remote share of the VM's run time over the window; for a VM with GPUs that did not
+    /// run in the window, its share since pinsight started watching (0 if it never ran).
+    /// None for a VM without GPUs.
     pub remote_ratio: Option<f64>,
 }
 
 impl DomainTotals {
     /// On-CPU seconds by locality, over all vCPUs.
-    pub fn run_seconds(&self) -> ByLocality {
-        let mut sum = [0.0; 4];
+    pub fn run_seconds(&self) -> ByLocality<f64> {
+        let mut sum = ByLocality::default();
         for v in self.vcpus.values() {
-            for (s, x) in sum.iter_mut().zip(v.run_seconds) {
-                *s += x;
-            }
+            sum += v.run_seconds;
         }
         sum
     }
 
     /// KVM exits by locality over all vCPUs.
-    pub fn exits_by_locality(&self) -> [u64; 4] {
-        let mut sum = [0; 4];
+    pub fn exits_by_locality(&self) -> ByLocality<u64> {
+        let mut sum = ByLocality::default();
         for v in self.vcpus.values() {
             for ((l, _), n) in &v.exits {
-                sum[idx(*l)] += n;
+                *sum.get_mut(*l) += n;
             }
         }
         sum
     }
 }
 
-/// Share of `run` on the remote socket, among the time whose locality is known.
-pub fn remote_share(run: &ByLocality) -> Option<f64> {
-    let known = run[0] + run[1] + run[2];
-    (known > 0.0).then(|| run[idx(Locality::Remote)] / known)
-}
-
 /// Run seconds of every (domain, vCPU) at one instant.
-type RunSnapshot = BTreeMap<(String, u32), ByLocality>;
+type RunSnapshot = BTreeMap<(String, u32), ByLocality<f64>>;
 
 struct SeenThread {
     domain: String,
@@ -207,22 +276,20 @@ impl Accounting {
             let has_gpu = vms
                 .iter()
                 .any(|vm| &vm.name == name && !vm.gpu_nodes.is_empty());
-            let mut domain_delta = [0.0; 4];
+            let mut domain_delta = ByLocality::default();
             for (vcpu, totals) in domain.vcpus.iter_mut() {
                 let key = (name.clone(), *vcpu);
                 let new = newest.get(&key).copied().unwrap_or_default();
                 let old = oldest.get(&key).copied().unwrap_or_default();
-                let delta: ByLocality = std::array::from_fn(|i| (new[i] - old[i]).max(0.0));
-                for (d, x) in domain_delta.iter_mut().zip(delta) {
-                    *d += x;
-                }
-                totals.remote_ratio = if has_gpu { remote_share(&delta) } else { None };
+                let delta = new.since(&old);
+                domain_delta += delta;
+                totals.remote_ratio = if has_gpu { delta.remote_share() } else { None };
             }
-            domain.remote_ratio = if has_gpu {
-                remote_share(&domain_delta)
-            } else {
-                None
-            };
+            // A VM with GPUs always has a ratio: idle in the window, it keeps the share of
+            // all the time it ran (0 if it never ran), so its series does not come and go.
+            let since_start = domain.run_seconds().remote_share();
+            domain.remote_ratio =
+                has_gpu.then(|| domain_delta.remote_share().or(since_start).unwrap_or(0.0));
         }
     }
 }
@@ -240,7 +307,7 @@ fn apply_delta(
         let delta = now_ns.saturating_sub(before);
         if delta > 0 {
             let locality = topology.locality(cpu as u32, gpu_nodes);
-            vcpu.run_seconds[idx(locality)] += delta as f64 / 1e9;
+            *vcpu.run_seconds.get_mut(locality) += delta as f64 / 1e9;
         }
     }
     vcpu.cross_socket_migrations += current

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::inventory::Inventory;
-use crate::status::{allowed_on_wrong_socket, HostStatus};
 use crate::topology::Topology;
+use crate::view::HostView;
 
 /// What `pinsight topology --json` prints.
 #[derive(Debug, Serialize)]
@@ -88,7 +88,7 @@ pub fn render_topology(topology: &Topology, inventory: Result<&Inventory, String
                     }
                 );
                 for t in &vm.vcpus {
-                    let wrong = allowed_on_wrong_socket(topology, &t.allowed_cpus, &vm.gpu_nodes);
+                    let wrong = topology.allows_far_socket(&t.allowed_cpus, &vm.gpu_nodes);
                     let _ = writeln!(
                         out,
                         "    vCPU {} thread {} may run on CPUs {}{}",
@@ -115,7 +115,7 @@ pub fn render_topology(topology: &Topology, inventory: Result<&Inventory, String
 }
 
 /// Fetches /status.json from a running daemon at `addr` ("host:port").
-pub fn fetch_status(addr: &str) -> Result<HostStatus, String> {
+pub fn fetch_status(addr: &str) -> Result<HostView, String> {
     let fail = |e: &dyn std::fmt::Display| {
         format!("cannot reach the pinsight daemon at {addr}: {e} (is `pinsight run` running? use --addr)")
     };

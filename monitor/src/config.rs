@@ -82,10 +82,11 @@ pub struct ProbesConfig {
 }
 
 /// What the policy loop does with a misplaced vCPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Metrics only; the policy is not evaluated.
+    #[default]
     Observe,
     /// Evaluate, log and export what enforce would do; change nothing.
     Recommend,

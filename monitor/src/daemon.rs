@@ -1,11 +1,14 @@
-//! The daemon's engine: one loop that rescans libvirt, keeps the probes' tracked threads in
-//! step with the running vCPUs, reads the counters, does the accounting, evaluates the repin
-//! policy (recommend / enforce modes) and publishes one snapshot for the HTTP side. Data
-//! flows one way: sources -> accounting -> policy -> snapshot.
+//! The daemon's engine: one loop, data flowing one way. Each tick reads every source in one
+//! place (the libvirt inventory with each vCPU thread's allowed CPUs, the probes' counters),
+//! keeps the probes' tracked threads in step with the running vCPUs, accounts, builds one
+//! [`HostView`], lets the repin policy decide from it (recommend / enforce modes) and
+//! publishes it. Every reader (/metrics, /, /status.json) reads that view and nothing else:
+//! sources -> accounting -> view -> policy verdicts -> published view.
 
 mod repin;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -14,24 +17,47 @@ use crate::accounting::Accounting;
 use crate::config::Config;
 use crate::inventory::{HostPaths, Inventory, Libvirt};
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{Snapshot, VmLabels};
-use crate::probes::{ProbeOptions, Probes};
-use crate::status::{vm_status, HostStatus};
+use crate::probes::{ProbeOptions, Probes, ThreadCounters};
 use crate::topology::Topology;
+use crate::view::{HostView, MapView, ProbeView, ProbesView, ProgramView, ViewInputs};
 
-/// What the HTTP side serves; replaced whole after every tick.
-#[derive(Debug, Default)]
-pub struct Published {
-    /// For /metrics.
-    pub snapshot: Snapshot,
-    /// For /status.json and /.
-    pub status: HostStatus,
-    /// Ticks done (0 until the first one is published).
-    pub ticks: u64,
+/// The engine's newest published view, shared with every reader (HTTP). Readers clone the
+/// `Arc` and never write; the engine replaces it whole after every tick.
+pub type Shared = Arc<RwLock<Arc<HostView>>>;
+
+/// An empty view to share before the first tick.
+pub fn shared() -> Shared {
+    Arc::new(RwLock::new(Arc::new(HostView::default())))
 }
 
-/// Shared between the engine thread and the HTTP server.
-pub type Shared = Arc<RwLock<Published>>;
+/// Runs `engine` on a thread of its own until `stop` is set. If the engine ends any other
+/// way (a panic), the process cannot tell the truth any more: it logs what died and exits
+/// non-zero, so that systemd restarts it instead of serving a frozen view.
+pub fn spawn(
+    engine: Engine,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("pinsight-engine".into())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| engine.run(stop.clone())));
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let why = match result {
+                Ok(()) => "returned".to_string(),
+                Err(panic) => panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .map_or("panicked".into(), |m| format!("panicked: {m}")),
+            };
+            tracing::error!(
+                "the engine thread {why}; exiting so the service manager restarts pinsight"
+            );
+            std::process::exit(70);
+        })
+}
 
 /// The engine's state between ticks.
 pub struct Engine {
@@ -43,6 +69,7 @@ pub struct Engine {
     probe_failure: Option<String>,
     accounting: Accounting,
     inventory: Inventory,
+    /// Whether the last libvirt scan succeeded.
     libvirt_up: bool,
     last_scan: Option<Instant>,
     reported: HashSet<String>,
@@ -139,8 +166,43 @@ impl Engine {
         self.lifecycle.as_ref().is_some_and(Lifecycle::pending)
     }
 
-    /// One round: rescan if due, sync tracking, read, account, evaluate the policy, publish.
+    /// One round, one way: read the sources, account, build the view, let the policy decide
+    /// from it (and act in enforce mode), publish.
     pub fn tick(&mut self, now: Instant) {
+        let counters = self.read_sources(now);
+        self.accounting
+            .update(now, &self.inventory.vms, &counters, &self.topology);
+        self.ticks += 1;
+        let mut view = self.build_view();
+        if let Some(policy) = self.policy.as_mut() {
+            // With libvirt away the inventory is stale and nothing could be changed: wait.
+            if self.libvirt_up {
+                policy.forget_gone(&self.inventory.vms);
+                let changed = policy.run(
+                    &self.topology,
+                    &self.inventory.vms,
+                    &view,
+                    &mut self.libvirt,
+                );
+                if changed {
+                    // The next round must see the new pins before deciding again.
+                    self.last_scan = None;
+                }
+            }
+            view.set_policy(&policy.plan, &policy.repins);
+        }
+        let view = Arc::new(view);
+        match self.shared.write() {
+            Ok(mut guard) => *guard = view,
+            // A reader cannot poison the lock with a half-written view (we replace the
+            // pointer whole), so the lock is still good.
+            Err(poisoned) => *poisoned.into_inner() = view,
+        }
+    }
+
+    /// Every source, read in one place: the libvirt inventory when a rescan is due (or a
+    /// domain event asked for one), else each vCPU thread's allowed CPUs; then the probes.
+    fn read_sources(&mut self, now: Instant) -> BTreeMap<u32, ThreadCounters> {
         let rescan = Duration::from_secs_f64(self.config.rescan_seconds);
         let event = self.lifecycle.as_ref().is_some_and(Lifecycle::take);
         if event
@@ -150,37 +212,16 @@ impl Engine {
         {
             self.rescan();
             self.last_scan = Some(now);
+        } else {
+            self.inventory.refresh_affinity();
         }
-        let counters = match &self.probes {
+        match &self.probes {
             Some(p) => p.read().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "reading probe maps failed");
                 BTreeMap::new()
             }),
             None => BTreeMap::new(),
-        };
-        self.accounting
-            .update(now, &self.inventory.vms, &counters, &self.topology);
-        // With libvirt away the inventory is stale and nothing could be changed: wait.
-        if let Some(policy) = self.policy.as_mut().filter(|_| self.libvirt_up) {
-            repin::refresh_affinity(&mut self.inventory.vms);
-            policy.forget_gone(&self.inventory.vms);
-            let changed = policy.run(
-                &self.topology,
-                &self.inventory.vms,
-                self.accounting.domains(),
-                &mut self.libvirt,
-            );
-            if changed {
-                // The next round must see the new pins before deciding again.
-                self.last_scan = None;
-            }
         }
-        self.publish();
-    }
-
-    /// Forces a libvirt rescan at the next tick (a lifecycle event arrived).
-    pub fn request_rescan(&mut self) {
-        self.last_scan = None;
     }
 
     fn rescan(&mut self) {
@@ -254,93 +295,69 @@ impl Engine {
         self.inventory = inventory;
     }
 
-    fn publish(&mut self) {
-        self.ticks += 1;
-        let mut probes: BTreeMap<String, bool> = BTreeMap::new();
-        let (mut program_stats, mut maps, mut map_errors) = (None, Vec::new(), 0);
-        match &self.probes {
-            Some(p) => {
-                for (name, st) in p.status() {
-                    probes.insert(name.to_string(), st.attached);
-                }
-                program_stats = p.program_stats().map(|v| {
-                    v.into_iter()
-                        .map(|s| (s.program.to_string(), s.run_time_ns, s.run_count))
-                        .collect()
-                });
-                maps = p
-                    .map_usage()
-                    .into_iter()
-                    .map(|m| (m.map.to_string(), m.entries, m.capacity))
-                    .collect();
-                map_errors = p.map_errors();
-            }
-            None => {
-                probes.insert(monitor_common::programs::SCHED_SWITCH.into(), false);
-            }
-        }
-        let vms: Vec<VmLabels> = self.inventory.vms.iter().map(VmLabels::from_vm).collect();
-        let totals = self.accounting.domains();
-        let mut problems = self.inventory.problems.clone();
+    /// This tick's view, before the policy's verdicts.
+    fn build_view(&self) -> HostView {
+        let mut extra_problems = Vec::new();
         if let Some(f) = &self.probe_failure {
-            problems.push(format!("probes not loaded: {f}"));
+            extra_problems.push(format!("probes not loaded: {f}"));
         }
-        let status = HostStatus {
-            version: env!("CARGO_PKG_VERSION").into(),
+        HostView::build(ViewInputs {
+            topology: &self.topology,
+            inventory: &self.inventory,
+            totals: self.accounting.domains(),
+            probes: probes_view(self.probes.as_ref()),
             libvirt_up: self.libvirt_up,
-            probes: probes.clone(),
-            vms: self
-                .inventory
-                .vms
-                .iter()
-                .map(|vm| {
-                    let mut st = vm_status(vm, totals.get(&vm.name), &self.topology);
-                    st.policy = self
-                        .policy
-                        .as_ref()
-                        .and_then(|p| p.decision(&vm.name))
-                        .map(policy_line);
-                    st
-                })
-                .collect(),
-            problems,
-            mode: self.config.policy.mode.as_str().to_string(),
-        };
-        let mut shared = match self.shared.write() {
-            Ok(guard) => guard,
-            // A panic while holding the lock cannot leave a half-written snapshot (we replace
-            // fields whole), so the data is still usable.
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let scrape_duration_seconds = shared.snapshot.scrape_duration_seconds;
-        shared.snapshot = Snapshot {
-            vms,
-            totals: totals.clone(),
-            probes,
-            libvirt_up: self.libvirt_up,
-            program_stats,
-            maps,
-            map_errors,
+            mode: self.config.policy.mode,
+            per_vcpu_metrics: self.config.per_vcpu_metrics,
             cross_socket_penalty: self.config.cross_socket_penalty,
-            per_vcpu: self.config.per_vcpu_metrics,
-            repins: self
-                .policy
-                .as_ref()
-                .map(|p| p.repins.clone())
-                .unwrap_or_default(),
-            recommended: self
-                .policy
-                .as_ref()
-                .map(|p| p.recommended.clone())
-                .unwrap_or_default(),
-            scrape_duration_seconds,
-        };
-        shared.status = status;
-        shared.ticks = self.ticks;
+            tick: self.ticks,
+            extra_problems,
+        })
     }
 }
 
-/// The policy's current verdict on a VM, in one line, for /status.json.
-fn policy_line(d: &crate::policy::VmDecision) -> String {
-    format!("{}: {}", d.verdict.as_str(), d.reason)
+/// The probes' state for the view; without probes, sched_switch shows as not attached.
+fn probes_view(probes: Option<&Probes>) -> ProbesView {
+    let Some(p) = probes else {
+        let off = ProbeView {
+            attached: false,
+            detail: "the eBPF object could not be loaded".into(),
+        };
+        return ProbesView {
+            probes: BTreeMap::from([(monitor_common::programs::SCHED_SWITCH.to_string(), off)]),
+            ..Default::default()
+        };
+    };
+    ProbesView {
+        probes: p
+            .status()
+            .iter()
+            .map(|(name, st)| {
+                let view = ProbeView {
+                    attached: st.attached,
+                    detail: st.detail.clone(),
+                };
+                (name.to_string(), view)
+            })
+            .collect(),
+        program_stats: p.program_stats().map(|v| {
+            v.into_iter()
+                .map(|s| ProgramView {
+                    program: s.program.to_string(),
+                    run_time_ns: s.run_time_ns,
+                    run_count: s.run_count,
+                })
+                .collect()
+        }),
+        maps: p
+            .map_usage()
+            .into_iter()
+            .map(|m| MapView {
+                map: m.map.to_string(),
+                entries: m.entries,
+                capacity: m.capacity,
+            })
+            .collect(),
+        map_errors: p.map_errors(),
+    }
 }

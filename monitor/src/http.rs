@@ -1,6 +1,8 @@
 //! The HTTP side: /metrics for Prometheus, / for people, /status.json for `pinsight status`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -10,17 +12,32 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::daemon::Shared;
-use crate::status::HostStatus;
+use crate::view::HostView;
 
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
-    let started = Instant::now();
-    let body = {
-        let guard = shared.read().unwrap_or_else(|p| p.into_inner());
-        crate::metrics::render(&guard.snapshot)
-    };
-    if let Ok(mut guard) = shared.write() {
-        guard.snapshot.scrape_duration_seconds = started.elapsed().as_secs_f64();
+/// What the handlers share: the engine's published view (read only) and what the HTTP side
+/// keeps itself.
+#[derive(Clone)]
+struct AppState {
+    view: Shared,
+    /// Seconds the previous /metrics render took, as f64 bits.
+    last_render: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// The newest view; the lock is held only to clone the pointer.
+    fn view(&self) -> Arc<HostView> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let started = Instant::now();
+    let mut body = crate::metrics::render(&state.view());
+    let previous = f64::from_bits(state.last_render.load(Ordering::Relaxed));
+    body.push_str(&crate::metrics::render_scrape_duration(previous));
+    state
+        .last_render
+        .store(started.elapsed().as_secs_f64().to_bits(), Ordering::Relaxed);
     (
         [(
             header::CONTENT_TYPE,
@@ -30,9 +47,8 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
     )
 }
 
-async fn status(State(shared): State<Shared>) -> impl IntoResponse {
-    let guard = shared.read().unwrap_or_else(|p| p.into_inner());
-    axum::Json(guard.status.clone())
+async fn status(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(state.view().as_ref().clone())
 }
 
 fn escape(s: &str) -> String {
@@ -46,7 +62,7 @@ fn escape(s: &str) -> String {
 const MISPLACED_RATIO: f64 = 0.5;
 
 /// The landing page: what pinsight is, its version, links, and one row per VM.
-fn render_index(status: &HostStatus) -> String {
+fn render_index(status: &HostView) -> String {
     let mut rows = String::new();
     for vm in &status.vms {
         let ratio = vm
@@ -56,7 +72,7 @@ fn render_index(status: &HostStatus) -> String {
         let gpus = if vm.gpus.is_empty() {
             "none".to_string()
         } else {
-            vm.gpus.join(", ")
+            crate::status::gpu_list(vm)
         };
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
@@ -81,12 +97,17 @@ fn render_index(status: &HostStatus) -> String {
         .count();
     let probes: Vec<String> = status
         .probes
+        .probes
         .iter()
-        .map(|(p, on)| {
+        .map(|(p, st)| {
             format!(
                 "{} {}",
                 escape(p),
-                if *on { "attached" } else { "not attached" }
+                if st.attached {
+                    "attached"
+                } else {
+                    "not attached"
+                }
             )
         })
         .collect();
@@ -117,13 +138,8 @@ fn render_index(status: &HostStatus) -> String {
     )
 }
 
-async fn index(State(shared): State<Shared>) -> Html<String> {
-    let status = shared
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .status
-        .clone();
-    Html(render_index(&status))
+async fn index(State(state): State<AppState>) -> Html<String> {
+    Html(render_index(&state.view()))
 }
 
 /// Serves until `shutdown` resolves.
@@ -136,7 +152,10 @@ pub async fn serve(
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/status.json", get(status))
-        .with_state(shared);
+        .with_state(AppState {
+            view: shared,
+            last_render: Arc::new(AtomicU64::new(0)),
+        });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, / and /status.json");
     axum::serve(listener, app)
@@ -147,36 +166,60 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Shares, VmStatus};
+    use crate::inventory::{Gpu, GpuSource};
+    use crate::view::{ProbeView, VmView};
 
-    fn vm(domain: &str, gpus: &[&str], remote_ratio: Option<f64>) -> VmStatus {
-        VmStatus {
+    /// A VM with GPUs on node 1 at `gpus`.
+    fn vm(domain: &str, gpus: &[&str], remote_ratio: Option<f64>) -> VmView {
+        VmView {
             domain: domain.into(),
             uuid: String::new(),
-            gpus: gpus.iter().map(|g| g.to_string()).collect(),
-            gpu_nodes: Vec::new(),
-            run_seconds: 0.0,
-            shares: Shares::default(),
+            pid: 1,
+            gpus: gpus
+                .iter()
+                .map(|g| Gpu {
+                    address: g.to_string(),
+                    node: Some(1),
+                    source: GpuSource::Declared,
+                })
+                .collect(),
+            gpu_nodes: if gpus.is_empty() { vec![] } else { vec![1] },
+            nova_instance: None,
+            nova_project: None,
+            run_seconds: Default::default(),
+            kvm_exits: Default::default(),
             remote_ratio,
             vcpus: Vec::new(),
             policy: None,
             last_action: None,
+            repins: Default::default(),
         }
     }
 
     #[test]
     fn landing_page_names_version_links_and_each_vm_with_its_remote_ratio() {
-        let status = HostStatus {
+        let status = HostView {
             version: "1.2.3".into(),
             libvirt_up: true,
-            probes: [("sched_switch".to_string(), true)].into(),
+            probes: crate::view::ProbesView {
+                probes: [(
+                    "sched_switch".to_string(),
+                    ProbeView {
+                        attached: true,
+                        detail: String::new(),
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            },
             vms: vec![
-                vm("far<vm>", &["0000:3b:00.0@node1"], Some(0.75)),
-                vm("near", &["0000:3b:00.0@node1"], Some(0.02)),
+                vm("far<vm>", &["0000:3b:00.0"], Some(0.75)),
+                vm("near", &["0000:3b:00.0"], Some(0.02)),
                 vm("plain", &[], None),
             ],
             problems: vec!["GPU 0000:99:00.0 of \"x\" is not in sysfs".into()],
-            mode: "observe".into(),
+            mode: crate::config::Mode::Observe,
+            ..Default::default()
         };
         let page = render_index(&status);
         assert!(page.contains("<h1>pinsight 1.2.3</h1>"), "{page}");
@@ -206,7 +249,7 @@ mod tests {
 
     #[test]
     fn landing_page_says_when_no_vm_runs_and_libvirt_is_down() {
-        let page = render_index(&HostStatus {
+        let page = render_index(&HostView {
             version: "1.2.3".into(),
             ..Default::default()
         });

@@ -21,3 +21,7 @@ pub mod probes;
 pub mod remediate;
 pub mod status;
 pub mod topology;
+pub mod view;
+
+#[cfg(test)]
+mod test_support;

@@ -20,8 +20,19 @@ use virt::sys;
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     /// libvirt's default event loop could not be registered.
-    #[error("cannot register libvirt's event loop: {0}")]
-    EventLoop(String),
+    #[error("cannot register libvirt's event loop: {message}")]
+    EventLoop {
+        /// libvirt's message.
+        message: String,
+    },
+    /// libvirt refused a domain event callback.
+    #[error("cannot register for libvirt's {event} events: {message}")]
+    Register {
+        /// Which events ("lifecycle", "tunable").
+        event: &'static str,
+        /// libvirt's message.
+        message: String,
+    },
     /// The thread could not be spawned.
     #[error("cannot start the libvirt event thread: {0}")]
     Thread(std::io::Error),
@@ -66,8 +77,10 @@ fn register_event_loop() -> Result<(), LifecycleError> {
     static ONCE: Once = Once::new();
     let mut result = Ok(());
     ONCE.call_once(|| {
-        result = virt::event::event_register_default_impl()
-            .map_err(|e| LifecycleError::EventLoop(e.message().to_string()));
+        result =
+            virt::event::event_register_default_impl().map_err(|e| LifecycleError::EventLoop {
+                message: e.message().to_string(),
+            });
     });
     result
 }
@@ -91,8 +104,8 @@ fn listen(uri: &str, flag: &Arc<AtomicBool>) {
         let _ = conn.set_keep_alive(2, 3);
         let ids = match register(&conn, flag) {
             Ok(ids) => ids,
-            Err(message) => {
-                tracing::warn!(uri, error = %message, "libvirt events: cannot register; retrying");
+            Err(e) => {
+                tracing::warn!(uri, error = %e, "libvirt events: retrying");
                 std::thread::sleep(RECONNECT);
                 continue;
             }
@@ -120,7 +133,7 @@ fn listen(uri: &str, flag: &Arc<AtomicBool>) {
 }
 
 /// Registers the lifecycle and tunable (pin change) callbacks for every domain.
-fn register(conn: &Connect, flag: &Arc<AtomicBool>) -> Result<Vec<c_int>, String> {
+fn register(conn: &Connect, flag: &Arc<AtomicBool>) -> Result<Vec<c_int>, LifecycleError> {
     // SAFETY: libvirt calls each callback with the argument list of its event id and casts
     // it to the generic type itself (VIR_DOMAIN_EVENT_CALLBACK in libvirt's headers); the
     // function pointer types have the same size and calling convention.
@@ -144,9 +157,9 @@ fn register(conn: &Connect, flag: &Arc<AtomicBool>) -> Result<Vec<c_int>, String
         >(on_tunable))
     };
     let mut ids = Vec::new();
-    for (event, callback) in [
-        (sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle),
-        (sys::VIR_DOMAIN_EVENT_ID_TUNABLE, tunable),
+    for (name, event, callback) in [
+        ("lifecycle", sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle),
+        ("tunable", sys::VIR_DOMAIN_EVENT_ID_TUNABLE, tunable),
     ] {
         // Each registration owns one strong count, given back by `free_flag`.
         let opaque = Arc::into_raw(flag.clone()) as *mut c_void;
@@ -165,7 +178,10 @@ fn register(conn: &Connect, flag: &Arc<AtomicBool>) -> Result<Vec<c_int>, String
         if id < 0 {
             // SAFETY: libvirt did not take the registration, so the count is still ours.
             unsafe { drop(Arc::from_raw(opaque as *const AtomicBool)) };
-            return Err(virt::error::Error::last_error().message().to_string());
+            return Err(LifecycleError::Register {
+                event: name,
+                message: virt::error::Error::last_error().message().to_string(),
+            });
         }
         ids.push(id);
     }

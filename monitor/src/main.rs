@@ -190,16 +190,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let shared = pinsight::daemon::Shared::default();
+        let shared = pinsight::daemon::shared();
         let stop = Arc::new(AtomicBool::new(false));
         let listen = config.listen;
         // The engine is created inside the runtime so aya-log can read the probes' log buffer.
         let engine = pinsight::daemon::Engine::new(config, topology, shared.clone());
-        let engine_stop = stop.clone();
-        let engine_thread = std::thread::Builder::new()
-            .name("pinsight-engine".into())
-            .spawn(move || engine.run(engine_stop))
-            .context("starting the engine thread")?;
+        let engine_thread =
+            pinsight::daemon::spawn(engine, stop.clone()).context("starting the engine thread")?;
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -319,18 +316,10 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
         listen.to_string()
     });
     let (ratios, source) = match pinsight::cli::fetch_status(&addr) {
-        Ok(status) => {
-            let ratios = status
-                .vms
-                .iter()
-                .flat_map(|vm| {
-                    vm.vcpus
-                        .iter()
-                        .filter_map(|v| Some(((vm.domain.clone(), v.vcpu), v.remote_ratio?)))
-                })
-                .collect();
-            (ratios, format!("remote shares from the daemon at {addr}"))
-        }
+        Ok(view) => (
+            view.vcpu_remote_ratios(),
+            format!("remote shares from the daemon at {addr}"),
+        ),
         Err(e) => (
             Default::default(),
             format!("no remote shares ({e}): deciding by allowed CPUs alone"),

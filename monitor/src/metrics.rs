@@ -1,82 +1,16 @@
-//! The Prometheus exposition: every family pinsight exports, rendered from one snapshot.
+//! The Prometheus exposition: every family pinsight exports, rendered from the engine's
+//! published [`HostView`].
 //!
-//! The daemon builds a [`Snapshot`] once per tick; a scrape only renders it, so scrapes never
-//! touch the probes' maps or libvirt, and VMs that are gone simply have no series.
-
-use std::collections::BTreeMap;
+//! A scrape only renders the view, so scrapes never touch the probes' maps or libvirt, and
+//! VMs that are gone simply have no series. The HTTP side adds the one family it keeps itself
+//! (its own render time, [`render_scrape_duration`]).
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
-use crate::accounting::{remote_share, DomainTotals};
-use crate::inventory::Vm;
+use crate::accounting::ByLocality;
 use crate::topology::Locality;
-
-/// Descriptive labels of one VM, for `pinsight_domain_info`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct VmLabels {
-    /// Domain name.
-    pub domain: String,
-    /// Domain UUID.
-    pub uuid: String,
-    /// Comma-separated GPU PCI addresses.
-    pub gpus: String,
-    /// Comma-separated NUMA nodes of the GPUs.
-    pub gpu_nodes: String,
-    /// Nova instance name, if Nova manages the VM.
-    pub nova_instance: String,
-    /// Nova project name.
-    pub nova_project: String,
-}
-
-impl VmLabels {
-    /// The labels of a VM from the inventory.
-    pub fn from_vm(vm: &Vm) -> VmLabels {
-        let join = |items: Vec<String>| items.join(",");
-        let nova = vm.spec.nova.as_ref();
-        VmLabels {
-            domain: vm.name.clone(),
-            uuid: vm.uuid.clone(),
-            gpus: join(vm.gpus.iter().map(|g| g.address.clone()).collect()),
-            gpu_nodes: join(vm.gpu_nodes.iter().map(|n| n.to_string()).collect()),
-            nova_instance: nova
-                .and_then(|n| n.instance_name.clone())
-                .unwrap_or_default(),
-            nova_project: nova
-                .and_then(|n| n.project_name.clone())
-                .unwrap_or_default(),
-        }
-    }
-}
-
-/// Everything one scrape shows.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Running VMs.
-    pub vms: Vec<VmLabels>,
-    /// Accounting totals per domain.
-    pub totals: BTreeMap<String, DomainTotals>,
-    /// Probe name -> attached.
-    pub probes: BTreeMap<String, bool>,
-    /// Whether the last libvirt scan succeeded.
-    pub libvirt_up: bool,
-    /// Per program (run time ns, runs), when bpf_stats is on.
-    pub program_stats: Option<Vec<(String, u64, u64)>>,
-    /// Per map (entries, capacity).
-    pub maps: Vec<(String, u64, u64)>,
-    /// Failed map updates in the probes.
-    pub map_errors: u64,
-    /// Penalty factor for the overhead estimate.
-    pub cross_socket_penalty: f64,
-    /// Whether per-vCPU families are exported.
-    pub per_vcpu: bool,
-    /// Repins by (domain, result).
-    pub repins: BTreeMap<(String, String), u64>,
-    /// Recommended repins by (domain, vcpu) -> 0/1.
-    pub recommended: BTreeMap<(String, u32), bool>,
-    /// Duration of the previous render.
-    pub scrape_duration_seconds: f64,
-}
+use crate::view::HostView;
 
 struct Family {
     name: &'static str,
@@ -132,10 +66,19 @@ impl Family {
     }
 }
 
-const RUN_LOCALITIES: [Locality; 4] = Locality::ALL;
+/// Which localities a run-time family shows: a VM with GPUs shows local, same_socket and
+/// remote (and none only if it has any); a VM without shows only none.
+fn shown_localities(
+    has_gpu: bool,
+    run: &ByLocality<f64>,
+) -> impl Iterator<Item = (Locality, f64)> + '_ {
+    run.iter().filter(move |(l, x)| {
+        has_gpu != (*l == Locality::None) || (*l == Locality::None && *x > 0.0)
+    })
+}
 
-/// Renders the snapshot in the Prometheus text format.
-pub fn render(s: &Snapshot) -> String {
+/// Renders the view in the Prometheus text format (all families but the scrape duration).
+pub fn render(view: &HostView) -> String {
     use MetricType::{COUNTER, GAUGE};
     let mut vcpu_run = Family::new("pinsight_vcpu_run_seconds_total", COUNTER, "On-CPU time of a vCPU thread by locality of the CPU relative to the VM's GPUs (local: a GPU's NUMA node; same_socket: another node of a GPU's socket; remote: another socket; none: VM without GPU or CPU unknown to the topology).");
     let mut domain_run = Family::new(
@@ -164,100 +107,71 @@ pub fn render(s: &Snapshot) -> String {
     );
     let mut repins = Family::new("pinsight_repins_total", COUNTER, "Repin decisions by result (applied, failed, skipped_cooldown, skipped_optout, skipped_orchestrator, no_capacity, rate_limited).");
 
-    for vm in &s.vms {
+    for vm in &view.vms {
+        let join = |items: Vec<String>| items.join(",");
         info.push(
             vec![
                 ("domain", vm.domain.clone()),
                 ("uuid", vm.uuid.clone()),
-                ("gpus", vm.gpus.clone()),
-                ("gpu_nodes", vm.gpu_nodes.clone()),
-                ("nova_instance", vm.nova_instance.clone()),
-                ("nova_project", vm.nova_project.clone()),
+                (
+                    "gpus",
+                    join(vm.gpus.iter().map(|g| g.address.clone()).collect()),
+                ),
+                (
+                    "gpu_nodes",
+                    join(vm.gpu_nodes.iter().map(u32::to_string).collect()),
+                ),
+                (
+                    "nova_instance",
+                    vm.nova_instance.clone().unwrap_or_default(),
+                ),
+                ("nova_project", vm.nova_project.clone().unwrap_or_default()),
             ],
             1.0,
         );
-        let Some(totals) = s.totals.get(&vm.domain) else {
-            continue;
-        };
-        let has_gpu = !vm.gpu_nodes.is_empty();
-        let run = totals.run_seconds();
-        for (i, l) in RUN_LOCALITIES.iter().enumerate() {
-            // A VM with GPUs shows local/same_socket/remote (none only if it has any); a VM
-            // without shows only none.
-            if has_gpu != (*l == Locality::None) || (*l == Locality::None && run[i] > 0.0) {
-                domain_run.push(
-                    vec![
-                        ("domain", vm.domain.clone()),
-                        ("locality", l.as_str().into()),
-                    ],
-                    run[i],
-                );
+        let has_gpu = vm.has_gpu();
+        let domain = || ("domain", vm.domain.clone());
+        for (l, x) in shown_localities(has_gpu, &vm.run_seconds) {
+            domain_run.push(vec![domain(), ("locality", l.as_str().into())], x);
+        }
+        if let Some(r) = vm.remote_ratio {
+            ratio.push(vec![domain()], r);
+            overhead.push(vec![domain()], r * view.cross_socket_penalty);
+        }
+        for (l, n) in vm.kvm_exits.iter() {
+            if n > 0 || (has_gpu && l != Locality::None) {
+                domain_exits.push(vec![domain(), ("locality", l.as_str().into())], n as f64);
             }
         }
-        if let Some(r) = totals
-            .remote_ratio
-            .or(has_gpu.then(|| remote_share(&run).unwrap_or(0.0)))
-        {
-            ratio.push(vec![("domain", vm.domain.clone())], r);
-            overhead.push(
-                vec![("domain", vm.domain.clone())],
-                r * s.cross_socket_penalty,
-            );
-        }
-        let exits = totals.exits_by_locality();
-        for (i, l) in RUN_LOCALITIES.iter().enumerate() {
-            if exits[i] > 0 || (has_gpu && *l != Locality::None) {
-                domain_exits.push(
-                    vec![
-                        ("domain", vm.domain.clone()),
-                        ("locality", l.as_str().into()),
-                    ],
-                    exits[i] as f64,
-                );
-            }
-        }
-        if !s.per_vcpu {
-            continue;
-        }
-        for (vcpu, t) in &totals.vcpus {
+        for v in &vm.vcpus {
             let labels = |extra: Vec<(&'static str, String)>| {
-                let mut l = vec![("domain", vm.domain.clone()), ("vcpu", vcpu.to_string())];
+                let mut l = vec![domain(), ("vcpu", v.vcpu.to_string())];
                 l.extend(extra);
                 l
             };
-            for (i, l) in RUN_LOCALITIES.iter().enumerate() {
-                if has_gpu != (*l == Locality::None)
-                    || (*l == Locality::None && t.run_seconds[i] > 0.0)
-                {
-                    vcpu_run.push(
-                        labels(vec![("locality", l.as_str().into())]),
-                        t.run_seconds[i],
-                    );
-                }
+            if let Some(on) = v.repin_recommended {
+                recommended.push(labels(vec![]), f64::from(u8::from(on)));
             }
-            migrations.push(labels(vec![]), t.cross_socket_migrations as f64);
-            for ((l, reason), n) in &t.exits {
+            if !view.per_vcpu_metrics {
+                continue;
+            }
+            for (l, x) in shown_localities(has_gpu, &v.run_seconds) {
+                vcpu_run.push(labels(vec![("locality", l.as_str().into())]), x);
+            }
+            migrations.push(labels(vec![]), v.cross_socket_migrations as f64);
+            for e in &v.kvm_exits {
                 vcpu_exits.push(
                     labels(vec![
-                        ("locality", l.as_str().into()),
-                        ("reason", reason.to_string()),
+                        ("locality", e.locality.as_str().into()),
+                        ("reason", e.reason.clone()),
                     ]),
-                    *n as f64,
+                    e.count as f64,
                 );
             }
         }
-    }
-    for ((domain, vcpu), on) in &s.recommended {
-        recommended.push(
-            vec![("domain", domain.clone()), ("vcpu", vcpu.to_string())],
-            f64::from(u8::from(*on)),
-        );
-    }
-    for ((domain, result), n) in &s.repins {
-        repins.push(
-            vec![("domain", domain.clone()), ("result", result.clone())],
-            *n as f64,
-        );
+        for (result, n) in &vm.repins {
+            repins.push(vec![domain(), ("result", result.clone())], *n as f64);
+        }
     }
 
     let mut attached = Family::new(
@@ -265,15 +179,18 @@ pub fn render(s: &Snapshot) -> String {
         GAUGE,
         "1 when the probe is attached, 0 when it was skipped (the log says why).",
     );
-    for (probe, on) in &s.probes {
-        attached.push(vec![("probe", probe.clone())], f64::from(u8::from(*on)));
+    for (probe, p) in &view.probes.probes {
+        attached.push(
+            vec![("probe", probe.clone())],
+            f64::from(u8::from(p.attached)),
+        );
     }
     let mut libvirt = Family::new(
         "pinsight_libvirt_up",
         GAUGE,
         "1 when the last libvirt scan succeeded.",
     );
-    libvirt.push(vec![], f64::from(u8::from(s.libvirt_up)));
+    libvirt.push(vec![], f64::from(u8::from(view.libvirt_up)));
     let mut build = Family::new(
         "pinsight_build_info",
         GAUGE,
@@ -290,9 +207,12 @@ pub fn render(s: &Snapshot) -> String {
         COUNTER,
         "Runs of the probe program (needs kernel.bpf_stats_enabled=1).",
     );
-    for (probe, ns, count) in s.program_stats.iter().flatten() {
-        run_time.push(vec![("probe", probe.clone())], *ns as f64 / 1e9);
-        runs.push(vec![("probe", probe.clone())], *count as f64);
+    for p in view.probes.program_stats.iter().flatten() {
+        run_time.push(
+            vec![("probe", p.program.clone())],
+            p.run_time_ns as f64 / 1e9,
+        );
+        runs.push(vec![("probe", p.program.clone())], p.run_count as f64);
     }
     let mut entries = Family::new(
         "pinsight_probe_map_entries",
@@ -304,24 +224,18 @@ pub fn render(s: &Snapshot) -> String {
         GAUGE,
         "Capacity of a probe map (probes.max_threads, probes.max_exit_keys).",
     );
-    for (map, used, cap) in &s.maps {
-        entries.push(vec![("map", map.clone())], *used as f64);
-        capacity.push(vec![("map", map.clone())], *cap as f64);
+    for m in &view.probes.maps {
+        entries.push(vec![("map", m.map.clone())], m.entries as f64);
+        capacity.push(vec![("map", m.map.clone())], m.capacity as f64);
     }
     let mut errors = Family::new(
         "pinsight_probe_map_errors_total",
         COUNTER,
         "Failed map updates inside the probes (a full map loses counts).",
     );
-    errors.push(vec![], s.map_errors as f64);
-    let mut scrape = Family::new(
-        "pinsight_scrape_duration_seconds",
-        GAUGE,
-        "Time the previous /metrics render took.",
-    );
-    scrape.push(vec![], s.scrape_duration_seconds);
+    errors.push(vec![], view.probes.map_errors as f64);
 
-    let families: Vec<MetricFamily> = [
+    encode(vec![
         vcpu_run,
         domain_run,
         migrations,
@@ -340,12 +254,26 @@ pub fn render(s: &Snapshot) -> String {
         entries,
         capacity,
         errors,
-        scrape,
-    ]
-    .into_iter()
-    .filter(|f| !f.samples.is_empty())
-    .map(Family::into_proto)
-    .collect();
+    ])
+}
+
+/// The family the HTTP side keeps itself: how long its previous /metrics render took.
+pub fn render_scrape_duration(seconds: f64) -> String {
+    let mut scrape = Family::new(
+        "pinsight_scrape_duration_seconds",
+        MetricType::GAUGE,
+        "Time the previous /metrics render took.",
+    );
+    scrape.push(vec![], seconds);
+    encode(vec![scrape])
+}
+
+fn encode(families: Vec<Family>) -> String {
+    let families: Vec<MetricFamily> = families
+        .into_iter()
+        .filter(|f| !f.samples.is_empty())
+        .map(Family::into_proto)
+        .collect();
     let mut out = Vec::new();
     // Encoding into a Vec cannot fail for well-formed families; an error would be a bug here.
     if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
@@ -356,34 +284,51 @@ pub fn render(s: &Snapshot) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::accounting::VcpuTotals;
+    use std::collections::BTreeMap;
 
-    fn snapshot(per_vcpu: bool) -> Snapshot {
+    use super::*;
+    use crate::accounting::{DomainTotals, VcpuTotals};
+    use crate::inventory::Inventory;
+    use crate::test_support::{topo, VmBuilder};
+    use crate::view::ViewInputs;
+
+    fn view(per_vcpu_metrics: bool) -> HostView {
         let vcpu = VcpuTotals {
-            run_seconds: [1.0, 0.0, 3.0, 0.0],
+            run_seconds: ByLocality {
+                local: 1.0,
+                remote: 3.0,
+                ..Default::default()
+            },
             exits: BTreeMap::from([((Locality::Remote, "io"), 7)]),
             ..Default::default()
         };
-        let mut totals = DomainTotals::default();
-        totals.vcpus.insert(0, vcpu);
-        Snapshot {
-            vms: vec![VmLabels {
-                domain: "vm".into(),
-                gpu_nodes: "1".into(),
-                ..Default::default()
-            }],
-            totals: BTreeMap::from([("vm".to_string(), totals)]),
-            per_vcpu,
-            cross_socket_penalty: 0.03,
+        let mut totals = DomainTotals {
+            remote_ratio: Some(0.75),
             ..Default::default()
-        }
+        };
+        totals.vcpus.insert(0, vcpu);
+        let inventory = Inventory {
+            vms: vec![VmBuilder::new("vm").vcpus(&["0-1"]).gpu_nodes(&[1]).build()],
+            problems: Vec::new(),
+        };
+        HostView::build(ViewInputs {
+            topology: &topo("two-socket-gpu"),
+            inventory: &inventory,
+            totals: &BTreeMap::from([("vm".to_string(), totals)]),
+            probes: Default::default(),
+            libvirt_up: true,
+            mode: Default::default(),
+            per_vcpu_metrics,
+            cross_socket_penalty: 0.03,
+            tick: 1,
+            extra_problems: Vec::new(),
+        })
     }
 
     #[test]
     fn per_vcpu_series_can_be_switched_off_while_per_domain_families_remain() {
-        let with = render(&snapshot(true));
-        let without = render(&snapshot(false));
+        let with = render(&view(true));
+        let without = render(&view(false));
         assert!(with.contains("pinsight_vcpu_run_seconds_total{"));
         assert!(with.contains("pinsight_vcpu_kvm_exits_total{"));
         assert!(!without.contains("pinsight_vcpu_"), "{without}");
@@ -394,5 +339,15 @@ mod tests {
         ] {
             assert!(without.contains(family), "missing {family} in:\n{without}");
         }
+    }
+
+    #[test]
+    fn the_scrape_duration_is_its_own_family() {
+        assert_eq!(
+            render_scrape_duration(0.25),
+            "# HELP pinsight_scrape_duration_seconds Time the previous /metrics render took.\n\
+             # TYPE pinsight_scrape_duration_seconds gauge\n\
+             pinsight_scrape_duration_seconds 0.25\n"
+        );
     }
 }

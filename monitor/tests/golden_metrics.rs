@@ -8,11 +8,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pinsight::accounting::Accounting;
+use pinsight::config::Mode;
 use pinsight::cpuset::CpuSet;
-use pinsight::inventory::{domain_xml, Gpu, VcpuThread, Vm};
-use pinsight::metrics::{render, Snapshot, VmLabels};
+use pinsight::inventory::{domain_xml, Gpu, GpuSource, Inventory, VcpuThread, Vm};
+use pinsight::metrics::{render, render_scrape_duration};
 use pinsight::probes::ThreadCounters;
 use pinsight::topology::Topology;
+use pinsight::view::{HostView, MapView, ProbeView, ProbesView, ProgramView, ViewInputs};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -34,7 +36,7 @@ fn vm(xml_fixture: &str, tid: u32, gpu: Option<(&str, u32)>) -> Vm {
                 vec![Gpu {
                     address: address.into(),
                     node: Some(node),
-                    source: "declared",
+                    source: GpuSource::Declared,
                 }]
             })
             .unwrap_or_default(),
@@ -91,25 +93,50 @@ fn metrics_exposition_matches_the_golden_file() {
     ]);
     accounting.update(start + Duration::from_secs(4), &vms, &later, &topology);
 
-    let snapshot = Snapshot {
-        vms: vms.iter().map(VmLabels::from_vm).collect(),
-        totals: accounting.domains().clone(),
-        probes: BTreeMap::from([
-            ("kvm_exit".to_string(), false),
-            ("kvm_userspace_exit".to_string(), true),
-            ("sched_switch".to_string(), true),
-        ]),
-        libvirt_up: true,
-        program_stats: Some(vec![("sched_switch".into(), 1_500_000, 30_000)]),
-        maps: vec![("RUN_NS".into(), 2, 1024), ("KVM_EXITS".into(), 2, 16384)],
-        map_errors: 0,
-        cross_socket_penalty: 0.03,
-        per_vcpu: true,
-        repins: BTreeMap::from([(("gpu-vm-declared".into(), "skipped_optout".into()), 1)]),
-        recommended: BTreeMap::from([(("gpu-vm-declared".into(), 0), true)]),
-        scrape_duration_seconds: 0.001,
+    let probe = |attached| ProbeView {
+        attached,
+        detail: String::new(),
     };
-    let rendered = render(&snapshot).replace(env!("CARGO_PKG_VERSION"), "VERSION");
+    let map = |map: &str, entries, capacity| MapView {
+        map: map.into(),
+        entries,
+        capacity,
+    };
+    let inventory = Inventory {
+        vms,
+        problems: Vec::new(),
+    };
+    let mut view = HostView::build(ViewInputs {
+        topology: &topology,
+        inventory: &inventory,
+        totals: accounting.domains(),
+        probes: ProbesView {
+            probes: BTreeMap::from([
+                ("kvm_exit".to_string(), probe(false)),
+                ("kvm_userspace_exit".to_string(), probe(true)),
+                ("sched_switch".to_string(), probe(true)),
+            ]),
+            program_stats: Some(vec![ProgramView {
+                program: "sched_switch".into(),
+                run_time_ns: 1_500_000,
+                run_count: 30_000,
+            }]),
+            maps: vec![map("RUN_NS", 2, 1024), map("KVM_EXITS", 2, 16384)],
+            map_errors: 0,
+        },
+        libvirt_up: true,
+        mode: Mode::Recommend,
+        per_vcpu_metrics: true,
+        cross_socket_penalty: 0.03,
+        tick: 2,
+        extra_problems: Vec::new(),
+    });
+    // The policy's part of the view: vCPU 0 of the GPU VM would be moved, and one opt-out was
+    // counted.
+    view.vms[0].vcpus[0].repin_recommended = Some(true);
+    view.vms[0].repins.insert("skipped_optout".to_string(), 1);
+    let rendered = (render(&view) + &render_scrape_duration(0.001))
+        .replace(env!("CARGO_PKG_VERSION"), "VERSION");
     let golden_path = format!("{MANIFEST}/tests/golden/metrics.prom");
     if std::env::var_os("PINSIGHT_UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden_path, &rendered).unwrap();

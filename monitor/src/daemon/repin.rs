@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::accounting::DomainTotals;
 use crate::config::{Mode, PolicyConfig};
-use crate::cpuset::CpuSet;
 use crate::inventory::{Libvirt, Vm};
-use crate::policy::{ratios_from_totals, unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
+use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
 use crate::remediate;
 use crate::topology::Topology;
+use crate::view::HostView;
 
 /// The policy's state in the daemon and what it publishes.
 pub struct PolicyLoop {
@@ -17,8 +16,6 @@ pub struct PolicyLoop {
     policy: Policy,
     /// pinsight_repins_total by (domain, result).
     pub repins: BTreeMap<(String, String), u64>,
-    /// pinsight_repin_recommended by (domain, vCPU).
-    pub recommended: BTreeMap<(String, u32), bool>,
     /// The last evaluation.
     pub plan: Plan,
 }
@@ -44,21 +41,20 @@ impl PolicyLoop {
             mode: config.mode,
             policy: Policy::new(config.clone()),
             repins: BTreeMap::new(),
-            recommended: BTreeMap::new(),
             plan: Plan::default(),
         })
     }
 
-    /// Evaluates and, in enforce mode, acts. Returns true when a VM's pins were changed (so
-    /// the caller rescans before the next evaluation).
+    /// Evaluates this tick's view and, in enforce mode, acts. Returns true when a VM's pins
+    /// were changed (so the caller rescans before the next evaluation).
     pub fn run(
         &mut self,
         topology: &Topology,
         vms: &[Vm],
-        totals: &BTreeMap<String, DomainTotals>,
+        view: &HostView,
         libvirt: &mut Libvirt,
     ) -> bool {
-        let ratios = ratios_from_totals(totals);
+        let ratios = view.vcpu_remote_ratios();
         let now = unix_now();
         let plan = self.policy.evaluate(&Inputs {
             topology,
@@ -66,7 +62,6 @@ impl PolicyLoop {
             ratios: &ratios,
             now,
         });
-        self.recommended = plan.recommended(vms);
         let mut changed = false;
         for d in &plan.decisions {
             let act = self.mode == Mode::Enforce && d.verdict == Verdict::Repin;
@@ -103,11 +98,6 @@ impl PolicyLoop {
         changed
     }
 
-    /// The last evaluation's decision for `domain`.
-    pub fn decision(&self, domain: &str) -> Option<&VmDecision> {
-        self.plan.decisions.iter().find(|d| d.domain == domain)
-    }
-
     fn report(&mut self, d: &VmDecision) {
         match d.verdict {
             Verdict::Placed => {
@@ -138,39 +128,6 @@ impl PolicyLoop {
         self.repins
             .retain(|(domain, _), _| vms.iter().any(|vm| &vm.name == domain));
     }
-}
-
-/// Re-reads the affinity of the vCPU threads of VMs with GPUs (one syscall per thread), so a
-/// pin changed behind libvirt's back (taskset, cgroups) is seen at the next tick rather than
-/// at the next rescan. A thread that is gone keeps its last known set until the rescan.
-pub fn refresh_affinity(vms: &mut [Vm]) {
-    for vm in vms.iter_mut().filter(|vm| !vm.gpu_nodes.is_empty()) {
-        for t in &mut vm.vcpus {
-            if let Some(cpus) = affinity(t.tid) {
-                t.allowed_cpus = cpus;
-            }
-        }
-    }
-}
-
-/// The CPUs thread `tid` may run on, from sched_getaffinity(2).
-fn affinity(tid: u32) -> Option<CpuSet> {
-    let pid = libc::pid_t::try_from(tid).ok()?;
-    // SAFETY: cpu_set_t is plain bits; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
-    let rc =
-        unsafe { libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return None;
-    }
-    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: CPU_ISSET reads bit `cpu` of `set`, and `cpu` is below its size in bits.
-    let cpus: CpuSet = (0..bits)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .map(|cpu| cpu as u32)
-        .collect();
-    Some(cpus)
 }
 
 /// "vCPU 0 0 -> 1, emulator 0-1 -> 1" for the log.

@@ -17,6 +17,16 @@ pub enum LibvirtError {
         /// libvirt's message.
         message: String,
     },
+    /// A domain pinsight asked for by name is not there (or libvirt failed to say).
+    #[error("libvirt at {uri}: no domain {domain}: {message}")]
+    Lookup {
+        /// Connection URI.
+        uri: String,
+        /// The domain name asked for.
+        domain: String,
+        /// libvirt's message.
+        message: String,
+    },
     /// Listing domains failed (libvirtd went away, say).
     #[error("libvirt at {uri} failed to list domains: {message}")]
     List {
@@ -70,14 +80,15 @@ impl Libvirt {
         })
     }
 
-    /// Running domains by name.
+    /// The running domain named `name`.
     pub fn lookup(&mut self, name: &str) -> Result<Domain, LibvirtError> {
         let uri = self.uri.clone();
         let conn = self.connection()?;
         conn.lookup_domain_by_name(name)
-            .map_err(|e| LibvirtError::List {
+            .map_err(|e| LibvirtError::Lookup {
                 uri,
-                message: format!("domain {name}: {}", e.message()),
+                domain: name.into(),
+                message: e.message().to_string(),
             })
     }
 
@@ -126,7 +137,7 @@ impl Libvirt {
             };
             match build_vm(spec, topology, paths, &mut inventory.problems) {
                 Ok(vm) => inventory.vms.push(vm),
-                Err(problem) => inventory.problems.push(problem),
+                Err(problem) => inventory.problems.push(problem.to_string()),
             }
         }
         inventory.vms.sort_by(|a, b| a.name.cmp(&b.name));

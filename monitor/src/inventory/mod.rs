@@ -10,22 +10,35 @@ mod threads;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cpuset::CpuSet;
 use crate::topology::Topology;
 pub use domain_xml::{DomainSpec, GpuRef};
 pub use libvirt::{Libvirt, LibvirtError};
+pub use threads::ThreadsError;
+
+/// How pinsight knows of a VM's GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuSource {
+    /// A `<hostdev type='pci'>` of the domain.
+    Hostdev,
+    /// The parent device of a `<hostdev type='mdev'>` (a vGPU slice).
+    Mdev,
+    /// Declared by the operator in the `urn:pinsight:domain:1` metadata.
+    Declared,
+}
 
 /// A GPU of a VM and where it sits.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gpu {
     /// PCI address of the device (the parent device for an mdev).
     pub address: String,
     /// NUMA node of the device, if the topology knows it.
     pub node: Option<u32>,
-    /// How we know of it: "hostdev", "mdev" or "declared".
-    pub source: &'static str,
+    /// How we know of it.
+    pub source: GpuSource,
 }
 
 /// One vCPU thread of a VM.
@@ -67,6 +80,19 @@ pub struct Inventory {
     pub problems: Vec<String>,
 }
 
+impl Inventory {
+    /// Re-reads every vCPU thread's allowed CPUs (one syscall per thread), so a pin changed
+    /// behind libvirt's back (taskset, cgroups) is seen at the next tick rather than at the
+    /// next rescan. A thread that is gone keeps its last known set until the rescan.
+    pub fn refresh_affinity(&mut self) {
+        for t in self.vms.iter_mut().flat_map(|vm| vm.vcpus.iter_mut()) {
+            if let Some(cpus) = threads::affinity(t.tid) {
+                t.allowed_cpus = cpus;
+            }
+        }
+    }
+}
+
 /// Where to find the host's view of QEMU processes.
 #[derive(Debug, Clone)]
 pub struct HostPaths {
@@ -88,17 +114,53 @@ impl Default for HostPaths {
     }
 }
 
+/// A running domain whose QEMU process cannot be read; names the domain and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// libvirt's pid file for the domain cannot be read.
+    #[error("domain {domain}: cannot read QEMU pid file {}: {source}", path.display())]
+    PidFile {
+        /// Domain name.
+        domain: String,
+        /// The pid file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The pid file does not hold a pid.
+    #[error("domain {domain}: {}: {text:?} is not a pid", path.display())]
+    BadPid {
+        /// Domain name.
+        domain: String,
+        /// The pid file.
+        path: PathBuf,
+        /// What it holds.
+        text: String,
+    },
+    /// The QEMU process's threads cannot be read (it exited mid-scan, say).
+    #[error("domain {domain}: {source}")]
+    Threads {
+        /// Domain name.
+        domain: String,
+        /// What could not be read.
+        source: ThreadsError,
+    },
+}
+
 /// Builds a [`Vm`] from a domain's XML and the host's /proc; errors name the domain.
 pub fn build_vm(
     spec: DomainSpec,
     topology: &Topology,
     paths: &HostPaths,
     problems: &mut Vec<String>,
-) -> Result<Vm, String> {
+) -> Result<Vm, VmError> {
     let pid_file = paths.qemu_run_dir.join(format!("{}.pid", spec.name));
-    let pid = read_pid(&pid_file).map_err(|e| format!("domain {}: {e}", spec.name))?;
-    let vcpus = threads::vcpu_threads(&paths.proc_root, pid)
-        .map_err(|e| format!("domain {}: {e}", spec.name))?;
+    let pid = read_pid(&spec.name, &pid_file)?;
+    let vcpus =
+        threads::vcpu_threads(&paths.proc_root, pid).map_err(|source| VmError::Threads {
+            domain: spec.name.clone(),
+            source,
+        })?;
     let gpus = resolve_gpus(&spec, topology, &paths.sysfs_root, problems);
     let mut gpu_nodes: Vec<u32> = gpus.iter().filter_map(|g| g.node).collect();
     gpu_nodes.sort_unstable();
@@ -117,12 +179,17 @@ pub fn build_vm(
     })
 }
 
-fn read_pid(path: &Path) -> Result<u32, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read QEMU pid file {}: {e}", path.display()))?;
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{}: {:?} is not a pid", path.display(), text.trim()))
+fn read_pid(domain: &str, path: &Path) -> Result<u32, VmError> {
+    let text = std::fs::read_to_string(path).map_err(|source| VmError::PidFile {
+        domain: domain.into(),
+        path: path.into(),
+        source,
+    })?;
+    text.trim().parse().map_err(|_| VmError::BadPid {
+        domain: domain.into(),
+        path: path.into(),
+        text: text.trim().into(),
+    })
 }
 
 /// Turns the domain's GPU references into devices with nodes. PCI hostdevs that sysfs knows
@@ -141,16 +208,16 @@ fn resolve_gpus(
                 if class.is_some_and(|c| !Topology::is_gpu_class(c)) {
                     continue;
                 }
-                (address.clone(), "hostdev")
+                (address.clone(), GpuSource::Hostdev)
             }
             GpuRef::Mdev { uuid } => match crate::topology::mdev_parent(sysfs_root, uuid) {
-                Ok(parent) => (parent, "mdev"),
+                Ok(parent) => (parent, GpuSource::Mdev),
                 Err(e) => {
                     problems.push(format!("domain {}: mdev {uuid}: {e}", spec.name));
                     continue;
                 }
             },
-            GpuRef::Declared { address } => (address.clone(), "declared"),
+            GpuRef::Declared { address } => (address.clone(), GpuSource::Declared),
         };
         let node = topology.pci_node(&address);
         if node.is_none() {

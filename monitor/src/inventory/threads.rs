@@ -1,10 +1,41 @@
 //! vCPU threads of a QEMU process, from /proc.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::cpuset::CpuSet;
+use crate::cpuset::{CpuSet, CpuSetError};
 
 use super::VcpuThread;
+
+/// A QEMU process or thread whose /proc entries cannot be read; names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadsError {
+    /// The process's task directory is gone (it exited) or unreadable.
+    #[error("QEMU process {pid} is gone or unreadable ({}: {source})", path.display())]
+    Process {
+        /// The QEMU process id.
+        pid: u32,
+        /// Its task directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A thread's status file cannot be read.
+    #[error("{}: {source}", path.display())]
+    StatusRead {
+        /// The status file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A thread's status file has no usable `Cpus_allowed_list`.
+    #[error("{}: {reason}", path.display())]
+    AllowedList {
+        /// The status file.
+        path: PathBuf,
+        /// What is wrong with the line.
+        reason: String,
+    },
+}
 
 /// QEMU names its KVM vCPU threads "CPU <index>/KVM".
 fn vcpu_index(comm: &str) -> Option<u32> {
@@ -17,13 +48,12 @@ fn vcpu_index(comm: &str) -> Option<u32> {
 
 /// vCPU threads of process `pid`, sorted by vCPU index. A process that exits while we read it
 /// is an error naming it; a thread that exits is simply not listed.
-pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, String> {
+pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, ThreadsError> {
     let task_dir = proc_root.join(pid.to_string()).join("task");
-    let entries = std::fs::read_dir(&task_dir).map_err(|e| {
-        format!(
-            "QEMU process {pid} is gone or unreadable ({}: {e})",
-            task_dir.display()
-        )
+    let entries = std::fs::read_dir(&task_dir).map_err(|source| ThreadsError::Process {
+        pid,
+        path: task_dir.clone(),
+        source,
     })?;
     let mut vcpus = Vec::new();
     for entry in entries.flatten() {
@@ -53,15 +83,45 @@ pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, Strin
     Ok(vcpus)
 }
 
+/// The CPUs thread `tid` may run on now, from sched_getaffinity(2); None when it is gone.
+pub fn affinity(tid: u32) -> Option<CpuSet> {
+    let pid = libc::pid_t::try_from(tid).ok()?;
+    // SAFETY: cpu_set_t is plain bits; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let rc =
+        unsafe { libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return None;
+    }
+    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU_ISSET reads bit `cpu` of `set`, and `cpu` is below its size in bits.
+    let cpus: CpuSet = (0..bits)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .map(|cpu| cpu as u32)
+        .collect();
+    Some(cpus)
+}
+
 /// `Cpus_allowed_list` of a task directory.
-pub fn allowed_cpus(task_dir: &Path) -> Result<CpuSet, String> {
+pub fn allowed_cpus(task_dir: &Path) -> Result<CpuSet, ThreadsError> {
     let path = task_dir.join("status");
-    let status = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let list = status
+    let status = match std::fs::read_to_string(&path) {
+        Ok(status) => status,
+        Err(source) => return Err(ThreadsError::StatusRead { path, source }),
+    };
+    let Some(list) = status
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .ok_or_else(|| format!("{}: no Cpus_allowed_list", path.display()))?;
-    list.parse().map_err(|e| format!("{}: {e}", path.display()))
+    else {
+        let reason = "no Cpus_allowed_list line".to_string();
+        return Err(ThreadsError::AllowedList { path, reason });
+    };
+    list.parse()
+        .map_err(|e: CpuSetError| ThreadsError::AllowedList {
+            path,
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -81,6 +141,6 @@ mod tests {
         let own = allowed_cpus(Path::new("/proc/self")).unwrap();
         assert!(!own.is_empty());
         let err = vcpu_threads(Path::new("/proc"), u32::MAX).unwrap_err();
-        assert!(err.contains(&u32::MAX.to_string()), "{err}");
+        assert!(err.to_string().contains(&u32::MAX.to_string()), "{err}");
     }
 }

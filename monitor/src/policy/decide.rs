@@ -6,7 +6,6 @@ use super::record::Record;
 use super::{EmulatorMove, Inputs, Plan, Policy, Trigger, VcpuMove, Verdict, VmDecision};
 use crate::cpuset::CpuSet;
 use crate::inventory::Vm;
-use crate::topology::{Locality, Topology};
 
 /// Seconds the rate limit looks back.
 const RATE_WINDOW: f64 = 60.0;
@@ -58,7 +57,7 @@ fn decide_vm(
 ) -> VmDecision {
     let config = policy.config.clone();
     let topology = inputs.topology;
-    let far = far_cpus(topology, &vm.gpu_nodes);
+    let far = topology.far_cpus(&vm.gpu_nodes);
     let mut decision = VmDecision {
         domain: vm.name.clone(),
         gpu_nodes: vm.gpu_nodes.clone(),
@@ -213,16 +212,6 @@ fn verdict(mut d: VmDecision, verdict: Verdict, reason: String) -> VmDecision {
     d.verdict = verdict;
     d.reason = reason;
     d
-}
-
-/// Online CPUs on sockets that hold none of `gpu_nodes`.
-pub(super) fn far_cpus(topology: &Topology, gpu_nodes: &[u32]) -> CpuSet {
-    topology
-        .cpus
-        .keys()
-        .copied()
-        .filter(|&cpu| topology.locality(cpu, gpu_nodes) == Locality::Remote)
-        .collect()
 }
 
 /// Why the operator's metadata keeps pinsight off this VM, if it does.

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use crate::accounting::DomainTotals;
 use crate::config::PolicyConfig;
 use crate::cpuset::CpuSet;
 use crate::inventory::Vm;
@@ -73,7 +72,7 @@ pub struct EmulatorMove {
 }
 
 /// What the policy concludes for one VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Nothing misplaced.
@@ -147,29 +146,19 @@ pub struct VmDecision {
     pub new: bool,
 }
 
+impl VmDecision {
+    /// Whether enforce would move vCPU `vcpu` (now, or once a cooldown or the rate limit
+    /// allows): `pinsight_repin_recommended`.
+    pub fn recommends_moving(&self, vcpu: u32) -> bool {
+        self.verdict.recommends_move() && self.vcpus.iter().any(|m| m.vcpu == vcpu)
+    }
+}
+
 /// What the policy concludes for the host.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plan {
     /// One decision per VM with GPUs, by domain name.
     pub decisions: Vec<VmDecision>,
-}
-
-impl Plan {
-    /// `pinsight_repin_recommended`: every vCPU of every VM with GPUs, 1 when enforce would
-    /// move it (now or after a cooldown / rate limit).
-    pub fn recommended(&self, vms: &[Vm]) -> BTreeMap<(String, u32), bool> {
-        let mut out = BTreeMap::new();
-        for d in &self.decisions {
-            let Some(vm) = vms.iter().find(|vm| vm.name == d.domain) else {
-                continue;
-            };
-            for t in &vm.vcpus {
-                let moved = d.verdict.recommends_move() && d.vcpus.iter().any(|m| m.vcpu == t.vcpu);
-                out.insert((d.domain.clone(), t.vcpu), moved);
-            }
-        }
-        out
-    }
 }
 
 /// What a decision is made from.
@@ -190,18 +179,6 @@ pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The remote share of every vCPU from the accounting totals.
-pub fn ratios_from_totals(totals: &BTreeMap<String, DomainTotals>) -> BTreeMap<(String, u32), f64> {
-    totals
-        .iter()
-        .flat_map(|(domain, t)| {
-            t.vcpus
-                .iter()
-                .filter_map(move |(vcpu, v)| Some(((domain.clone(), *vcpu), v.remote_ratio?)))
-        })
-        .collect()
 }
 
 /// The policy's memory between evaluations.

@@ -114,7 +114,9 @@ impl PciDevice {
 }
 
 /// Where a CPU sits relative to a VM's GPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Locality {
     /// On one of the GPUs' NUMA nodes.
@@ -254,6 +256,22 @@ impl Topology {
         } else {
             Locality::Remote
         }
+    }
+
+    /// Online CPUs on sockets that hold none of `gpu_nodes` (empty without GPU nodes).
+    pub fn far_cpus(&self, gpu_nodes: &[u32]) -> CpuSet {
+        self.cpus
+            .keys()
+            .copied()
+            .filter(|&cpu| self.locality(cpu, gpu_nodes) == Locality::Remote)
+            .collect()
+    }
+
+    /// Whether a thread allowed on `allowed` may run on a socket without any of `gpu_nodes`.
+    pub fn allows_far_socket(&self, allowed: &CpuSet, gpu_nodes: &[u32]) -> bool {
+        allowed
+            .iter()
+            .any(|cpu| self.locality(cpu, gpu_nodes) == Locality::Remote)
     }
 
     /// Whether a PCI class code is a GPU: base class 0x03 (display / 3D controller) or 0x12

@@ -1,20 +1,8 @@
-use std::path::Path;
-
 use super::*;
-
-fn fixture(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/domains")
-        .join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use crate::test_support::{cpus, domain_xml as fixture, operator_metadata};
 
 fn parse_fixture(file: &str) -> DomainSpec {
     parse_domain_xml(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-fn cpus(list: &str) -> CpuSet {
-    list.parse().unwrap()
 }
 
 /// A minimal domain named "t" with `body` inside `<domain>`.
@@ -224,8 +212,8 @@ fn missing_name_or_uuid_and_wrong_root() {
 #[test]
 fn operator_element_in_any_prefix_or_default_namespace() {
     for element in [
-        r#"<domain xmlns="urn:pinsight:domain:1"><gpu address="5e:00.0"/><policy repin="on"/></domain>"#,
-        r#"<pinsight:domain xmlns:pinsight="urn:pinsight:domain:1"><pinsight:gpu address="0000:5e:00.0"/><pinsight:policy repin="ON"/></pinsight:domain>"#,
+        r#"<domain xmlns="urn:pinsight:domain:1"><gpu address="5e:00.0"/><policy repin="on"/></domain>"#.to_string(),
+        operator_metadata("0000:5e:00.0", r#"<pinsight:policy repin="ON"/>"#),
     ] {
         let spec =
             parse_domain_xml(&domain_with(&format!("<metadata>{element}</metadata>"))).unwrap();

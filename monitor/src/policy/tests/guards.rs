@@ -163,7 +163,7 @@ fn operator_opt_out_and_opt_in() {
     let d = decision(&plan, "off");
     assert_eq!(d.verdict, Verdict::SkippedOptout);
     assert!(d.reason.contains("repin=\"off\""), "{}", d.reason);
-    assert!(!plan.recommended(&vms)[&("off".to_string(), 0)]);
+    assert!(!d.recommends_moving(0));
     assert_eq!(decision(&plan, "on").verdict, Verdict::Repin);
     assert_eq!(decision(&plan, "plain").verdict, Verdict::Repin);
     let opt_in = PolicyConfig {

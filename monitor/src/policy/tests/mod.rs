@@ -6,57 +6,21 @@ mod guards;
 mod placement;
 
 pub(super) use std::collections::BTreeMap;
-use std::path::Path;
 
 pub(super) use super::*;
 pub(super) use crate::config::PolicyConfig;
-pub(super) use crate::inventory::domain_xml::{NovaInfo, RepinPolicy};
-use crate::inventory::{DomainSpec, VcpuThread};
+pub(super) use crate::inventory::domain_xml::NovaInfo;
 
 pub(super) const NOW: f64 = 1_764_055_200.0;
 
-pub(super) fn topo(name: &str) -> Topology {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/sysfs")
-        .join(name);
-    Topology::read(&root).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-pub(super) fn cpus(list: &str) -> CpuSet {
-    list.parse().unwrap()
-}
+pub(super) use crate::test_support::{cpus, topo};
 
 /// A VM whose vCPU i may run on `allowed[i]`, with GPUs on `gpu_nodes`.
 pub(super) fn vm(name: &str, gpu_nodes: &[u32], allowed: &[&str]) -> Vm {
-    Vm {
-        name: name.into(),
-        uuid: format!("uuid-{name}"),
-        pid: 1,
-        vcpus: allowed
-            .iter()
-            .enumerate()
-            .map(|(i, a)| VcpuThread {
-                vcpu: i as u32,
-                tid: 100 + i as u32,
-                allowed_cpus: cpus(a),
-            })
-            .collect(),
-        gpus: Vec::new(),
-        gpu_nodes: gpu_nodes.to_vec(),
-        spec: DomainSpec {
-            name: name.into(),
-            uuid: format!("uuid-{name}"),
-            vcpus: allowed.len() as u32,
-            gpus: Vec::new(),
-            vcpu_pins: BTreeMap::new(),
-            emulator_pin: None,
-            vcpu_cpuset: None,
-            nova: None,
-            policy: RepinPolicy::default(),
-            state: None,
-            warnings: Vec::new(),
-        },
-    }
+    crate::test_support::VmBuilder::new(name)
+        .vcpus(allowed)
+        .gpu_nodes(gpu_nodes)
+        .build()
 }
 
 pub(super) fn config() -> PolicyConfig {

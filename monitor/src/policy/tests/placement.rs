@@ -43,10 +43,9 @@ fn two_sockets_far_pin_goes_to_the_gpu_node_with_the_emulator() {
         far.reason
     );
     assert_eq!(decision(&plan, "near").verdict, Verdict::Placed);
-    let rec = plan.recommended(&vms);
-    assert!(rec[&("far".to_string(), 0)]);
-    assert!(!rec[&("near".to_string(), 0)]);
-    assert!(!rec.contains_key(&("nogpu".to_string(), 0)));
+    assert!(decision(&plan, "far").recommends_moving(0));
+    assert!(!decision(&plan, "near").recommends_moving(0));
+    assert!(!plan.decisions.iter().any(|d| d.domain == "nogpu"));
 }
 
 #[test]
@@ -63,7 +62,7 @@ fn a_full_gpu_node_gives_no_capacity_until_oversubscription_allows_it() {
         "{}",
         far.reason
     );
-    assert!(!plan.recommended(&vms)[&("far".to_string(), 0)]);
+    assert!(!far.recommends_moving(0));
     let plan = eval(
         PolicyConfig {
             max_oversubscription: 2.0,

@@ -1,0 +1,123 @@
+//! Helpers every unit test shares: fixture paths, CPU sets, a [`VmBuilder`] and the
+//! operator's metadata element. Compiled only for tests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::cpuset::CpuSet;
+use crate::inventory::domain_xml::RepinPolicy;
+use crate::inventory::{DomainSpec, Gpu, GpuSource, VcpuThread, Vm};
+use crate::topology::Topology;
+
+/// `monitor/tests/fixtures/<rel>`.
+pub fn fixture_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// The sysfs-shaped fixture topology `name` (tests/fixtures/sysfs/NAME).
+pub fn topo(name: &str) -> Topology {
+    let root = fixture_path("sysfs").join(name);
+    Topology::read(&root).unwrap_or_else(|e| panic!("fixture topology {name}: {e}"))
+}
+
+/// A domain XML fixture's text (tests/fixtures/domains/NAME).
+pub fn domain_xml(name: &str) -> String {
+    let path = fixture_path("domains").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A CPU set from its list form.
+pub fn cpus(list: &str) -> CpuSet {
+    list.parse()
+        .unwrap_or_else(|e| panic!("bad CPU list in a test: {e}"))
+}
+
+/// The operator's `urn:pinsight:domain:1` element declaring `gpu`, plus `extra` children.
+pub fn operator_metadata(gpu: &str, extra: &str) -> String {
+    format!(
+        "<pinsight:domain xmlns:pinsight=\"urn:pinsight:domain:1\">\
+         <pinsight:gpu address=\"{gpu}\"/>{extra}</pinsight:domain>"
+    )
+}
+
+/// Builds a [`Vm`] as the inventory would: vCPU i allowed on the i-th list, tid 100 + i.
+pub struct VmBuilder {
+    vm: Vm,
+}
+
+impl VmBuilder {
+    /// A VM named `name` with no vCPUs, no GPUs and an empty spec.
+    pub fn new(name: &str) -> VmBuilder {
+        VmBuilder {
+            vm: Vm {
+                name: name.into(),
+                uuid: format!("uuid-{name}"),
+                pid: 1,
+                vcpus: Vec::new(),
+                gpus: Vec::new(),
+                gpu_nodes: Vec::new(),
+                spec: DomainSpec {
+                    name: name.into(),
+                    uuid: format!("uuid-{name}"),
+                    vcpus: 0,
+                    gpus: Vec::new(),
+                    vcpu_pins: BTreeMap::new(),
+                    emulator_pin: None,
+                    vcpu_cpuset: None,
+                    nova: None,
+                    policy: RepinPolicy::default(),
+                    state: None,
+                    warnings: Vec::new(),
+                },
+            },
+        }
+    }
+
+    /// vCPU i may run on `allowed[i]`.
+    pub fn vcpus(mut self, allowed: &[&str]) -> VmBuilder {
+        self.vm.vcpus = allowed
+            .iter()
+            .enumerate()
+            .map(|(i, a)| VcpuThread {
+                vcpu: i as u32,
+                tid: 100 + i as u32,
+                allowed_cpus: cpus(a),
+            })
+            .collect();
+        self.vm.spec.vcpus = allowed.len() as u32;
+        self
+    }
+
+    /// GPUs on these nodes (nodes only, as the policy sees them).
+    pub fn gpu_nodes(mut self, nodes: &[u32]) -> VmBuilder {
+        self.vm.gpu_nodes = nodes.to_vec();
+        self
+    }
+
+    /// A declared GPU at `address` on `node`.
+    pub fn gpu(mut self, address: &str, node: u32) -> VmBuilder {
+        self.vm.gpus.push(Gpu {
+            address: address.into(),
+            node: Some(node),
+            source: GpuSource::Declared,
+        });
+        if !self.vm.gpu_nodes.contains(&node) {
+            self.vm.gpu_nodes.push(node);
+            self.vm.gpu_nodes.sort_unstable();
+        }
+        self
+    }
+
+    /// pinsight's state element (`urn:pinsight:state:1`) as read from the domain XML.
+    pub fn state(mut self, xml: &str) -> VmBuilder {
+        self.vm.spec.state = Some(xml.into());
+        self
+    }
+
+    /// The VM.
+    pub fn build(self) -> Vm {
+        self.vm
+    }
+}
