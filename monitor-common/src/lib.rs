@@ -107,8 +107,9 @@ pub const MAP_ERROR_SLOTS: u32 = 3;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both are #[repr(C)] plain integers without padding holes that matter to the
-    // kernel; any bit pattern is a valid value.
+    // SAFETY: #[repr(C)] plain integers without padding holes that matter to the kernel;
+    // any bit pattern is a valid value.
     unsafe impl aya::Pod for super::CpuRun {}
+    // SAFETY: as for CpuRun.
     unsafe impl aya::Pod for super::ExitKey {}
 }
