@@ -289,7 +289,7 @@ mod tests {
     use super::*;
     use crate::accounting::{DomainTotals, VcpuTotals};
     use crate::inventory::Inventory;
-    use crate::test_support::{topo, VmBuilder};
+    use crate::test_support::{topo, view_inputs, VmBuilder};
     use crate::view::ViewInputs;
 
     fn view(per_vcpu_metrics: bool) -> HostView {
@@ -311,17 +311,13 @@ mod tests {
             vms: vec![VmBuilder::new("vm").vcpus(&["0-1"]).gpu_nodes(&[1]).build()],
             problems: Vec::new(),
         };
+        let (topology, totals) = (
+            topo("two-socket-gpu"),
+            BTreeMap::from([("vm".into(), totals)]),
+        );
         HostView::build(ViewInputs {
-            topology: &topo("two-socket-gpu"),
-            inventory: &inventory,
-            totals: &BTreeMap::from([("vm".to_string(), totals)]),
-            probes: Default::default(),
-            libvirt_up: true,
-            mode: Default::default(),
             per_vcpu_metrics,
-            cross_socket_penalty: 0.03,
-            tick: 1,
-            extra_problems: Vec::new(),
+            ..view_inputs(&topology, &inventory, &totals)
         })
     }
 

@@ -106,7 +106,7 @@ pub fn render_text(host: &HostView) -> String {
 mod tests {
     use super::*;
     use crate::config::Mode;
-    use crate::test_support::{topo, VmBuilder};
+    use crate::test_support::{topo, view_inputs, VmBuilder};
     use crate::view::{PolicyView, ViewInputs};
 
     fn view_of(vm: crate::inventory::Vm) -> HostView {
@@ -114,17 +114,10 @@ mod tests {
             vms: vec![vm],
             problems: Vec::new(),
         };
+        let (topology, totals) = (topo("two-socket-gpu"), Default::default());
         HostView::build(ViewInputs {
-            topology: &topo("two-socket-gpu"),
-            inventory: &inventory,
-            totals: &Default::default(),
-            probes: Default::default(),
-            libvirt_up: true,
             mode: Mode::Enforce,
-            per_vcpu_metrics: true,
-            cross_socket_penalty: 0.03,
-            tick: 1,
-            extra_problems: Vec::new(),
+            ..view_inputs(&topology, &inventory, &totals)
         })
     }
 

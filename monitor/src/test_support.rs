@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::accounting::DomainTotals;
 use crate::cpuset::CpuSet;
 use crate::inventory::domain_xml::RepinPolicy;
-use crate::inventory::{DomainSpec, Gpu, GpuSource, VcpuThread, Vm};
+use crate::inventory::{DomainSpec, Gpu, GpuSource, Inventory, VcpuThread, Vm};
 use crate::topology::Topology;
+use crate::view::ViewInputs;
 
 /// `monitor/tests/fixtures/<rel>`.
 pub fn fixture_path(rel: &str) -> PathBuf {
@@ -40,6 +42,27 @@ pub fn operator_metadata(gpu: &str, extra: &str) -> String {
         "<pinsight:domain xmlns:pinsight=\"urn:pinsight:domain:1\">\
          <pinsight:gpu address=\"{gpu}\"/>{extra}</pinsight:domain>"
     )
+}
+
+/// The inputs of a view of `vms` with `totals` on the two-socket fixture (libvirt up, tick 1,
+/// per-vCPU families on, the default 3% penalty); change fields before building.
+pub fn view_inputs<'a>(
+    topology: &'a Topology,
+    inventory: &'a Inventory,
+    totals: &'a BTreeMap<String, DomainTotals>,
+) -> ViewInputs<'a> {
+    ViewInputs {
+        topology,
+        inventory,
+        totals,
+        probes: Default::default(),
+        libvirt_up: true,
+        mode: Default::default(),
+        per_vcpu_metrics: true,
+        cross_socket_penalty: 0.03,
+        tick: 1,
+        extra_problems: Vec::new(),
+    }
 }
 
 /// Builds a [`Vm`] as the inventory would: vCPU i allowed on the i-th list, tid 100 + i.

@@ -3,7 +3,7 @@
 use super::*;
 use crate::accounting::VcpuTotals;
 use crate::policy::{Trigger, VcpuMove, VmDecision};
-use crate::test_support::{cpus, topo, VmBuilder};
+use crate::test_support::{cpus, topo, view_inputs, VmBuilder};
 
 fn view() -> HostView {
     let inventory = Inventory {
@@ -29,17 +29,15 @@ fn view() -> HostView {
         vcpus: BTreeMap::from([(0, vcpu)]),
         remote_ratio: Some(1.0),
     };
+    let (topology, totals) = (
+        topo("two-socket-gpu"),
+        BTreeMap::from([("far".into(), totals)]),
+    );
     HostView::build(ViewInputs {
-        topology: &topo("two-socket-gpu"),
-        inventory: &inventory,
-        totals: &BTreeMap::from([("far".to_string(), totals)]),
-        probes: ProbesView::default(),
-        libvirt_up: true,
         mode: Mode::Recommend,
-        per_vcpu_metrics: true,
-        cross_socket_penalty: 0.03,
         tick: 7,
         extra_problems: vec!["probes not loaded: test".into()],
+        ..view_inputs(&topology, &inventory, &totals)
     })
 }
 
