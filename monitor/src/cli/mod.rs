@@ -1,140 +1,133 @@
-//! Terminal reports: `pinsight topology` and the client side of `pinsight status`.
+//! The `pinsight` commands, one module each with its clap arguments beside it: `run` (the
+//! daemon), `topology`, `status`, `check`, `plan` and `restore`. What they share lives here:
+//! how a configuration is resolved and a VM is found ([`host`]), the client of a running
+//! daemon ([`client`]), the terminal renderers ([`render`]) and the one error type.
+//!
+//! `main.rs` only parses the arguments and calls a module's `execute`.
 
-use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::time::Duration;
+pub mod check;
+pub mod client;
+pub mod host;
+pub mod plan;
+pub mod render;
+pub mod restore;
+pub mod run;
+pub mod status;
+pub mod topology;
 
-use serde::Serialize;
+use std::path::PathBuf;
 
-use crate::inventory::Inventory;
-use crate::status::{allowed_on_wrong_socket, HostStatus};
-use crate::topology::Topology;
+use crate::config::ConfigError;
+use crate::inventory::LibvirtError;
+use crate::remediate::RemediateError;
+use crate::topology::TopologyError;
 
-/// What `pinsight topology --json` prints.
-#[derive(Debug, Serialize)]
-pub struct TopologyReport<'a> {
-    /// The host.
-    pub topology: &'a Topology,
-    /// VMs, or None when libvirt was not reachable.
-    pub inventory: Option<&'a Inventory>,
-    /// Why libvirt was not reachable.
-    pub libvirt_error: Option<String>,
+pub use client::{fetch_status, FetchError};
+
+/// Why a command failed; every variant names the input at fault and, where there is one,
+/// what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The config file cannot be read, parsed or has a value out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A command-line flag set a value the configuration refuses.
+    #[error("{flag} {value}: {reason}")]
+    InvalidFlag {
+        /// The flag ("--listen").
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A built-in default is out of range (a bug: the shipped defaults are tested valid).
+    #[error("built-in default {key} = {value}: {reason} (please report this)")]
+    InvalidDefault {
+        /// The config key.
+        key: &'static str,
+        /// The default value.
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The sysfs tree (or the fixture standing in for it) cannot be read.
+    #[error("reading the host topology from {}: {source}", sysfs_root.display())]
+    Topology {
+        /// The sysfs root.
+        sysfs_root: PathBuf,
+        /// What is wrong, naming the file.
+        source: TopologyError,
+    },
+    /// libvirt could not be reached or a domain could not be looked up.
+    #[error(transparent)]
+    Libvirt(#[from] LibvirtError),
+    /// No running domain has the name given.
+    #[error(
+        "no running domain {name} in {uri} (running: {})",
+        list_or_none(running)
+    )]
+    NoSuchVm {
+        /// The name asked for.
+        name: String,
+        /// The libvirt connection searched.
+        uri: String,
+        /// The names that are running.
+        running: Vec<String>,
+    },
+    /// A repin or restore could not be made (the error says what was rolled back).
+    #[error(transparent)]
+    Remediate(#[from] RemediateError),
+    /// The daemon's /status.json could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// `--bpf-stats` could not switch on the kernel's BPF run-time statistics.
+    #[error("--bpf-stats: cannot set kernel.bpf_stats_enabled ({BPF_STATS_SYSCTL}): {source}")]
+    BpfStats {
+        /// The write error (not root, or no such sysctl).
+        source: std::io::Error,
+    },
+    /// A part of the daemon process could not be started.
+    #[error("starting {what}: {source}")]
+    Start {
+        /// What ("the async runtime", "the engine thread", "the SIGTERM handler").
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The engine thread ended while the daemon was running.
+    #[error("the engine thread ended ({reason}); see the log above")]
+    EngineEnded {
+        /// A panic's message, or that it returned.
+        reason: String,
+    },
+    /// The HTTP endpoint could not be served.
+    #[error("serving HTTP on {listen}: {source}")]
+    Serve {
+        /// The address.
+        listen: std::net::SocketAddr,
+        /// The error (address in use, say).
+        source: std::io::Error,
+    },
+    /// A report could not be turned into JSON (a bug).
+    #[error("printing JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
-/// The text form of `pinsight topology`.
-pub fn render_topology(topology: &Topology, inventory: Result<&Inventory, String>) -> String {
-    let mut out = String::new();
-    for (socket, cpus) in topology.sockets() {
-        let _ = writeln!(out, "socket {socket}: CPUs {cpus}");
-        for node in topology.nodes.values().filter(|n| n.socket == Some(socket)) {
-            let _ = writeln!(out, "  node {}: CPUs {}", node.id, node.cpus);
-        }
+/// The sysctl `--bpf-stats` writes.
+pub const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// "a, b" or "none", for lists in messages.
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
     }
-    for node in topology.nodes.values().filter(|n| n.socket.is_none()) {
-        let _ = writeln!(out, "node {} (no CPUs: memory only)", node.id);
-    }
-    if !topology.offline_cpus.is_empty() {
-        let _ = writeln!(out, "offline CPUs: {}", topology.offline_cpus);
-    }
-    let gpus: Vec<_> = topology
-        .pci
-        .values()
-        .filter(|d| d.class.is_some_and(Topology::is_gpu_class))
-        .collect();
-    let _ = writeln!(out, "GPUs:{}", if gpus.is_empty() { " none" } else { "" });
-    for gpu in gpus {
-        let node = gpu
-            .node
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let _ = writeln!(out, "  {} node {node}", gpu.address);
-    }
-    match inventory {
-        Err(e) => {
-            let _ = writeln!(out, "VMs: unknown ({e})");
-        }
-        Ok(inv) => {
-            let _ = writeln!(
-                out,
-                "VMs:{}",
-                if inv.vms.is_empty() {
-                    " none running"
-                } else {
-                    ""
-                }
-            );
-            for vm in &inv.vms {
-                let gpus: Vec<String> = vm
-                    .gpus
-                    .iter()
-                    .map(|g| {
-                        format!(
-                            "{} (node {})",
-                            g.address,
-                            g.node.map(|n| n.to_string()).unwrap_or("?".into())
-                        )
-                    })
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "  {} pid {} GPUs: {}",
-                    vm.name,
-                    vm.pid,
-                    if gpus.is_empty() {
-                        "none".into()
-                    } else {
-                        gpus.join(", ")
-                    }
-                );
-                for t in &vm.vcpus {
-                    let wrong = allowed_on_wrong_socket(topology, &t.allowed_cpus, &vm.gpu_nodes);
-                    let _ = writeln!(
-                        out,
-                        "    vCPU {} thread {} may run on CPUs {}{}",
-                        t.vcpu,
-                        t.tid,
-                        t.allowed_cpus,
-                        if wrong {
-                            "  <- includes the far socket"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-            }
-            for p in &inv.problems {
-                let _ = writeln!(out, "problem: {p}");
-            }
-        }
-    }
-    for w in &topology.warnings {
-        let _ = writeln!(out, "warning: {w}");
-    }
-    out
 }
 
-/// Fetches /status.json from a running daemon at `addr` ("host:port").
-pub fn fetch_status(addr: &str) -> Result<HostStatus, String> {
-    let fail = |e: &dyn std::fmt::Display| {
-        format!("cannot reach the pinsight daemon at {addr}: {e} (is `pinsight run` running? use --addr)")
-    };
-    let mut stream = TcpStream::connect(addr).map_err(|e| fail(&e))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| fail(&e))?;
-    write!(
-        stream,
-        "GET /status.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| fail(&e))?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| fail(&e))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| fail(&"malformed HTTP response"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(fail(&head.lines().next().unwrap_or("")));
-    }
-    serde_json::from_str(body).map_err(|e| fail(&format!("unexpected /status.json: {e}")))
+/// Prints `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }

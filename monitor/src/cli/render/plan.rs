@@ -1,11 +1,14 @@
-//! The text form of a plan, for `pinsight plan` and the daemon's log.
+//! `pinsight plan` as text: the policy's plan, and the undo record of `plan --undo`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Plan, Verdict};
+use crate::cpuset::CpuSet;
+use crate::policy::record::{describe, utc, Record};
+use crate::policy::{Plan, Verdict};
 
 /// One block per VM with GPUs: verdict, reason, and each vCPU's before -> after.
-pub fn render_plan(plan: &Plan) -> String {
+pub fn plan(plan: &Plan) -> String {
     let mut out = String::new();
     if plan.decisions.is_empty() {
         let _ = writeln!(out, "no running VM has a GPU: nothing to place");
@@ -42,11 +45,7 @@ pub fn render_plan(plan: &Plan) -> String {
 }
 
 /// `pinsight plan --undo`: the pins pinsight found before it first acted, beside today's.
-pub fn render_undo(
-    domain: &str,
-    record: &super::record::Record,
-    current: &std::collections::BTreeMap<u32, crate::cpuset::CpuSet>,
-) -> String {
+pub fn undo(domain: &str, record: &Record, current: &BTreeMap<u32, CpuSet>) -> String {
     let mut out = String::new();
     let Some(original) = &record.original else {
         let _ = writeln!(
@@ -54,7 +53,7 @@ pub fn render_undo(
             "{domain}: nothing to undo (pinsight has not changed its pins, or they were restored)"
         );
         if let Some(last) = &record.last {
-            let _ = writeln!(out, "  last action: {}", super::record::describe(last));
+            let _ = writeln!(out, "  last action: {}", describe(last));
         }
         return out;
     };
@@ -62,7 +61,7 @@ pub fn render_undo(
         out,
         "{domain}: `pinsight restore {domain}` would put back the pins from before pinsight's \
          first action ({}):",
-        super::record::utc(original.time)
+        utc(original.time)
     );
     for (vcpu, cpus) in &original.vcpus {
         let now = current.get(vcpu).map_or("?".to_string(), |c| c.to_string());
@@ -72,7 +71,7 @@ pub fn render_undo(
         let _ = writeln!(out, "  emulator: -> {cpus}");
     }
     if let Some(last) = &record.last {
-        let _ = writeln!(out, "  last action: {}", super::record::describe(last));
+        let _ = writeln!(out, "  last action: {}", describe(last));
     }
     out
 }

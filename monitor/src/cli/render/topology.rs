@@ -1,0 +1,99 @@
+//! `pinsight topology` as text: sockets with their nodes, GPUs, and each VM's vCPU threads.
+
+use std::fmt::Write as _;
+
+use crate::inventory::{Inventory, LibvirtError};
+use crate::status::allowed_on_wrong_socket;
+use crate::topology::Topology;
+
+/// The host's sockets, nodes and GPUs, then the VMs (or why libvirt could not list them).
+pub fn topology(topology: &Topology, inventory: Result<&Inventory, &LibvirtError>) -> String {
+    let mut out = String::new();
+    for (socket, cpus) in topology.sockets() {
+        let _ = writeln!(out, "socket {socket}: CPUs {cpus}");
+        for node in topology.nodes.values().filter(|n| n.socket == Some(socket)) {
+            let _ = writeln!(out, "  node {}: CPUs {}", node.id, node.cpus);
+        }
+    }
+    for node in topology.nodes.values().filter(|n| n.socket.is_none()) {
+        let _ = writeln!(out, "node {} (no CPUs: memory only)", node.id);
+    }
+    if !topology.offline_cpus.is_empty() {
+        let _ = writeln!(out, "offline CPUs: {}", topology.offline_cpus);
+    }
+    let gpus: Vec<_> = topology
+        .pci
+        .values()
+        .filter(|d| d.class.is_some_and(Topology::is_gpu_class))
+        .collect();
+    let _ = writeln!(out, "GPUs:{}", if gpus.is_empty() { " none" } else { "" });
+    for gpu in gpus {
+        let node = gpu
+            .node
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let _ = writeln!(out, "  {} node {node}", gpu.address);
+    }
+    match inventory {
+        Err(e) => {
+            let _ = writeln!(out, "VMs: unknown ({e})");
+        }
+        Ok(inv) => {
+            let _ = writeln!(
+                out,
+                "VMs:{}",
+                if inv.vms.is_empty() {
+                    " none running"
+                } else {
+                    ""
+                }
+            );
+            for vm in &inv.vms {
+                let gpus: Vec<String> = vm
+                    .gpus
+                    .iter()
+                    .map(|g| {
+                        format!(
+                            "{} (node {})",
+                            g.address,
+                            g.node.map(|n| n.to_string()).unwrap_or("?".into())
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  {} pid {} GPUs: {}",
+                    vm.name,
+                    vm.pid,
+                    if gpus.is_empty() {
+                        "none".into()
+                    } else {
+                        gpus.join(", ")
+                    }
+                );
+                for t in &vm.vcpus {
+                    let wrong = allowed_on_wrong_socket(topology, &t.allowed_cpus, &vm.gpu_nodes);
+                    let _ = writeln!(
+                        out,
+                        "    vCPU {} thread {} may run on CPUs {}{}",
+                        t.vcpu,
+                        t.tid,
+                        t.allowed_cpus,
+                        if wrong {
+                            "  <- includes the far socket"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            for p in &inv.problems {
+                let _ = writeln!(out, "problem: {p}");
+            }
+        }
+    }
+    for w in &topology.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
