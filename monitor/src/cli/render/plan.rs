@@ -75,3 +75,45 @@ pub fn undo(domain: &str, record: &Record, current: &BTreeMap<u32, CpuSet>) -> S
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::record::{Action, ActionKind, ActionResult, Pins};
+
+    #[test]
+    fn undo_shows_the_original_pins_beside_todays() {
+        let cpus = |s: &str| s.parse::<CpuSet>().unwrap();
+        let mut record = Record::default();
+        assert!(undo("vm", &record, &BTreeMap::new()).starts_with("vm: nothing to undo"));
+        record.original = Some(Pins {
+            time: 0.0,
+            vcpus: BTreeMap::from([(0, cpus("0-1")), (1, cpus("0-1"))]),
+            emulator: Some(cpus("0-1")),
+        });
+        record.last = Some(Action {
+            time: 60.0,
+            action: ActionKind::Repin,
+            result: ActionResult::Applied,
+            reason: "far socket".into(),
+            vcpus: BTreeMap::from([(0, (cpus("0-1"), cpus("1")))]),
+            emulator: None,
+        });
+        let current = BTreeMap::from([(0, cpus("1"))]);
+        assert_eq!(
+            undo("vm", &record, &current),
+            "vm: `pinsight restore vm` would put back the pins from before pinsight's first \
+             action (1970-01-01T00:00:00Z):\n  vCPU   0: now 1 -> 0-1\n  vCPU   1: now ? -> 0-1\n\
+             \x20 emulator: -> 0-1\n  last action: 1970-01-01T00:01:00Z repin applied: \
+             vCPU 0 0-1 -> 1 (far socket)\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_plan_says_there_is_nothing_to_place() {
+        assert_eq!(
+            plan(&Plan::default()),
+            "no running VM has a GPU: nothing to place\n"
+        );
+    }
+}

@@ -97,3 +97,67 @@ pub fn topology(topology: &Topology, inventory: Result<&Inventory, &LibvirtError
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::domain_xml::parse_domain_xml;
+    use crate::inventory::{Gpu, VcpuThread, Vm};
+
+    fn two_sockets() -> Topology {
+        let root = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sysfs/two-socket-gpu"
+        );
+        Topology::read(std::path::Path::new(root)).unwrap()
+    }
+
+    #[test]
+    fn shows_sockets_gpus_and_why_vms_are_unknown() {
+        let down = LibvirtError::Connect {
+            uri: "qemu:///system".into(),
+            message: "no socket".into(),
+        };
+        assert_eq!(
+            topology(&two_sockets(), Err(&down)),
+            "socket 0: CPUs 0\n  node 0: CPUs 0\nsocket 1: CPUs 1\n  node 1: CPUs 1\n\
+             GPUs:\n  0000:3b:00.0 node 1\n  0000:af:00.0 node 0\n\
+             VMs: unknown (cannot connect to libvirt at qemu:///system: no socket)\n"
+        );
+    }
+
+    #[test]
+    fn marks_a_vcpu_that_may_run_on_the_far_socket() {
+        let xml = "<domain type='kvm'><name>gpu-vm</name><uuid>u</uuid><vcpu>1</vcpu></domain>";
+        let vm = Vm {
+            name: "gpu-vm".into(),
+            uuid: "u".into(),
+            pid: 42,
+            vcpus: vec![VcpuThread {
+                vcpu: 0,
+                tid: 43,
+                allowed_cpus: "0-1".parse().unwrap(),
+            }],
+            gpus: vec![Gpu {
+                address: "0000:3b:00.0".into(),
+                node: Some(1),
+                source: "hostdev",
+            }],
+            gpu_nodes: vec![1],
+            spec: parse_domain_xml(xml).unwrap(),
+        };
+        let inventory = Inventory {
+            vms: vec![vm],
+            problems: vec!["domain odd: no pid file".into()],
+        };
+        let text = topology(&two_sockets(), Ok(&inventory));
+        assert!(
+            text.ends_with(
+                "VMs:\n  gpu-vm pid 42 GPUs: 0000:3b:00.0 (node 1)\n\
+                 \x20   vCPU 0 thread 43 may run on CPUs 0-1  <- includes the far socket\n\
+                 problem: domain odd: no pid file\n"
+            ),
+            "{text}"
+        );
+    }
+}
