@@ -8,7 +8,6 @@
 mod repin;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -28,35 +27,6 @@ pub type Shared = Arc<RwLock<Arc<HostView>>>;
 /// An empty view to share before the first tick.
 pub fn shared() -> Shared {
     Arc::new(RwLock::new(Arc::new(HostView::default())))
-}
-
-/// Runs `engine` on a thread of its own until `stop` is set. If the engine ends any other
-/// way (a panic), the process cannot tell the truth any more: it logs what died and exits
-/// non-zero, so that systemd restarts it instead of serving a frozen view.
-pub fn spawn(
-    engine: Engine,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("pinsight-engine".into())
-        .spawn(move || {
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| engine.run(stop.clone())));
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let why = match result {
-                Ok(()) => "returned".to_string(),
-                Err(panic) => panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .map_or("panicked".into(), |m| format!("panicked: {m}")),
-            };
-            tracing::error!(
-                "the engine thread {why}; exiting so the service manager restarts pinsight"
-            );
-            std::process::exit(70);
-        })
 }
 
 /// The engine's state between ticks.

@@ -19,7 +19,6 @@ pub mod metrics;
 pub mod policy;
 pub mod probes;
 pub mod remediate;
-pub mod status;
 pub mod topology;
 pub mod view;
 

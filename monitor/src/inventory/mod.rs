@@ -41,6 +41,16 @@ pub struct Gpu {
     pub source: GpuSource,
 }
 
+impl std::fmt::Display for Gpu {
+    /// "0000:3b:00.0@node1", or "@node?" when the node is unknown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.node {
+            Some(n) => write!(f, "{}@node{n}", self.address),
+            None => write!(f, "{}@node?", self.address),
+        }
+    }
+}
+
 /// One vCPU thread of a VM.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VcpuThread {

@@ -6,7 +6,6 @@
 mod decide;
 pub mod placement;
 pub mod record;
-mod render;
 #[cfg(test)]
 mod tests;
 
@@ -18,8 +17,6 @@ use crate::config::PolicyConfig;
 use crate::cpuset::CpuSet;
 use crate::inventory::Vm;
 use crate::topology::Topology;
-
-pub use render::{render_plan, render_undo};
 
 /// Why a vCPU counts as misplaced.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -138,6 +138,12 @@ pub struct VmView {
 }
 
 impl VmView {
+    /// The GPUs with their nodes, comma-separated ("0000:3b:00.0@node1"), or None.
+    pub fn gpu_list(&self) -> Option<String> {
+        let gpus: Vec<String> = self.gpus.iter().map(Gpu::to_string).collect();
+        (!gpus.is_empty()).then(|| gpus.join(", "))
+    }
+
     /// Whether the VM has a GPU on a node the topology knows.
     pub fn has_gpu(&self) -> bool {
         !self.gpu_nodes.is_empty()

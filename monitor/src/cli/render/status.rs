@@ -1,4 +1,4 @@
-//! The terminal rendering of `pinsight status`: the published [`HostView`], per VM and vCPU.
+//! `pinsight status` as text: the daemon's published [`HostView`], per VM and vCPU.
 
 use std::fmt::Write as _;
 
@@ -12,24 +12,8 @@ fn ratio(r: Option<f64>) -> String {
     r.map(pct).unwrap_or_else(|| "   n/a".into())
 }
 
-/// GPU addresses with their nodes ("0000:3b:00.0@node1"), or "no GPU".
-pub fn gpu_list(vm: &crate::view::VmView) -> String {
-    if vm.gpus.is_empty() {
-        return "no GPU".into();
-    }
-    let gpus: Vec<String> = vm
-        .gpus
-        .iter()
-        .map(|g| match g.node {
-            Some(n) => format!("{}@node{n}", g.address),
-            None => format!("{}@node?", g.address),
-        })
-        .collect();
-    gpus.join(", ")
-}
-
 /// The text of `pinsight status`.
-pub fn render_text(host: &HostView) -> String {
+pub fn status(host: &HostView) -> String {
     let mut out = String::new();
     let probes: Vec<String> = host
         .probes
@@ -53,7 +37,7 @@ pub fn render_text(host: &HostView) -> String {
             out,
             "\n{}  ({})  remote now {}",
             vm.domain,
-            gpu_list(vm),
+            vm.gpu_list().unwrap_or_else(|| "no GPU".into()),
             ratio(vm.remote_ratio)
         );
         let _ = writeln!(
@@ -141,7 +125,7 @@ mod tests {
             verdict: crate::policy::Verdict::Placed,
             reason: "nothing to do".into(),
         });
-        let text = render_text(&view);
+        let text = status(&view);
         assert!(text.contains("policy: enforce"), "{text}");
         assert!(text.contains("  policy: ok: nothing to do\n"), "{text}");
         assert!(

@@ -1,29 +1,12 @@
-//! Terminal reports: `pinsight topology` and the client side of `pinsight status`.
+//! `pinsight topology` as text: sockets with their nodes, GPUs, and each VM's vCPU threads.
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::time::Duration;
 
-use serde::Serialize;
-
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, LibvirtError};
 use crate::topology::Topology;
-use crate::view::HostView;
 
-/// What `pinsight topology --json` prints.
-#[derive(Debug, Serialize)]
-pub struct TopologyReport<'a> {
-    /// The host.
-    pub topology: &'a Topology,
-    /// VMs, or None when libvirt was not reachable.
-    pub inventory: Option<&'a Inventory>,
-    /// Why libvirt was not reachable.
-    pub libvirt_error: Option<String>,
-}
-
-/// The text form of `pinsight topology`.
-pub fn render_topology(topology: &Topology, inventory: Result<&Inventory, String>) -> String {
+/// The host's sockets, nodes and GPUs, then the VMs (or why libvirt could not list them).
+pub fn topology(topology: &Topology, inventory: Result<&Inventory, &LibvirtError>) -> String {
     let mut out = String::new();
     for (socket, cpus) in topology.sockets() {
         let _ = writeln!(out, "socket {socket}: CPUs {cpus}");
@@ -114,27 +97,48 @@ pub fn render_topology(topology: &Topology, inventory: Result<&Inventory, String
     out
 }
 
-/// Fetches /status.json from a running daemon at `addr` ("host:port").
-pub fn fetch_status(addr: &str) -> Result<HostView, String> {
-    let fail = |e: &dyn std::fmt::Display| {
-        format!("cannot reach the pinsight daemon at {addr}: {e} (is `pinsight run` running? use --addr)")
-    };
-    let mut stream = TcpStream::connect(addr).map_err(|e| fail(&e))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| fail(&e))?;
-    write!(
-        stream,
-        "GET /status.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| fail(&e))?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| fail(&e))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| fail(&"malformed HTTP response"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(fail(&head.lines().next().unwrap_or("")));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{topo, VmBuilder};
+
+    fn two_sockets() -> Topology {
+        topo("two-socket-gpu")
     }
-    serde_json::from_str(body).map_err(|e| fail(&format!("unexpected /status.json: {e}")))
+
+    #[test]
+    fn shows_sockets_gpus_and_why_vms_are_unknown() {
+        let down = LibvirtError::Connect {
+            uri: "qemu:///system".into(),
+            message: "no socket".into(),
+        };
+        assert_eq!(
+            topology(&two_sockets(), Err(&down)),
+            "socket 0: CPUs 0\n  node 0: CPUs 0\nsocket 1: CPUs 1\n  node 1: CPUs 1\n\
+             GPUs:\n  0000:3b:00.0 node 1\n  0000:af:00.0 node 0\n\
+             VMs: unknown (cannot connect to libvirt at qemu:///system: no socket)\n"
+        );
+    }
+
+    #[test]
+    fn marks_a_vcpu_that_may_run_on_the_far_socket() {
+        let mut vm = VmBuilder::new("gpu-vm")
+            .vcpus(&["0-1"])
+            .gpu("0000:3b:00.0", 1)
+            .build();
+        (vm.pid, vm.vcpus[0].tid) = (42, 43);
+        let inventory = Inventory {
+            vms: vec![vm],
+            problems: vec!["domain odd: no pid file".into()],
+        };
+        let text = topology(&two_sockets(), Ok(&inventory));
+        assert!(
+            text.ends_with(
+                "VMs:\n  gpu-vm pid 42 GPUs: 0000:3b:00.0 (node 1)\n\
+                 \x20   vCPU 0 thread 43 may run on CPUs 0-1  <- includes the far socket\n\
+                 problem: domain odd: no pid file\n"
+            ),
+            "{text}"
+        );
+    }
 }

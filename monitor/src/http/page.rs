@@ -1,55 +1,7 @@
-//! The HTTP side: /metrics for Prometheus, / for people, /status.json for `pinsight status`.
+//! The daemon's own page at `/`: what pinsight is, its version, links and one row per VM.
+//! All HTML lives here.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
-
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
-use axum::routing::get;
-use axum::Router;
-
-use crate::daemon::Shared;
 use crate::view::HostView;
-
-/// What the handlers share: the engine's published view (read only) and what the HTTP side
-/// keeps itself.
-#[derive(Clone)]
-struct AppState {
-    view: Shared,
-    /// Seconds the previous /metrics render took, as f64 bits.
-    last_render: Arc<AtomicU64>,
-}
-
-impl AppState {
-    /// The newest view; the lock is held only to clone the pointer.
-    fn view(&self) -> Arc<HostView> {
-        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let started = Instant::now();
-    let mut body = crate::metrics::render(&state.view());
-    let previous = f64::from_bits(state.last_render.load(Ordering::Relaxed));
-    body.push_str(&crate::metrics::render_scrape_duration(previous));
-    state
-        .last_render
-        .store(started.elapsed().as_secs_f64().to_bits(), Ordering::Relaxed);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-}
-
-async fn status(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(state.view().as_ref().clone())
-}
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -62,18 +14,14 @@ fn escape(s: &str) -> String {
 const MISPLACED_RATIO: f64 = 0.5;
 
 /// The landing page: what pinsight is, its version, links, and one row per VM.
-fn render_index(status: &HostView) -> String {
+pub fn index(status: &HostView) -> String {
     let mut rows = String::new();
     for vm in &status.vms {
         let ratio = vm
             .remote_ratio
             .map(|r| format!("{:.1}%", r * 100.0))
             .unwrap_or_else(|| "n/a (no GPU)".into());
-        let gpus = if vm.gpus.is_empty() {
-            "none".to_string()
-        } else {
-            crate::status::gpu_list(vm)
-        };
+        let gpus = vm.gpu_list().unwrap_or_else(|| "none".into());
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&vm.domain),
@@ -138,35 +86,11 @@ fn render_index(status: &HostView) -> String {
     )
 }
 
-async fn index(State(state): State<AppState>) -> Html<String> {
-    Html(render_index(&state.view()))
-}
-
-/// Serves until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    shared: Shared,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/", get(index))
-        .route("/metrics", get(metrics))
-        .route("/status.json", get(status))
-        .with_state(AppState {
-            view: shared,
-            last_render: Arc::new(AtomicU64::new(0)),
-        });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, / and /status.json");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::inventory::{Gpu, GpuSource};
+    use crate::view::HostView;
     use crate::view::{ProbeView, VmView};
 
     /// A VM with GPUs on node 1 at `gpus`.
@@ -221,7 +145,7 @@ mod tests {
             mode: crate::config::Mode::Observe,
             ..Default::default()
         };
-        let page = render_index(&status);
+        let page = index(&status);
         assert!(page.contains("<h1>pinsight 1.2.3</h1>"), "{page}");
         assert!(page.contains("<a href=\"/metrics\">"), "{page}");
         assert!(
@@ -249,7 +173,7 @@ mod tests {
 
     #[test]
     fn landing_page_says_when_no_vm_runs_and_libvirt_is_down() {
-        let page = render_index(&HostView {
+        let page = index(&HostView {
             version: "1.2.3".into(),
             ..Default::default()
         });

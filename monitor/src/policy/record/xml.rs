@@ -1,6 +1,5 @@
-//! pinsight's own audit record in a domain's metadata (`urn:pinsight:state:1`): the pins a VM
-//! had before pinsight first acted on it (so `pinsight restore` can put them back) and the last
-//! action (what, when, why, from what to what). Pure: parsing and rendering, no libvirt.
+//! The state element's XML: what `virDomainSetMetadata` is given and what the domain XML
+//! (or `virDomainGetMetadata`) gives back.
 //!
 //! libvirt keeps one element per namespace and gives the element written with
 //! `virDomainSetMetadata(key = "pinsight")` that prefix, so what is written here carries no
@@ -10,56 +9,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use roxmltree::{Document, Node};
-use serde::Serialize;
 
+use super::{utc, Action, ActionKind, ActionResult, Pins, Record, RecordError};
 use crate::cpuset::CpuSet;
 use crate::inventory::domain_xml::PINSIGHT_STATE_NS;
-
-/// The state element could not be read; pinsight then leaves the VM alone rather than
-/// overwrite pins it could not restore.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("pinsight state element ({PINSIGHT_STATE_NS}): {reason}")]
-pub struct RecordError {
-    /// What is wrong, naming the element and value.
-    pub reason: String,
-}
-
-/// Pins of one VM at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Pins {
-    /// Unix time (seconds) they were read.
-    pub time: f64,
-    /// Allowed CPUs per vCPU index.
-    pub vcpus: BTreeMap<u32, CpuSet>,
-    /// Allowed CPUs of the emulator threads, when known.
-    pub emulator: Option<CpuSet>,
-}
-
-/// One change pinsight made (or tried).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Action {
-    /// Unix time (seconds).
-    pub time: f64,
-    /// "repin" or "restore".
-    pub action: String,
-    /// "applied" or "failed".
-    pub result: String,
-    /// Why, in words.
-    pub reason: String,
-    /// vCPU index -> (before, after).
-    pub vcpus: BTreeMap<u32, (CpuSet, CpuSet)>,
-    /// Emulator (before, after), when it was moved.
-    pub emulator: Option<(CpuSet, CpuSet)>,
-}
-
-/// The whole state element.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Record {
-    /// Pins before pinsight's first action since the last restore; `None`: nothing to undo.
-    pub original: Option<Pins>,
-    /// The last action.
-    pub last: Option<Action>,
-}
 
 impl Record {
     /// Reads the element as it appears in the domain XML (any prefix), or as
@@ -97,13 +50,23 @@ impl Record {
                     record.original = Some(pins);
                 }
                 "last" => {
-                    let text = |name| child.attribute(name).unwrap_or("").to_string();
                     let mut action = Action {
                         time: time_attr(child)?,
-                        action: text("action"),
-                        result: text("result"),
-                        reason: text("reason"),
-                        ..Action::default()
+                        action: word_attr(
+                            child,
+                            "action",
+                            &[ActionKind::Repin, ActionKind::Restore],
+                            |k| k.as_str(),
+                        )?,
+                        result: word_attr(
+                            child,
+                            "result",
+                            &[ActionResult::Applied, ActionResult::Failed],
+                            |r| r.as_str(),
+                        )?,
+                        reason: child.attribute("reason").unwrap_or("").to_string(),
+                        vcpus: BTreeMap::new(),
+                        emulator: None,
                     };
                     for item in children(child) {
                         let moved = || Ok((cpus_attr(item, "before")?, cpus_attr(item, "after")?));
@@ -147,8 +110,8 @@ impl Record {
                 "<last time=\"{:.3}\" utc=\"{}\" action=\"{}\" result=\"{}\" reason=\"{}\">",
                 a.time,
                 utc(a.time),
-                escape(&a.action),
-                escape(&a.result),
+                a.action.as_str(),
+                a.result.as_str(),
                 escape(&a.reason)
             );
             for (vcpu, (before, after)) in &a.vcpus {
@@ -165,38 +128,6 @@ impl Record {
         out.push_str("</state>");
         out
     }
-
-    /// The CPUs pinsight itself pinned each vCPU to in its last applied action.
-    pub fn pinned_by_pinsight(&self) -> BTreeMap<u32, CpuSet> {
-        match &self.last {
-            Some(a) if a.result == "applied" && a.action == "repin" => a
-                .vcpus
-                .iter()
-                .map(|(v, (_, after))| (*v, after.clone()))
-                .collect(),
-            _ => BTreeMap::new(),
-        }
-    }
-}
-
-/// One line for people: "2026-11-25T07:20:00Z repin applied: vCPU 0 0 -> 1 (reason)".
-pub fn describe(action: &Action) -> String {
-    let mut moves: Vec<String> = action
-        .vcpus
-        .iter()
-        .map(|(v, (b, a))| format!("vCPU {v} {b} -> {a}"))
-        .collect();
-    if let Some((b, a)) = &action.emulator {
-        moves.push(format!("emulator {b} -> {a}"));
-    }
-    format!(
-        "{} {} {}: {} ({})",
-        utc(action.time),
-        action.action,
-        action.result,
-        moves.join(", "),
-        action.reason
-    )
 }
 
 /// Element children in the namespace of `node` (the state namespace, or none for the form
@@ -217,6 +148,31 @@ fn time_attr(node: Node) -> Result<f64, RecordError> {
             reason: format!(
                 "<{} time={text:?}> is not a Unix time",
                 node.tag_name().name()
+            ),
+        })
+}
+
+/// The one of `words` that attribute `name` spells (`spell` gives each one's spelling).
+fn word_attr<T: Copy>(
+    node: Node,
+    name: &str,
+    words: &[T],
+    spell: fn(T) -> &'static str,
+) -> Result<T, RecordError> {
+    let text = node.attribute(name).unwrap_or("");
+    words
+        .iter()
+        .copied()
+        .find(|w| spell(*w) == text)
+        .ok_or_else(|| RecordError {
+            reason: format!(
+                "<{} {name}={text:?}> is not one of {}",
+                node.tag_name().name(),
+                words
+                    .iter()
+                    .map(|w| spell(*w))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         })
 }
@@ -251,30 +207,9 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Unix seconds as RFC 3339 UTC ("2026-11-25T07:20:00Z"), for people reading the XML.
-pub fn utc(unix: f64) -> String {
-    let secs = unix.max(0.0) as i64;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::describe;
     use super::*;
 
     fn cpus(list: &str) -> CpuSet {
@@ -305,8 +240,8 @@ mod tests {
             }),
             last: Some(Action {
                 time: 1_764_055_201.25,
-                action: "repin".into(),
-                result: "applied".into(),
+                action: ActionKind::Repin,
+                result: ActionResult::Applied,
                 reason: "vCPU 0 remote share 0.97 >= 0.50 & \"more\"".into(),
                 vcpus: BTreeMap::from([(0, (cpus("0"), cpus("1")))]),
                 emulator: Some((cpus("0-1"), cpus("1"))),
@@ -355,9 +290,44 @@ mod tests {
     }
 
     #[test]
-    fn utc_matches_known_dates() {
-        assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(951_782_400.0), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_709_210_096.0), "2024-02-29T12:34:56Z");
+    fn a_record_written_by_the_string_typed_version_still_parses() {
+        // Verbatim from a domain's live XML, written by pinsight before `action` and `result`
+        // were enums: a restore after a repin whose metadata write failed.
+        let old = "<pinsight:state xmlns:pinsight=\"urn:pinsight:state:1\">\
+            <pinsight:last time=\"1764055201.250\" utc=\"2025-11-25T07:20:01Z\" \
+            action=\"restore\" result=\"applied\" reason=\"pinsight restore: the pins from \
+            before pinsight&apos;s first action (2025-11-25T07:20:00Z)\">\
+            <pinsight:vcpu id=\"0\" before=\"1\" after=\"0\"/></pinsight:last></pinsight:state>";
+        let last = Record::parse(old).unwrap().last.unwrap();
+        assert_eq!(
+            (last.action, last.result),
+            (ActionKind::Restore, ActionResult::Applied)
+        );
+        assert_eq!(last.vcpus, BTreeMap::from([(0, (cpus("1"), cpus("0")))]));
+        let failed = old.replace(
+            "action=\"restore\" result=\"applied\"",
+            "action=\"repin\" result=\"failed\"",
+        );
+        let last = Record::parse(&failed).unwrap().last.unwrap();
+        assert_eq!(
+            (last.action, last.result),
+            (ActionKind::Repin, ActionResult::Failed)
+        );
+        assert!(Record::parse(&failed)
+            .unwrap()
+            .pinned_by_pinsight()
+            .is_empty());
+        // The JSON of `plan --undo --json` keeps the strings.
+        let json = serde_json::to_value(&last).unwrap();
+        assert_eq!(
+            (json["action"].as_str(), json["result"].as_str()),
+            (Some("repin"), Some("failed"))
+        );
+        let bad = old.replace("action=\"restore\"", "action=\"teleport\"");
+        let e = Record::parse(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("<last action=\"teleport\"> is not one of repin, restore"),
+            "{e}"
+        );
     }
 }

@@ -4,24 +4,24 @@
 //! change that cannot be completed and recorded is rolled back, so every change pinsight
 //! leaves behind can be undone with `pinsight restore`.
 
-use virt::domain::Domain;
-use virt::error::ErrorNumber;
-use virt::sys;
+mod domain;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
 
 use crate::cpuset::CpuSet;
 use crate::inventory::domain_xml::PINSIGHT_STATE_NS;
 use crate::inventory::Vm;
-use crate::policy::record::{utc, Action, Pins, Record};
+use crate::policy::record::{utc, Action, ActionKind, ActionResult, Pins, Record};
 use crate::policy::VmDecision;
-
-/// Prefix libvirt gives pinsight's state element.
-const STATE_KEY: &str = "pinsight";
+pub use domain::{cpumap, CallError, DomainCalls, Scope};
 
 /// A change that could not be made; names the domain, the step and libvirt's reason.
 #[derive(Debug, thiserror::Error)]
 pub enum RemediateError {
     /// A libvirt call failed.
-    #[error("domain {domain}: {step} failed: {message}{rollback}")]
+    #[error("domain {domain}: {step} failed: {message}{}", rollback.as_ref().map_or(String::new(), |r| format!("; {r}")))]
     Libvirt {
         /// Domain name.
         domain: String,
@@ -29,8 +29,9 @@ pub enum RemediateError {
         step: String,
         /// libvirt's message.
         message: String,
-        /// "; rolled back" or what could not be rolled back.
-        rollback: String,
+        /// What became of the pins made before the failure; `None` when the step came
+        /// before any pin (reading the record).
+        rollback: Option<Rollback>,
     },
     /// pinsight's state element is unreadable, so a change could not be undone.
     #[error("domain {domain}: {reason}")]
@@ -51,66 +52,75 @@ pub enum RemediateError {
     },
 }
 
-/// libvirt's CPU map: bit `cpu % 8` of byte `cpu / 8`.
-pub fn cpumap(cpus: &CpuSet) -> Vec<u8> {
-    let len = cpus.iter().last().map_or(1, |max| max as usize / 8 + 1);
-    let mut map = vec![0u8; len];
-    for cpu in cpus.iter() {
-        map[cpu as usize / 8] |= 1 << (cpu % 8);
-    }
-    map
+/// What became of the pins already made when a later step failed: each was put back (in
+/// reverse order) or could not be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rollback {
+    /// The pins put back, in the order they were ("pin vCPU 1 to 0-1").
+    pub restored: Vec<String>,
+    /// The pins that could not be put back, each with libvirt's message.
+    pub failed: Vec<String>,
 }
 
-/// The flags of every change: live, plus the persistent definition when asked for and the
-/// domain has one (a transient domain refuses CONFIG).
-fn flags(domain: &Domain, persistent: bool) -> u32 {
-    let mut flags = sys::VIR_DOMAIN_AFFECT_LIVE;
-    if persistent && domain.is_persistent().unwrap_or(false) {
-        flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.restored.is_empty(), self.failed.is_empty()) {
+            (true, true) => write!(f, "nothing had been changed"),
+            (false, true) => write!(f, "rolled back: {}", self.restored.join(", ")),
+            (true, false) => write!(f, "NOT rolled back: {}", self.failed.join(", ")),
+            (false, false) => write!(
+                f,
+                "rolled back: {}; NOT rolled back: {}",
+                self.restored.join(", "),
+                self.failed.join(", ")
+            ),
+        }
     }
-    flags
+}
+
+/// The scope of every change: live, plus the persistent definition when asked for and the
+/// domain has one (a transient domain refuses CONFIG).
+fn scope(domain: &impl DomainCalls, persistent: bool) -> Scope {
+    if persistent && domain.is_persistent() {
+        Scope::LiveAndConfig
+    } else {
+        Scope::Live
+    }
 }
 
 /// pinsight's record of `domain`, read live (an absent element is an empty record).
-pub fn read_record(domain: &Domain, name: &str) -> Result<Record, RemediateError> {
-    match domain.metadata(
-        sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-        Some(PINSIGHT_STATE_NS),
-        sys::VIR_DOMAIN_AFFECT_LIVE,
-    ) {
-        Ok(xml) => Record::parse(&xml).map_err(|e| RemediateError::Record {
+pub fn read_record(domain: &impl DomainCalls, name: &str) -> Result<Record, RemediateError> {
+    let xml = domain.read_state().map_err(|e| RemediateError::Libvirt {
+        domain: name.to_string(),
+        step: format!("reading the {PINSIGHT_STATE_NS} metadata"),
+        message: e.message,
+        rollback: None,
+    })?;
+    match xml {
+        Some(xml) => Record::parse(&xml).map_err(|e| RemediateError::Record {
             domain: name.to_string(),
             reason: e.to_string(),
         }),
-        Err(e) if e.code().is(ErrorNumber::NoDomainMetadata) => Ok(Record::default()),
-        Err(e) => Err(RemediateError::Libvirt {
-            domain: name.to_string(),
-            step: format!("reading the {PINSIGHT_STATE_NS} metadata"),
-            message: e.message().to_string(),
-            rollback: String::new(),
-        }),
+        None => Ok(Record::default()),
     }
 }
 
+/// Writes `record`; on failure puts back `made` (an unrecorded change could not be undone by
+/// `pinsight restore`).
 fn write_record(
-    domain: &Domain,
+    domain: &impl DomainCalls,
     name: &str,
     record: &Record,
-    flags: u32,
+    scope: Scope,
+    made: &[Pin],
 ) -> Result<(), RemediateError> {
     domain
-        .set_metadata(
-            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-            Some(&record.to_xml()),
-            Some(STATE_KEY),
-            Some(PINSIGHT_STATE_NS),
-            flags,
-        )
+        .write_state(&record.to_xml(), scope)
         .map_err(|e| RemediateError::Libvirt {
             domain: name.to_string(),
             step: format!("writing the {PINSIGHT_STATE_NS} metadata"),
-            message: e.message().to_string(),
-            rollback: String::new(),
+            message: e.message,
+            rollback: Some(undo(domain, made, scope)),
         })
 }
 
@@ -131,21 +141,20 @@ impl Pin {
         }
     }
 
-    fn set(&self, domain: &Domain, to: &CpuSet, flags: u32) -> Result<(), virt::error::Error> {
+    fn set(&self, domain: &impl DomainCalls, to: &CpuSet, scope: Scope) -> Result<(), CallError> {
         match self.vcpu {
-            Some(v) => domain.pin_vcpu_flags(v, &cpumap(to), flags),
-            None => domain.pin_emulator(&cpumap(to), flags),
+            Some(v) => domain.pin_vcpu(v, to, scope),
+            None => domain.pin_emulator(to, scope),
         }
     }
 }
 
-/// Makes `pins` in order; on the first failure puts back the ones already made.
 /// An applied action that moved `pins` (vCPUs and, if present, the emulator).
-fn applied_action(time: f64, action: &str, reason: String, pins: &[Pin]) -> Action {
+fn applied_action(time: f64, action: ActionKind, reason: String, pins: &[Pin]) -> Action {
     Action {
         time,
-        action: action.into(),
-        result: "applied".into(),
+        action,
+        result: ActionResult::Applied,
         reason,
         vcpus: pins
             .iter()
@@ -158,36 +167,37 @@ fn applied_action(time: f64, action: &str, reason: String, pins: &[Pin]) -> Acti
     }
 }
 
-fn pin_all(domain: &Domain, name: &str, pins: &[Pin], flags: u32) -> Result<(), RemediateError> {
+/// Makes `pins` in order; on the first failure puts back the ones already made.
+fn pin_all(
+    domain: &impl DomainCalls,
+    name: &str,
+    pins: &[Pin],
+    scope: Scope,
+) -> Result<(), RemediateError> {
     for (i, pin) in pins.iter().enumerate() {
-        if let Err(e) = pin.set(domain, &pin.after, flags) {
+        if let Err(e) = pin.set(domain, &pin.after, scope) {
             return Err(RemediateError::Libvirt {
                 domain: name.to_string(),
                 step: pin.describe(&pin.after),
-                message: e.message().to_string(),
-                rollback: undo(domain, &pins[..i], flags),
+                message: e.message,
+                rollback: Some(undo(domain, &pins[..i], scope)),
             });
         }
     }
     Ok(())
 }
 
-/// Puts `done` back to their `before` sets; says how that went, for the error message.
-fn undo(domain: &Domain, done: &[Pin], flags: u32) -> String {
-    let failed: Vec<String> = done
-        .iter()
-        .rev()
-        .filter_map(|pin| {
-            pin.set(domain, &pin.before, flags)
-                .err()
-                .map(|e| format!("{}: {}", pin.describe(&pin.before), e.message()))
-        })
-        .collect();
-    match (done.is_empty(), failed.is_empty()) {
-        (true, _) => String::new(),
-        (false, true) => "; the pins already made were put back".into(),
-        (false, false) => format!("; putting back FAILED: {}", failed.join("; ")),
+/// Puts `made` back to their `before` sets, last made first, and says how each went.
+fn undo(domain: &impl DomainCalls, made: &[Pin], scope: Scope) -> Rollback {
+    let mut rollback = Rollback::default();
+    for pin in made.iter().rev() {
+        let step = pin.describe(&pin.before);
+        match pin.set(domain, &pin.before, scope) {
+            Ok(()) => rollback.restored.push(step),
+            Err(e) => rollback.failed.push(format!("{step} ({e})")),
+        }
     }
+    rollback
 }
 
 /// The pins a Repin decision makes.
@@ -217,14 +227,14 @@ fn pins_of(decision: &VmDecision) -> Vec<Pin> {
 /// it. Returns the recorded action. On failure nothing is left changed (or the error says
 /// what could not be put back).
 pub fn apply(
-    domain: &Domain,
+    domain: &impl DomainCalls,
     vm: &Vm,
     decision: &VmDecision,
     persistent: bool,
     now: f64,
 ) -> Result<Action, RemediateError> {
     let name = vm.name.as_str();
-    let flags = flags(domain, persistent);
+    let scope = scope(domain, persistent);
     let read = read_record(domain, name)?;
     let mut record = read.clone();
     let pins = pins_of(decision);
@@ -251,37 +261,31 @@ pub fn apply(
             }
         }
     }
-    let mut action = applied_action(now, "repin", decision.reason.clone(), &pins);
-    if let Err(e) = pin_all(domain, name, &pins, flags) {
+    let mut action = applied_action(now, ActionKind::Repin, decision.reason.clone(), &pins);
+    if let Err(e) = pin_all(domain, name, &pins, scope) {
         // Nothing changed: record the attempt for other operators (best effort), with the
         // original pins only if an earlier action set them.
         let mut failed = read;
-        action.result = "failed".into();
+        action.result = ActionResult::Failed;
         action.reason = format!("{}; {e}", action.reason);
         failed.last = Some(action);
-        let _ = write_record(domain, name, &failed, flags);
+        let _ = domain.write_state(&failed.to_xml(), scope);
         return Err(e);
     }
     record.last = Some(action.clone());
-    if let Err(mut e) = write_record(domain, name, &record, flags) {
-        // An unrecorded change could not be restored by `pinsight restore`: take it back.
-        if let RemediateError::Libvirt { rollback, .. } = &mut e {
-            *rollback = undo(domain, &pins, flags);
-        }
-        return Err(e);
-    }
+    write_record(domain, name, &record, scope, &pins)?;
     Ok(action)
 }
 
 /// Puts back the pins recorded before pinsight's first action on `vm` and records that.
 pub fn restore(
-    domain: &Domain,
+    domain: &impl DomainCalls,
     vm: &Vm,
     persistent: bool,
     now: f64,
 ) -> Result<Action, RemediateError> {
     let name = vm.name.as_str();
-    let flags = flags(domain, persistent);
+    let scope = scope(domain, persistent);
     let mut record = read_record(domain, name)?;
     let original = record
         .original
@@ -314,10 +318,10 @@ pub fn restore(
             after: cpus.clone(),
         });
     }
-    pin_all(domain, name, &pins, flags)?;
+    pin_all(domain, name, &pins, scope)?;
     let action = applied_action(
         now,
-        "restore",
+        ActionKind::Restore,
         format!(
             "pinsight restore: the pins from before pinsight's first action ({})",
             utc(original.time)
@@ -325,26 +329,6 @@ pub fn restore(
         &pins,
     );
     record.last = Some(action.clone());
-    if let Err(mut e) = write_record(domain, name, &record, flags) {
-        if let RemediateError::Libvirt { rollback, .. } = &mut e {
-            *rollback = undo(domain, &pins, flags);
-        }
-        return Err(e);
-    }
+    write_record(domain, name, &record, scope, &pins)?;
     Ok(action)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpumap_sets_one_bit_per_cpu() {
-        let map = |s: &str| cpumap(&s.parse().unwrap());
-        assert_eq!(map("0"), vec![0b0000_0001]);
-        assert_eq!(map("1"), vec![0b0000_0010]);
-        assert_eq!(map("0-1,7"), vec![0b1000_0011]);
-        assert_eq!(map("8,15-16"), vec![0, 0b1000_0001, 0b0000_0001]);
-        assert_eq!(map(""), vec![0]);
-    }
 }

@@ -1,0 +1,132 @@
+//! `pinsight run`: the daemon. The engine (probes, inventory, policy) ticks on a thread of
+//! its own; the HTTP endpoint runs on a one-worker async runtime until SIGINT or SIGTERM, or
+//! until the engine ends, which is then an error: a daemon that serves stale numbers
+//! forever is worse than one that stops and says why.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use clap::Args;
+
+use super::host::{read_topology, resolve, Flag, HostArgs};
+use super::{CliError, BPF_STATS_SYSCTL};
+use crate::config::Mode;
+
+/// Arguments of `pinsight run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Config file, sysfs root and libvirt URI.
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Address for /metrics, / and /status.json (default 0.0.0.0:9812).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Turn on kernel.bpf_stats_enabled so probe run time is exported (costs a little on
+    /// every probe run; off by default, and never turned on silently).
+    #[arg(long)]
+    pub bpf_stats: bool,
+    /// Repin policy mode (overrides policy.mode): observe, recommend or enforce.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+}
+
+impl RunArgs {
+    /// The config flags given, the host's first.
+    fn flags(&self) -> Vec<Flag> {
+        let mut flags = self.host.flags();
+        flags.extend(self.listen.map(Flag::Listen));
+        flags.extend(self.mode.map(Flag::Mode));
+        flags
+    }
+}
+
+/// Switches on the kernel's per-program run-time statistics (`--bpf-stats`).
+pub fn enable_bpf_stats() -> Result<(), CliError> {
+    std::fs::write(BPF_STATS_SYSCTL, "1").map_err(|source| CliError::BpfStats { source })?;
+    tracing::info!("kernel.bpf_stats_enabled set to 1 (--bpf-stats)");
+    Ok(())
+}
+
+/// Runs the daemon until a signal, or until its engine ends.
+pub fn execute(args: RunArgs) -> Result<(), CliError> {
+    let config = resolve(args.host.config.as_deref(), &args.flags())?;
+    let topology = read_topology(&config)?;
+    // After the checks that need no privilege, so a bad flag or sysfs root leaves the
+    // kernel setting as it was.
+    if args.bpf_stats {
+        enable_bpf_stats()?;
+    }
+    tracing::info!(
+        sysfs_root = %config.sysfs_root.display(),
+        sockets = topology.sockets().len(),
+        nodes = topology.nodes.len(),
+        cpus = topology.cpus.len(),
+        "topology read"
+    );
+    let start = |what| move |source| CliError::Start { what, source };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(start("the async runtime"))?;
+    runtime.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(start("the SIGTERM handler"))?;
+        let shared = crate::daemon::shared();
+        let stop = Arc::new(AtomicBool::new(false));
+        let listen = config.listen;
+        // The engine is created inside the runtime so aya-log can read the probes' log buffer.
+        let engine = crate::daemon::Engine::new(config, topology, shared.clone());
+        let engine_stop = stop.clone();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+        let engine_thread = std::thread::Builder::new()
+            .name("pinsight-engine".into())
+            .spawn(move || {
+                let outcome =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| engine.run(engine_stop)));
+                let _ = ended_tx.send(outcome.err().map(panic_message));
+            })
+            .map_err(start("the engine thread"))?;
+        let died = Arc::new(OnceLock::new());
+        let engine_died = died.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                ended = ended_rx => {
+                    let reason = match ended {
+                        Ok(Some(panic)) => format!("it panicked: {panic}"),
+                        _ => "it returned without being asked to stop".to_string(),
+                    };
+                    tracing::error!("the engine thread ended ({reason}): shutting down");
+                    let _ = engine_died.set(reason);
+                }
+            }
+            tracing::info!("detaching probes");
+        };
+        let served = crate::http::serve(listen, shared, shutdown)
+            .await
+            .map_err(|source| CliError::Serve { listen, source });
+        stop.store(true, Ordering::Relaxed);
+        let _ = engine_thread.join();
+        served?;
+        match died.get() {
+            Some(reason) => Err(CliError::EngineEnded {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    })
+}
+
+/// The message a panic was raised with.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or("(no message)".to_string(), |s| s.to_string()),
+    }
+}

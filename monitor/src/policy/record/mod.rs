@@ -1,0 +1,167 @@
+//! pinsight's own audit record in a domain's metadata (`urn:pinsight:state:1`): the pins a VM
+//! had before pinsight first acted on it (so `pinsight restore` can put them back) and the last
+//! action (what, when, why, from what to what). Pure: the types here, their XML form in
+//! [`xml`], no libvirt.
+
+mod xml;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::cpuset::CpuSet;
+use crate::inventory::domain_xml::PINSIGHT_STATE_NS;
+
+/// The state element could not be read; pinsight then leaves the VM alone rather than
+/// overwrite pins it could not restore.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pinsight state element ({PINSIGHT_STATE_NS}): {reason}")]
+pub struct RecordError {
+    /// What is wrong, naming the element and value.
+    pub reason: String,
+}
+
+/// Pins of one VM at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Pins {
+    /// Unix time (seconds) they were read.
+    pub time: f64,
+    /// Allowed CPUs per vCPU index.
+    pub vcpus: BTreeMap<u32, CpuSet>,
+    /// Allowed CPUs of the emulator threads, when known.
+    pub emulator: Option<CpuSet>,
+}
+
+/// What pinsight did to a VM; written as `action="repin"` / `"restore"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// Moved misplaced vCPUs (and the emulator) next to the VM's GPUs.
+    Repin,
+    /// Put back the pins from before pinsight's first action (`pinsight restore`).
+    Restore,
+}
+
+/// How an action went; written as `result="applied"` / `"failed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionResult {
+    /// Every pin was made and recorded.
+    Applied,
+    /// A pin failed; the ones made were put back (the reason says how that went).
+    Failed,
+}
+
+impl ActionKind {
+    /// The spelling in the state element and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Repin => "repin",
+            ActionKind::Restore => "restore",
+        }
+    }
+}
+
+impl ActionResult {
+    /// The spelling in the state element, in messages and as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionResult::Applied => "applied",
+            ActionResult::Failed => "failed",
+        }
+    }
+}
+
+/// One change pinsight made (or tried).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Action {
+    /// Unix time (seconds).
+    pub time: f64,
+    /// What was done.
+    pub action: ActionKind,
+    /// How it went.
+    pub result: ActionResult,
+    /// Why, in words.
+    pub reason: String,
+    /// vCPU index -> (before, after).
+    pub vcpus: BTreeMap<u32, (CpuSet, CpuSet)>,
+    /// Emulator (before, after), when it was moved.
+    pub emulator: Option<(CpuSet, CpuSet)>,
+}
+
+/// The whole state element.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Record {
+    /// Pins before pinsight's first action since the last restore; `None`: nothing to undo.
+    pub original: Option<Pins>,
+    /// The last action.
+    pub last: Option<Action>,
+}
+
+impl Record {
+    /// The CPUs pinsight itself pinned each vCPU to in its last applied action.
+    pub fn pinned_by_pinsight(&self) -> BTreeMap<u32, CpuSet> {
+        match &self.last {
+            Some(a) if a.result == ActionResult::Applied && a.action == ActionKind::Repin => a
+                .vcpus
+                .iter()
+                .map(|(v, (_, after))| (*v, after.clone()))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+}
+
+/// One line for people: "2026-11-25T07:20:00Z repin applied: vCPU 0 0 -> 1 (reason)".
+pub fn describe(action: &Action) -> String {
+    let mut moves: Vec<String> = action
+        .vcpus
+        .iter()
+        .map(|(v, (b, a))| format!("vCPU {v} {b} -> {a}"))
+        .collect();
+    if let Some((b, a)) = &action.emulator {
+        moves.push(format!("emulator {b} -> {a}"));
+    }
+    format!(
+        "{} {} {}: {} ({})",
+        utc(action.time),
+        action.action.as_str(),
+        action.result.as_str(),
+        moves.join(", "),
+        action.reason
+    )
+}
+
+/// Unix seconds as RFC 3339 UTC ("2026-11-25T07:20:00Z"), for people reading the XML.
+pub fn utc(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_matches_known_dates() {
+        assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400.0), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_709_210_096.0), "2024-02-29T12:34:56Z");
+    }
+}

@@ -1,0 +1,121 @@
+//! The libvirt domain calls remediation makes, behind a small trait so that the
+//! all-or-nothing logic can be tested with a double that fails on cue (failures that the real
+//! libvirtd cannot be made to produce at a chosen step). [`Domain`] is the real one; the root
+//! `repin` tests drive it against libvirtd and QEMU.
+
+use virt::domain::Domain;
+use virt::error::ErrorNumber;
+use virt::sys;
+
+use crate::cpuset::CpuSet;
+use crate::inventory::domain_xml::PINSIGHT_STATE_NS;
+
+/// Prefix libvirt gives pinsight's state element.
+const STATE_KEY: &str = "pinsight";
+
+/// Which definitions a change goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The running domain only.
+    Live,
+    /// The running domain and its persistent definition (survives a restart).
+    LiveAndConfig,
+}
+
+/// A domain call failed; libvirt's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CallError {
+    /// libvirt's message (it names the domain's state or the refused value).
+    pub message: String,
+}
+
+/// The domain calls `remediate` makes.
+pub trait DomainCalls {
+    /// Whether the domain has a persistent definition (a transient one refuses CONFIG).
+    fn is_persistent(&self) -> bool;
+    /// Pins vCPU `vcpu` to `cpus` (`virDomainPinVcpuFlags`).
+    fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet, scope: Scope) -> Result<(), CallError>;
+    /// Pins the emulator threads to `cpus` (`virDomainPinEmulator`).
+    fn pin_emulator(&self, cpus: &CpuSet, scope: Scope) -> Result<(), CallError>;
+    /// pinsight's state element as the live domain has it; `None` when there is none.
+    fn read_state(&self) -> Result<Option<String>, CallError>;
+    /// Replaces pinsight's state element with `xml` (`virDomainSetMetadata`).
+    fn write_state(&self, xml: &str, scope: Scope) -> Result<(), CallError>;
+}
+
+/// libvirt's CPU map: bit `cpu % 8` of byte `cpu / 8`.
+pub fn cpumap(cpus: &CpuSet) -> Vec<u8> {
+    let len = cpus.iter().last().map_or(1, |max| max as usize / 8 + 1);
+    let mut map = vec![0u8; len];
+    for cpu in cpus.iter() {
+        map[cpu as usize / 8] |= 1 << (cpu % 8);
+    }
+    map
+}
+
+fn flags(scope: Scope) -> u32 {
+    match scope {
+        Scope::Live => sys::VIR_DOMAIN_AFFECT_LIVE,
+        Scope::LiveAndConfig => sys::VIR_DOMAIN_AFFECT_LIVE | sys::VIR_DOMAIN_AFFECT_CONFIG,
+    }
+}
+
+fn call_error(e: virt::error::Error) -> CallError {
+    CallError {
+        message: e.message().to_string(),
+    }
+}
+
+impl DomainCalls for Domain {
+    fn is_persistent(&self) -> bool {
+        Domain::is_persistent(self).unwrap_or(false)
+    }
+
+    fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet, scope: Scope) -> Result<(), CallError> {
+        self.pin_vcpu_flags(vcpu, &cpumap(cpus), flags(scope))
+            .map_err(call_error)
+    }
+
+    fn pin_emulator(&self, cpus: &CpuSet, scope: Scope) -> Result<(), CallError> {
+        Domain::pin_emulator(self, &cpumap(cpus), flags(scope)).map_err(call_error)
+    }
+
+    fn read_state(&self) -> Result<Option<String>, CallError> {
+        match self.metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(PINSIGHT_STATE_NS),
+            sys::VIR_DOMAIN_AFFECT_LIVE,
+        ) {
+            Ok(xml) => Ok(Some(xml)),
+            Err(e) if e.code().is(ErrorNumber::NoDomainMetadata) => Ok(None),
+            Err(e) => Err(call_error(e)),
+        }
+    }
+
+    fn write_state(&self, xml: &str, scope: Scope) -> Result<(), CallError> {
+        self.set_metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(xml),
+            Some(STATE_KEY),
+            Some(PINSIGHT_STATE_NS),
+            flags(scope),
+        )
+        .map_err(call_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpumap_sets_one_bit_per_cpu() {
+        let map = |s: &str| cpumap(&s.parse().unwrap());
+        assert_eq!(map("0"), vec![0b0000_0001]);
+        assert_eq!(map("1"), vec![0b0000_0010]);
+        assert_eq!(map("0-1,7"), vec![0b1000_0011]);
+        assert_eq!(map("8,15-16"), vec![0, 0b1000_0001, 0b0000_0001]);
+        assert_eq!(map(""), vec![0]);
+    }
+}
