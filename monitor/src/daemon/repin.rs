@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{Mode, PolicyConfig};
 use crate::inventory::{Libvirt, Vm};
+use crate::policy::record::ActionResult;
 use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
 use crate::remediate;
 use crate::topology::Topology;
@@ -15,7 +16,7 @@ pub struct PolicyLoop {
     mode: Mode,
     policy: Policy,
     /// pinsight_repins_total by (domain, result).
-    pub repins: BTreeMap<(String, String), u64>,
+    pub repins: BTreeMap<(String, &'static str), u64>,
     /// The last evaluation.
     pub plan: Plan,
 }
@@ -85,11 +86,11 @@ impl PolicyLoop {
             match result {
                 Ok(_) => {
                     changed = true;
-                    self.count(&d.domain, "applied");
+                    self.count(&d.domain, ActionResult::Applied.as_str());
                     tracing::info!(domain = %d.domain, moves = %moves(d), reason = %d.reason, "repinned");
                 }
                 Err(e) => {
-                    self.count(&d.domain, "failed");
+                    self.count(&d.domain, ActionResult::Failed.as_str());
                     tracing::warn!(domain = %d.domain, moves = %moves(d), error = %e, "repin failed");
                 }
             }
@@ -116,11 +117,8 @@ impl PolicyLoop {
         }
     }
 
-    fn count(&mut self, domain: &str, result: &str) {
-        *self
-            .repins
-            .entry((domain.to_string(), result.to_string()))
-            .or_default() += 1;
+    fn count(&mut self, domain: &str, result: &'static str) {
+        *self.repins.entry((domain.to_string(), result)).or_default() += 1;
     }
 
     /// Drops the counters of VMs that are gone, so their series end with them.

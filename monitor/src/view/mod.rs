@@ -226,7 +226,7 @@ impl HostView {
     }
 
     /// Adds the policy's verdicts, recommendations and repin counts.
-    pub fn set_policy(&mut self, plan: &Plan, repins: &BTreeMap<(String, String), u64>) {
+    pub fn set_policy(&mut self, plan: &Plan, repins: &BTreeMap<(String, &'static str), u64>) {
         for vm in &mut self.vms {
             let decision = plan.decisions.iter().find(|d| d.domain == vm.domain);
             vm.policy = decision.map(|d| PolicyView {
@@ -239,7 +239,7 @@ impl HostView {
             vm.repins = repins
                 .iter()
                 .filter(|((domain, _), _)| *domain == vm.domain)
-                .map(|((_, result), n)| (result.clone(), *n))
+                .map(|((_, result), n)| (result.to_string(), *n))
                 .collect();
         }
     }

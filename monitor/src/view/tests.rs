@@ -84,8 +84,8 @@ fn policy_verdicts_and_counts_land_on_their_vm() {
         decisions: vec![decision],
     };
     let repins = BTreeMap::from([
-        (("far".to_string(), "applied".to_string()), 2),
-        (("plain".to_string(), "failed".to_string()), 1),
+        (("far".to_string(), "applied"), 2),
+        (("plain".to_string(), "failed"), 1),
     ]);
     v.set_policy(&plan, &repins);
     let far = v.vm("far").unwrap();
