@@ -207,7 +207,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks ranges that serde cannot express.
+    /// Checks every numeric key against its range ([`RANGES`]) and the keys against each
+    /// other. `path` is where the values came from, for the error.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key, value: String, reason| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -215,21 +216,10 @@ impl Config {
             value,
             reason,
         };
-        let positive = [
-            ("tick_seconds", self.tick_seconds),
-            ("rescan_seconds", self.rescan_seconds),
-            (
-                "remote_ratio_window_seconds",
-                self.remote_ratio_window_seconds,
-            ),
-        ];
-        for (key, value) in positive {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(invalid(
-                    key,
-                    value.to_string(),
-                    "must be a positive number of seconds",
-                ));
+        for range in RANGES {
+            let value = self.number(range.key);
+            if !range.contains(value) {
+                return Err(invalid(range.key, value.to_string(), range.text));
             }
         }
         if self.rescan_seconds < self.tick_seconds {
@@ -239,83 +229,147 @@ impl Config {
                 "must not be shorter than tick_seconds",
             ));
         }
-        if !(0.0..=1.0).contains(&self.cross_socket_penalty) {
+        // The window keeps one reading per tick: bound how many.
+        if self.remote_ratio_window_seconds / self.tick_seconds > MAX_WINDOW_TICKS {
             return Err(invalid(
-                "cross_socket_penalty",
-                self.cross_socket_penalty.to_string(),
-                "must be a fraction between 0 and 1",
+                "remote_ratio_window_seconds",
+                self.remote_ratio_window_seconds.to_string(),
+                "must span at most 10000 ticks (tick_seconds)",
             ));
         }
-        if self.probes.max_threads == 0 || self.probes.max_threads > 65535 {
+        if self.remote_ratio_window_seconds < self.tick_seconds {
             return Err(invalid(
-                "probes.max_threads",
-                self.probes.max_threads.to_string(),
-                "must be between 1 and 65535 (slots are 16-bit)",
+                "remote_ratio_window_seconds",
+                self.remote_ratio_window_seconds.to_string(),
+                "must not be shorter than tick_seconds",
             ));
         }
-        if self.probes.max_exit_keys == 0 || self.probes.max_exit_keys > 1 << 22 {
-            return Err(invalid(
-                "probes.max_exit_keys",
-                self.probes.max_exit_keys.to_string(),
-                "must be between 1 and 4194304",
-            ));
-        }
-        self.policy.validate(path)
-    }
-}
-
-impl PolicyConfig {
-    /// Checks the policy's ranges; errors name the key as `policy.<key>`.
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, value: String, reason| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            value,
-            reason,
-        };
-        for (key, value) in [
-            ("policy.remote_ratio_high", self.remote_ratio_high),
-            ("policy.remote_ratio_clear", self.remote_ratio_clear),
-        ] {
-            if !(0.0..=1.0).contains(&value) {
-                return Err(invalid(
-                    key,
-                    value.to_string(),
-                    "must be a fraction between 0 and 1",
-                ));
-            }
-        }
-        if self.remote_ratio_clear > self.remote_ratio_high {
+        let policy = &self.policy;
+        if policy.remote_ratio_clear > policy.remote_ratio_high {
             return Err(invalid(
                 "policy.remote_ratio_clear",
-                self.remote_ratio_clear.to_string(),
+                policy.remote_ratio_clear.to_string(),
                 "must not exceed policy.remote_ratio_high (the clear threshold is the lower one)",
-            ));
-        }
-        if !(self.cooldown_seconds.is_finite() && self.cooldown_seconds >= 0.0) {
-            return Err(invalid(
-                "policy.cooldown_seconds",
-                self.cooldown_seconds.to_string(),
-                "must be zero or a positive number of seconds",
-            ));
-        }
-        if self.max_repins_per_minute == 0 {
-            return Err(invalid(
-                "policy.max_repins_per_minute",
-                "0".into(),
-                "must be at least 1 (use mode = \"recommend\" to act on nothing)",
-            ));
-        }
-        if !(self.max_oversubscription.is_finite() && self.max_oversubscription >= 1.0) {
-            return Err(invalid(
-                "policy.max_oversubscription",
-                self.max_oversubscription.to_string(),
-                "must be a ratio of at least 1.0 (1.0: one pinned vCPU per host CPU)",
             ));
         }
         Ok(())
     }
+
+    /// The value of the numeric key `key` (one of [`RANGES`]).
+    fn number(&self, key: &str) -> f64 {
+        let p = &self.policy;
+        match key {
+            "tick_seconds" => self.tick_seconds,
+            "rescan_seconds" => self.rescan_seconds,
+            "remote_ratio_window_seconds" => self.remote_ratio_window_seconds,
+            "cross_socket_penalty" => self.cross_socket_penalty,
+            "probes.max_threads" => f64::from(self.probes.max_threads),
+            "probes.max_exit_keys" => f64::from(self.probes.max_exit_keys),
+            "policy.remote_ratio_high" => p.remote_ratio_high,
+            "policy.remote_ratio_clear" => p.remote_ratio_clear,
+            "policy.cooldown_seconds" => p.cooldown_seconds,
+            "policy.max_repins_per_minute" => f64::from(p.max_repins_per_minute),
+            "policy.max_oversubscription" => p.max_oversubscription,
+            // RANGES and this match list the same keys (a unit test checks it).
+            _ => f64::NAN,
+        }
+    }
 }
+
+/// Most readings the remote-ratio window keeps (remote_ratio_window_seconds / tick_seconds).
+const MAX_WINDOW_TICKS: f64 = 10_000.0;
+
+/// The allowed range of one numeric key.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// The key, `section.key` inside a section.
+    pub key: &'static str,
+    /// Smallest allowed value.
+    pub min: f64,
+    /// Largest allowed value.
+    pub max: f64,
+    /// The range in words, as errors and deploy/pinsight.toml say it.
+    pub text: &'static str,
+}
+
+impl Range {
+    /// Whether `value` is a number within the range (NaN and infinities never are).
+    pub fn contains(&self, value: f64) -> bool {
+        value.is_finite() && (self.min..=self.max).contains(&value)
+    }
+}
+
+/// Every numeric key's range. The bounds keep the daemon's arithmetic finite and its loops
+/// calm whatever the file says: no tick so short it busy-loops, no duration so long that
+/// time arithmetic overflows, no map larger than the kernel allows.
+pub const RANGES: &[Range] = &[
+    Range {
+        key: "tick_seconds",
+        min: 0.05,
+        max: 60.0,
+        text: "must be 0.05 to 60 seconds",
+    },
+    Range {
+        key: "rescan_seconds",
+        min: 0.05,
+        max: 3600.0,
+        text: "must be 0.05 to 3600 seconds",
+    },
+    Range {
+        key: "remote_ratio_window_seconds",
+        min: 0.05,
+        max: 86400.0,
+        text: "must be 0.05 to 86400 seconds",
+    },
+    Range {
+        key: "cross_socket_penalty",
+        min: 0.0,
+        max: 1.0,
+        text: "must be a fraction from 0 to 1",
+    },
+    Range {
+        key: "probes.max_threads",
+        min: 1.0,
+        max: 65535.0,
+        text: "must be 1 to 65535 (slots are 16-bit)",
+    },
+    Range {
+        key: "probes.max_exit_keys",
+        min: 1.0,
+        max: 4_194_304.0,
+        text: "must be 1 to 4194304",
+    },
+    Range {
+        key: "policy.remote_ratio_high",
+        min: 0.0,
+        max: 1.0,
+        text: "must be a fraction from 0 to 1",
+    },
+    Range {
+        key: "policy.remote_ratio_clear",
+        min: 0.0,
+        max: 1.0,
+        text: "must be a fraction from 0 to 1",
+    },
+    Range {
+        key: "policy.cooldown_seconds",
+        min: 0.0,
+        max: 604_800.0,
+        text: "must be 0 to 604800 seconds (a week)",
+    },
+    Range {
+        key: "policy.max_repins_per_minute",
+        min: 1.0,
+        max: 600.0,
+        text: "must be 1 to 600 (use mode = \"recommend\" to act on nothing)",
+    },
+    Range {
+        key: "policy.max_oversubscription",
+        min: 1.0,
+        max: 64.0,
+        text: "must be a ratio from 1.0 (one pinned vCPU per host CPU) to 64",
+    },
+];
 
 #[cfg(test)]
 mod tests {
@@ -328,6 +382,115 @@ mod tests {
         ));
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// The TOML line that sets `key` (`section.key` inside its section) to `value`.
+    fn set(key: &str, value: &str) -> String {
+        match key.split_once('.') {
+            Some((section, key)) => format!("[{section}]\n{key} = {value}\n"),
+            None => format!("{key} = {value}\n"),
+        }
+    }
+
+    #[test]
+    fn every_numeric_key_refuses_values_outside_its_range_naming_key_value_and_range() {
+        for (i, range) in RANGES.iter().enumerate() {
+            let default = Config::default();
+            assert!(
+                range.contains(default.number(range.key)),
+                "{}: the default is outside its own range",
+                range.key
+            );
+            // Integer keys are u32 in TOML: values below 0 or above u32 fail to parse, which
+            // is refused too (by serde, naming the key).
+            let integer = range.key.contains("max_threads")
+                || range.key.contains("max_exit_keys")
+                || range.key.contains("max_repins");
+            let below = range.min
+                - if integer {
+                    1.0
+                } else {
+                    range.min.max(1e-3) * 0.5
+                };
+            let mut bad = vec![format!("{below}"), format!("{}", range.max * 2.0 + 1.0)];
+            if !integer {
+                bad.extend(["1e19", "nan", "inf", "-inf", "1e-6"].map(String::from));
+            }
+            for value in bad {
+                if !integer && value == "1e-6" && range.min == 0.0 {
+                    continue;
+                }
+                let path = write(&format!("range-{i}"), &set(range.key, &value));
+                let err = Config::load(&path).unwrap_err().to_string();
+                let key = range.key.rsplit('.').next().unwrap();
+                assert!(err.contains(key), "{} = {value}: {err}", range.key);
+                if !integer || value != "-1" {
+                    assert!(
+                        err.contains(range.text) || err.contains("invalid value"),
+                        "{} = {value}: {err}",
+                        range.key
+                    );
+                }
+            }
+            let ok = write(
+                &format!("range-ok-{i}"),
+                &set(range.key, &format_edge(range)),
+            );
+            Config::load(&ok).unwrap_or_else(|e| panic!("{}: {e}", range.key));
+        }
+    }
+
+    /// A value at the range's upper end that the other checks also accept.
+    fn format_edge(range: &Range) -> String {
+        match range.key {
+            // rescan must stay >= tick (1.0 by default) and the window >= tick.
+            "tick_seconds" => "1.0".into(),
+            "policy.remote_ratio_clear" => "0.5".into(),
+            "remote_ratio_window_seconds" => "10000.0".into(),
+            _ if range.max.fract() == 0.0 && !range.text.contains("fraction") => {
+                format!("{}", range.max as u64)
+            }
+            _ => format!("{:?}", range.max),
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_states_every_range() {
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/pinsight.toml"
+        ))
+        .unwrap();
+        for range in RANGES {
+            let key = range.key.rsplit('.').next().unwrap();
+            let text = range.text.trim_start_matches("must be ");
+            assert!(
+                example.contains(&format!("# Range of {key}: {text}")),
+                "deploy/pinsight.toml must say \"# Range of {key}: {text}\""
+            );
+        }
+    }
+
+    #[test]
+    fn keys_that_depend_on_each_other_are_checked_together() {
+        for (text, named) in [
+            (
+                "tick_seconds = 2.0\nrescan_seconds = 1.0\n",
+                "rescan_seconds = 1",
+            ),
+            (
+                "tick_seconds = 0.05\nremote_ratio_window_seconds = 600.0\n",
+                "at most 10000 ticks",
+            ),
+            (
+                "remote_ratio_window_seconds = 0.5\n",
+                "not be shorter than tick_seconds",
+            ),
+        ] {
+            let path = write("together", text);
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(named), "{text}: {err}");
+        }
     }
 
     #[test]
