@@ -4,10 +4,7 @@
 //! does), as median and spread over many rounds.
 //!
 //!     target/release/examples/scrape_scale [--domains 100] [--vcpus 8] [--rounds 200]
-
-mod common;
-
-use common::arg;
+//!     (--help lists them)
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +16,20 @@ use pinsight::inventory::{domain_xml, Gpu, VcpuThread, Vm};
 use pinsight::metrics::{render, Snapshot, VmLabels};
 use pinsight::probes::ThreadCounters;
 use pinsight::topology::Topology;
+
+/// Userspace cost of one tick's accounting and one /metrics render at scale, without VMs.
+#[derive(clap::Parser)]
+struct Args {
+    /// Domains on the made-up host.
+    #[arg(long, default_value_t = 100)]
+    domains: usize,
+    /// vCPUs per domain.
+    #[arg(long, default_value_t = 8)]
+    vcpus: usize,
+    /// Rounds to time (median and spread are over these).
+    #[arg(long, default_value_t = 200)]
+    rounds: usize,
+}
 
 fn stats(mut v: Vec<Duration>) -> String {
     v.sort();
@@ -33,11 +44,11 @@ fn stats(mut v: Vec<Duration>) -> String {
 }
 
 fn main() {
-    let (domains, vcpus, rounds) = (
-        arg("--domains", 100usize),
-        arg("--vcpus", 8usize),
-        arg("--rounds", 200usize),
-    );
+    let Args {
+        domains,
+        vcpus,
+        rounds,
+    } = clap::Parser::parse();
     let root = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/sysfs/two-socket-smt"

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::exit_reasons;
 use crate::inventory::Vm;
+use crate::probes::exit_reasons;
 use crate::probes::ThreadCounters;
 use crate::topology::{Locality, Topology};
 
