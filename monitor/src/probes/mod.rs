@@ -240,7 +240,7 @@ impl Probes {
         let attached: Vec<&str> = attached.into_iter().map(|(name, _)| *name).collect();
         let skipped: Vec<String> = skipped
             .into_iter()
-            .map(|(name, st)| format!("{name} ({})", st.detail))
+            .map(|(name, st)| format!("{name}: {}", st.detail))
             .collect();
         tracing::info!(
             "probes attached: {}; skipped: {}",
@@ -248,7 +248,7 @@ impl Probes {
             if skipped.is_empty() {
                 "none".to_string()
             } else {
-                skipped.join(", ")
+                skipped.join("; ")
             }
         );
         Ok(())
