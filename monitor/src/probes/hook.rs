@@ -98,3 +98,28 @@ impl Probe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{sched_migrate_task, sched_process_exit, sched_switch};
+
+    #[test]
+    fn attach_points_read_like_bpftool_and_the_status_page() {
+        assert_eq!(sched_switch::PROBE.attach_point(), "tp_btf/sched_switch");
+        assert_eq!(
+            sched_process_exit::PROBE.attach_point(),
+            "tp_btf/sched_process_exit"
+        );
+        assert_eq!(
+            sched_migrate_task::PROBE.attach_point(),
+            "tracepoint/sched/sched_migrate_task"
+        );
+    }
+
+    #[test]
+    fn only_sched_switch_is_required() {
+        assert!(sched_switch::PROBE.without_it.is_none());
+        assert!(sched_process_exit::PROBE.without_it.is_some());
+        assert!(sched_migrate_task::PROBE.without_it.is_some());
+    }
+}
