@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap as StdHashMap};
 use aya::maps::PerCpuValues;
 use monitor_common::kvm_exit::{ExitKey, KVM_EXITS};
 use monitor_common::sched_switch::{CpuRun, RUN_NS};
-use monitor_common::tracked::{slot_shift, slot_word, MAP_ERROR_SLOTS, SLOT_MASK, TRACKED_TIDS};
+use monitor_common::tracked::{
+    slot_shift, slot_word, MAP_ERROR_SLOTS, SLOTS_PER_WORD, SLOT_MASK, TRACKED_TIDS,
+};
 
 use super::error::map_err;
 use super::{MapUsage, ProbeError, Probes, ProgramStats, ThreadCounters};
@@ -22,7 +24,10 @@ impl Probes {
             capacity: self.options.max_threads,
         };
         if slot_word(tid) >= self.slot_words {
-            return Err(full);
+            return Err(ProbeError::TidBeyondTable {
+                tid,
+                table_tids: self.slot_words * SLOTS_PER_WORD,
+            });
         }
         let slot = self.free_slots.pop().ok_or(full)?;
         // Counters first, the slot last: the probes never see a half-tracked thread.

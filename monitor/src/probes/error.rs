@@ -47,6 +47,14 @@ pub enum ProbeError {
     /// A classic tracepoint a probe attaches to is missing (the error names it).
     #[error(transparent)]
     Tracepoint(#[from] TracefsError),
+    /// A thread id beyond the thread table, which was sized from kernel.pid_max at load.
+    #[error("cannot track thread {tid}: the thread table holds ids below {table_tids} (kernel.pid_max when the probes loaded; it was raised since: restart pinsight)")]
+    TidBeyondTable {
+        /// The thread.
+        tid: u32,
+        /// Thread ids the table holds.
+        table_tids: u32,
+    },
     /// More vCPU threads than the maps hold.
     #[error("cannot track thread {tid}: {tracked} threads tracked, maps hold {capacity} (raise probes.max_threads)")]
     Full {
