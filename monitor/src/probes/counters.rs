@@ -18,18 +18,17 @@ impl Probes {
         if self.tracked.contains(&tid) {
             return Ok(());
         }
-        let full = ProbeError::Full {
-            tid,
-            tracked: self.tracked.len(),
-            capacity: self.options.max_threads,
-        };
         if slot_word(tid) >= self.slot_words {
             return Err(ProbeError::TidBeyondTable {
                 tid,
                 table_tids: self.slot_words * SLOTS_PER_WORD,
             });
         }
-        let slot = self.free_slots.pop().ok_or(full)?;
+        let slot = self.free_slots.pop().ok_or(ProbeError::Full {
+            tid,
+            tracked: self.tracked.len(),
+            capacity: self.options.max_threads,
+        })?;
         // Counters first, the slot last: the probes never see a half-tracked thread.
         // (try_from fails only for a length other than the possible CPUs', which this is.)
         let zeros = PerCpuValues::try_from(vec![CpuRun::default(); self.nr_cpus])
