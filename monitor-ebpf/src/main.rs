@@ -1,13 +1,19 @@
 //! pinsight's kernel side: tiny probes that attribute vCPU run time to CPUs and count KVM exits.
 //!
-//! Every program starts with the same filter: is this thread a tracked vCPU thread? The answer
-//! is one bit in an array map (inlined by the verifier, no hash lookup), so the programs cost
-//! almost nothing for the many threads on a host that are not vCPUs.
+//! One file per probe (`<category>_<event>.rs`, named like its program). Every program starts
+//! with the same filter: is this thread a tracked vCPU thread? The answer is its 16-bit slot in
+//! the tracked-thread table (`tracked.rs`): one inlined array access, no hash lookup, so the
+//! programs cost almost nothing for the many threads on a host that are not vCPUs. A non-zero
+//! slot is also the index of the thread's counters in the per-CPU arrays.
 #![no_std]
 #![no_main]
 
-mod kvm;
-mod sched;
+mod bench;
+mod kvm_exit;
+mod sched_migrate_task;
+mod sched_process_exit;
+mod sched_switch;
+mod task;
 mod tracked;
 
 #[cfg(not(test))]

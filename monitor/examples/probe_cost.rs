@@ -1,7 +1,7 @@
 //! Measures what the sched_switch probe costs, against the floor any program on the same
 //! attach point pays (an empty program loaded the same way), in one run on this machine.
 //!
-//!     target/release/examples/probe_cost [--seconds 5] [--rounds 7]
+//!     target/release/examples/probe_cost [--seconds 5] [--rounds 7]   (--help lists them)
 //!
 //! Part 1 (bpf_stats): the empty program and pinsight's are attached at the same time, so both
 //! run on exactly the same switches; the ratio of their mean run times is what pinsight adds.
@@ -10,10 +10,13 @@
 //! has a tracked thread on one side).
 //! Part 2 (`perf bench sched pipe`, both ends pinned to CPU 0): none / empty / pinsight
 //! alternating, several rounds; median and spread of usecs/op.
+//!
+//! The empty program is loaded here, from the daemon's embedded object: it is benchmark-only,
+//! so the library has no API for it.
 
-mod common;
-
-use common::arg;
+// A benchmark stops at the first failure with its reason; clippy::unwrap_used guards the
+// daemon's own paths.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -23,8 +26,54 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use pinsight::probes::bench::{load_empty_sched_switch, program_run_stats};
-use pinsight::probes::{KvmExitSource, ProbeOptions, Probes};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+use clap::Parser;
+use monitor_common::programs::{SCHED_SWITCH, SCHED_SWITCH_EMPTY};
+use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes};
+
+/// Cost of pinsight's sched_switch probe against an empty program on the same attach point.
+#[derive(Parser)]
+struct Args {
+    /// Seconds each bpf_stats scenario runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Rounds of `perf bench sched pipe` per configuration.
+    #[arg(long, default_value_t = 7)]
+    rounds: u64,
+}
+
+/// Loads the daemon's object and attaches only `sched_switch_empty`; detached when dropped.
+fn load_empty_sched_switch() -> anyhow::Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new().load(embedded_object())?;
+    let btf = Btf::from_sys_fs()?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(SCHED_SWITCH_EMPTY)
+        .ok_or_else(|| anyhow::anyhow!("the object has no {SCHED_SWITCH_EMPTY}"))?
+        .try_into()?;
+    prog.load("sched_switch", &btf)?;
+    prog.attach()?;
+    Ok(ebpf)
+}
+
+/// (run time ns, run count) of the empty program, from bpf_stats.
+fn empty_run_stats(ebpf: &Ebpf) -> (u64, u64) {
+    let info = ebpf
+        .program(SCHED_SWITCH_EMPTY)
+        .and_then(|p| p.info().ok())
+        .expect("the empty program is loaded");
+    (info.run_time().as_nanos() as u64, info.run_count())
+}
+
+/// (run time ns, run count) of pinsight's sched_switch, from bpf_stats.
+fn sched_switch_run_stats(probes: &Probes) -> (u64, u64) {
+    let stats = probes.program_stats().expect("bpf_stats enabled");
+    let s = stats
+        .iter()
+        .find(|s| s.program == SCHED_SWITCH)
+        .expect("sched_switch attached");
+    (s.run_time_ns, s.run_count)
+}
 
 fn gettid() -> u32 {
     // SAFETY: no arguments, cannot fail.
@@ -87,11 +136,11 @@ fn stats_scenario(track: bool, seconds: u64) -> (f64, f64, u64) {
             probes.track(*tid).expect("track");
         }
     }
-    let e0 = program_run_stats(&empty, "sched_switch_empty").unwrap();
-    let p0 = program_run_stats(probes.ebpf(), "sched_switch").unwrap();
+    let e0 = empty_run_stats(&empty);
+    let p0 = sched_switch_run_stats(&probes);
     std::thread::sleep(Duration::from_secs(seconds));
-    let e1 = program_run_stats(&empty, "sched_switch_empty").unwrap();
-    let p1 = program_run_stats(probes.ebpf(), "sched_switch").unwrap();
+    let e1 = empty_run_stats(&empty);
+    let p1 = sched_switch_run_stats(&probes);
     stop.store(true, Ordering::Relaxed);
     let round_trips: u64 = handles
         .into_iter()
@@ -132,8 +181,7 @@ fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let seconds = arg("--seconds", 5u64);
-    let rounds = arg("--rounds", 7u64);
+    let Args { seconds, rounds } = Args::parse();
     let stats_were_on = pinsight::probes::bpf_stats_enabled();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("root needed for bpf_stats");
 

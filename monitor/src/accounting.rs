@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::exit_reasons;
 use crate::inventory::Vm;
+use crate::probes::exit_reasons;
 use crate::probes::ThreadCounters;
 use crate::topology::{Locality, Topology};
 

@@ -64,9 +64,6 @@ impl Engine {
         };
         let (probes, probe_failure) = match Probes::load(options) {
             Ok(p) => {
-                for (name, st) in p.status() {
-                    tracing::info!(probe = name, attached = st.attached, detail = %st.detail, "probe");
-                }
                 if !crate::probes::bpf_stats_enabled() {
                     tracing::info!("kernel.bpf_stats_enabled is 0: probe run-time self-metrics are off (pinsight run --bpf-stats turns them on)");
                 }

@@ -11,7 +11,6 @@ pub mod cli;
 pub mod config;
 pub mod cpuset;
 pub mod daemon;
-pub mod exit_reasons;
 pub mod http;
 pub mod inventory;
 pub mod lifecycle;

@@ -1,13 +1,20 @@
 //! The real probes on the real kernel: a thread of this test process is tracked, burns CPU
 //! while hopping between CPUs that a made-up topology puts on two sockets, and the probes'
-//! counters must match the kernel's own schedstat for that thread.
+//! counters must match the kernel's own schedstat for that thread. Also the host-dependent
+//! checks of the probes' readers (kernel BTF, tracefs formats, the KVM module) and the two
+//! load stages. A missing precondition fails with the reason (`common::require_host`).
+
+mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pinsight::probes::{KvmExitSource, ProbeOptions, Probes};
+use monitor_common::programs;
+use pinsight::probes::btf::KernelBtf;
+use pinsight::probes::{kvm_vendor_module, tracefs, KvmExitSource, ProbeOptions, Probes};
 
 fn gettid() -> u32 {
     // SAFETY: gettid has no arguments and cannot fail.
@@ -32,86 +39,86 @@ fn pin_self(cpu: usize) {
     }
 }
 
-fn require_root() {
-    // SAFETY: geteuid cannot fail.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test loads eBPF and must run as root (see README)"
-    );
-    assert!(
-        std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
-        "kernel BTF (/sys/kernel/btf/vmlinux) is missing: the probes need it"
-    );
+fn options(kvm_exit_source: KvmExitSource) -> ProbeOptions {
+    // CPU 0 on socket 0, CPU 1 on socket 1: the same shape as the two-socket fixture.
+    ProbeOptions {
+        max_threads: 64,
+        max_exit_keys: 256,
+        kvm_exit_source,
+        cpu_sockets: BTreeMap::from([(0, 0), (1, 1)]),
+    }
 }
 
 #[test]
 fn sched_switch_accounts_a_tracked_thread_per_cpu_and_counts_socket_moves() {
-    require_root();
+    common::require_host();
     let cpus = std::thread::available_parallelism().unwrap().get();
     assert!(
         cpus >= 2,
         "needs 2 CPUs to move a thread between sockets, have {cpus}"
     );
-    // CPU 0 on socket 0, CPU 1 on socket 1: the same shape as the two-socket fixture.
-    let options = ProbeOptions {
-        max_threads: 64,
-        max_exit_keys: 256,
-        kvm_exit_source: KvmExitSource::Auto,
-        cpu_sockets: BTreeMap::from([(0, 0), (1, 1)]),
-    };
-    let mut probes = Probes::load(options).expect("probes load and attach");
+    let mut probes = Probes::load(options(KvmExitSource::Auto)).expect("probes load and attach");
     assert!(probes.status()["sched_switch"].attached);
 
     let (tid_tx, tid_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<[u64; 2]>();
     let stop = Arc::new(AtomicBool::new(false));
     let stop_worker = stop.clone();
     let worker = std::thread::spawn(move || {
-        tid_tx.send(gettid()).unwrap();
+        let tid = gettid();
+        tid_tx.send(tid).unwrap();
         go_rx.recv().unwrap();
-        let before = schedstat_ns(gettid());
-        // Four hops: 0 -> 1 -> 0 -> 1, burning ~150 ms on each CPU.
+        // Four hops: 0 -> 1 -> 0 -> 1, each burning 150 ms of the thread's own CPU time (not
+        // wall time: another VM or test on this 2-CPU host may take a share of the CPU).
+        // While pinned, all of the thread's run time is on that CPU, so schedstat's growth
+        // per hop is the kernel's own figure for that CPU.
+        let mut kernel_ns_by_cpu = [0u64; 2];
         for hop in 0..4 {
-            pin_self(hop % 2);
-            let until = std::time::Instant::now() + Duration::from_millis(150);
-            while std::time::Instant::now() < until {
-                std::hint::spin_loop();
+            let cpu = hop % 2;
+            pin_self(cpu);
+            let start = schedstat_ns(tid);
+            let give_up = Instant::now() + Duration::from_secs(5);
+            while schedstat_ns(tid) - start < 150_000_000 && Instant::now() < give_up {
+                let until = Instant::now() + Duration::from_millis(1);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
             }
             // Sleeping forces a switch out, so the stint lands in RUN_NS.
             std::thread::sleep(Duration::from_millis(5));
+            kernel_ns_by_cpu[cpu] += schedstat_ns(tid) - start;
         }
-        let after = schedstat_ns(gettid());
+        done_tx.send(kernel_ns_by_cpu).unwrap();
         while !stop_worker.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        after - before
     });
     let tid = tid_rx.recv().unwrap();
     probes.track(tid).expect("track worker thread");
     go_tx.send(()).unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    let kernel_ns_by_cpu = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("worker finished its hops");
     let counters = probes.read().unwrap()[&tid].clone();
     stop.store(true, Ordering::Relaxed);
-    let kernel_ns = worker.join().unwrap();
+    worker.join().unwrap();
 
-    let ours: u64 = counters.run_ns_by_cpu.iter().sum();
     // Both sides measure the same stints with the same clock; they differ by the bits of run
-    // time outside the measured window (thread wake-up before `before`, the sleep loop after
-    // `after`), a few ms at most.
-    let diff = ours.abs_diff(kernel_ns) as f64 / kernel_ns as f64;
-    assert!(
-        diff < 0.10,
-        "probe {ours} ns vs schedstat {kernel_ns} ns ({:.1}% apart)",
-        diff * 100.0
-    );
-    for cpu in 0..2 {
-        let on_cpu = counters.run_ns_by_cpu[cpu];
+    // time outside the measured hops (the thread's wake-up after `go`, its sleep loop after
+    // reporting), well under a millisecond each; 10% + 5 ms leaves room for a loaded host.
+    for (cpu, &kernel) in kernel_ns_by_cpu.iter().enumerate() {
+        let ours = counters.run_ns_by_cpu[cpu];
         assert!(
-            on_cpu > 200_000_000,
-            "CPU {cpu} got only {on_cpu} ns of ~300 ms"
+            kernel >= 250_000_000,
+            "CPU {cpu}: the worker got only {kernel} ns of its 300 ms (a hop gives up after 5 s: host overloaded?)"
+        );
+        assert!(
+            ours.abs_diff(kernel) < kernel / 10 + 5_000_000,
+            "CPU {cpu}: probe {ours} ns vs schedstat {kernel} ns"
         );
     }
+    let ours: u64 = counters.run_ns_by_cpu.iter().sum();
     assert!(
         counters.cross_socket_migrations >= 3,
         "expected >= 3 socket moves, got {}",
@@ -121,4 +128,106 @@ fn sched_switch_accounts_a_tracked_thread_per_cpu_and_counts_socket_moves() {
     let last = probes.untrack(tid).unwrap();
     assert!(last.run_ns_by_cpu.iter().sum::<u64>() >= ours);
     assert!(probes.tracked().is_empty());
+}
+
+#[test]
+fn prepare_loads_every_program_and_attach_attaches_them() {
+    common::require_host();
+    let mut probes = Probes::prepare(options(KvmExitSource::Auto)).expect("probes prepare");
+    let sched = [
+        programs::SCHED_SWITCH,
+        programs::SCHED_PROCESS_EXIT,
+        programs::SCHED_MIGRATE_TASK,
+    ];
+    for name in sched {
+        let st = &probes.status()[name];
+        assert!(
+            !st.attached && st.detail.contains("prepared"),
+            "{name}: {st:?}"
+        );
+    }
+    assert_eq!(
+        probes.exit_source(),
+        None,
+        "nothing attaches before attach()"
+    );
+    probes.attach().expect("probes attach");
+    for name in sched {
+        let st = &probes.status()[name];
+        assert!(st.attached, "{name}: {st:?}");
+    }
+    // Both KVM exit sources are reported, exactly one is attached and it is the one in use.
+    let sources = [programs::KVM_EXIT, programs::KVM_USERSPACE_EXIT];
+    let attached: Vec<&str> = sources
+        .into_iter()
+        .filter(|name| probes.status()[name].attached)
+        .collect();
+    assert_eq!(attached.len(), 1, "{:?}", probes.status());
+    assert_eq!(probes.exit_source(), Some(attached[0]));
+    assert_eq!(probes.status().len(), 5, "{:?}", probes.status());
+}
+
+#[test]
+fn a_forced_exit_source_leaves_the_other_unselected() {
+    common::require_host();
+    let probes = Probes::load(options(KvmExitSource::KvmUserspaceExit)).expect("probes load");
+    assert_eq!(probes.exit_source(), Some(programs::KVM_USERSPACE_EXIT));
+    let other = &probes.status()[programs::KVM_EXIT];
+    assert!(!other.attached, "{other:?}");
+    assert!(other.detail.contains("not selected"), "{other:?}");
+}
+
+#[test]
+fn this_host_has_a_kvm_vendor_module() {
+    common::require_host();
+    // The testbed runs nested PVM KVM; a bare-metal CI host would show kvm_intel/kvm_amd.
+    assert!(
+        kvm_vendor_module(Path::new("/sys/module")).is_some(),
+        "no KVM vendor module (kvm_intel, kvm_amd, kvm_pvm) in /sys/module: load one (modprobe)"
+    );
+}
+
+#[test]
+fn kernel_btf_gives_task_struct_layout() {
+    common::require_host();
+    let btf = KernelBtf::read(Path::new(pinsight::probes::VMLINUX_BTF)).expect("kernel BTF");
+    let pid = btf
+        .member_offset("task_struct", "pid")
+        .expect("task_struct.pid");
+    let tgid = btf
+        .member_offset("task_struct", "tgid")
+        .expect("task_struct.tgid");
+    // pid and tgid are adjacent pid_t members in every kernel since 2.6.
+    assert_eq!(tgid, pid + 4, "pid at {pid}, tgid at {tgid}");
+    assert!(pid > 0 && pid.is_multiple_of(4));
+    btf.member_offset("sched_entity", "sum_exec_runtime")
+        .expect("sched_entity.sum_exec_runtime");
+    let err = btf
+        .member_offset("task_struct", "no_such_member")
+        .unwrap_err();
+    assert!(err.to_string().contains("no_such_member"), "{err}");
+}
+
+#[test]
+fn tracefs_formats_of_the_probed_tracepoints_parse() {
+    common::require_host();
+    // Cross-checks the parser against the kernel's own files (tracefs is mounted by setup).
+    let reason = tracefs::field_offset("kvm", "kvm_userspace_exit", "reason").unwrap();
+    let errno = tracefs::field_offset("kvm", "kvm_userspace_exit", "errno").unwrap();
+    assert_eq!(errno, reason + 4);
+    for field in ["pid", "orig_cpu", "dest_cpu"] {
+        tracefs::field_offset("sched", "sched_migrate_task", field)
+            .unwrap_or_else(|e| panic!("sched_migrate_task.{field}: {e}"));
+    }
+    // A missing event names itself; only a missing kvm category blames the kvm module.
+    let err = tracefs::field_offset("kvm", "no_such_event", "x").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("kvm:no_such_event"), "{text}");
+    assert!(!text.contains("module"), "{text}");
+    let err = tracefs::field_offset("sched", "no_such_event", "x").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("sched:no_such_event") && !text.contains("kvm"),
+        "{text}"
+    );
 }

@@ -1,8 +1,14 @@
 //! Just enough of a BTF reader to find one member's offset in one kernel struct.
 //!
-//! The probes read `task_struct.pid` directly from the BTF pointers sched_switch hands them;
-//! its offset differs between kernel builds, so it is looked up in the running kernel's BTF at
-//! load time (a small CO-RE of our own: aya's Btf does not expose member offsets).
+//! The probes read `task_struct.pid` and `task_struct.se.sum_exec_runtime` directly from the
+//! BTF pointers sched_switch hands them; the offsets differ between kernel builds, so they are
+//! looked up in the running kernel's BTF at load time (a small CO-RE of our own).
+//!
+//! Why not a crate: aya-obj 0.2 (aya 0.13) parses BTF but keeps struct members and
+//! `type_by_id` crate-private; btf-rs (retis-org, well kept, does exactly this) is
+//! LGPL-2.1-or-later, which this MIT/Apache-2.0 project would link statically into its .deb;
+//! libbpf-rs builds and links the C libbpf (libelf, zlib) beside aya for two offsets. One
+//! linear walk over the type section is about 100 lines and is tested on a handmade blob.
 
 use std::path::{Path, PathBuf};
 
@@ -25,40 +31,79 @@ pub enum BtfError {
         /// What is wrong.
         reason: String,
     },
-    /// No such struct or member.
-    #[error("kernel BTF {path} has no member {member:?} in struct {strukt}")]
-    NotFound {
+    /// The struct or member is missing, or the member cannot be read as a whole field.
+    #[error("kernel BTF {path}: struct {strukt} member {member:?}: {what}")]
+    Unusable {
         /// The file.
         path: PathBuf,
         /// Struct name.
         strukt: String,
         /// Member name.
         member: String,
+        /// What is wrong with it.
+        what: &'static str,
     },
 }
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 
-/// Byte offset of `member` in `struct strukt`, from the BTF file at `path`
-/// (normally /sys/kernel/btf/vmlinux).
-pub fn member_offset(path: &Path, strukt: &str, member: &str) -> Result<u32, BtfError> {
-    let data = std::fs::read(path).map_err(|source| BtfError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let malformed = |reason: &str| BtfError::Malformed {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
-    let btf = Btf::parse(&data).map_err(malformed)?;
-    btf.member_offset(strukt, member)
-        .map_err(malformed)?
-        .ok_or_else(|| BtfError::NotFound {
+/// The running kernel's BTF (normally /sys/kernel/btf/vmlinux), read once for every lookup.
+pub struct KernelBtf {
+    path: PathBuf,
+    data: Vec<u8>,
+}
+
+impl KernelBtf {
+    /// Reads the BTF file at `path`.
+    pub fn read(path: &Path) -> Result<KernelBtf, BtfError> {
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
             path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(KernelBtf {
+            path: path.to_path_buf(),
+            data,
+        })
+    }
+
+    /// BTF already in memory (the unit tests' handmade blob); `path` only names it in errors.
+    #[cfg(test)]
+    fn from_bytes(path: &Path, data: Vec<u8>) -> KernelBtf {
+        KernelBtf {
+            path: path.to_path_buf(),
+            data,
+        }
+    }
+
+    /// Byte offset of `member` in `struct strukt`.
+    pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
+        let malformed = |reason: &str| BtfError::Malformed {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        };
+        let btf = Btf::parse(&self.data).map_err(malformed)?;
+        let found = btf.member(strukt, member).map_err(malformed)?;
+        let named = |what: &'static str| BtfError::Unusable {
+            path: self.path.clone(),
             strukt: strukt.to_string(),
             member: member.to_string(),
-        })
+            what,
+        };
+        match found {
+            None => Err(named("no such member")),
+            Some(m) if m.bitfield_size != 0 || !m.bits.is_multiple_of(8) => {
+                Err(named("a bitfield, not a byte-addressable member"))
+            }
+            Some(m) => Ok(m.bits / 8),
+        }
+    }
+}
+
+/// Where a member sits: bit offset and, for a bitfield, its size in bits.
+struct Member {
+    bits: u32,
+    bitfield_size: u32,
 }
 
 struct Btf<'a> {
@@ -101,7 +146,7 @@ impl<'a> Btf<'a> {
     }
 
     /// Walks every type record; each is a 12-byte header plus kind-specific trailing data.
-    fn member_offset(&self, strukt: &str, member: &str) -> Result<Option<u32>, &'static str> {
+    fn member(&self, strukt: &str, member: &str) -> Result<Option<Member>, &'static str> {
         let mut at = 0;
         while at + 12 <= self.types.len() {
             let name_off = u32_at(self.types, at).ok_or("truncated type")?;
@@ -123,16 +168,17 @@ impl<'a> Btf<'a> {
                     let m_name = u32_at(self.types, m).ok_or("truncated member")?;
                     let m_offset = u32_at(self.types, m + 8).ok_or("truncated member")?;
                     if self.name(m_name) == member.as_bytes() {
-                        // With kind_flag the low 24 bits are the bit offset (bitfields).
-                        let bits = if kind_flag {
-                            m_offset & 0xff_ffff
+                        // With kind_flag the top 8 bits are a bitfield's size and the low
+                        // 24 bits the bit offset; without it, the offset is in bits.
+                        let (bits, bitfield_size) = if kind_flag {
+                            (m_offset & 0xff_ffff, m_offset >> 24)
                         } else {
-                            m_offset
+                            (m_offset, 0)
                         };
-                        if !bits.is_multiple_of(8) {
-                            return Err("member is a bitfield");
-                        }
-                        return Ok(Some(bits / 8));
+                        return Ok(Some(Member {
+                            bits,
+                            bitfield_size,
+                        }));
                     }
                 }
             }
@@ -146,29 +192,77 @@ impl<'a> Btf<'a> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_task_struct_pid_in_the_running_kernel() {
-        let path = Path::new("/sys/kernel/btf/vmlinux");
-        let pid = member_offset(path, "task_struct", "pid").expect("kernel BTF readable");
-        let tgid = member_offset(path, "task_struct", "tgid").unwrap();
-        // pid and tgid are adjacent pid_t members in every kernel since 2.6.
-        assert_eq!(tgid, pid + 4, "pid at {pid}, tgid at {tgid}");
-        assert!(pid > 0 && pid.is_multiple_of(4));
+    /// A BTF blob with the strings "", "task_struct", "pid", "flags" and one INT type, then
+    /// `struct task_struct { int flags:3 (bit 0); int pid (byte 8); }` with kind_flag set.
+    fn blob() -> Vec<u8> {
+        let strings = b"\0task_struct\0pid\0flags\0int\0";
+        let mut types = Vec::new();
+        let mut u32s = |v: &[u32]| v.iter().for_each(|x| types.extend(x.to_le_bytes()));
+        // [1] INT "int": name, info (kind 1), size, then the INT's encoding word.
+        u32s(&[23, 1 << 24, 4, 32]);
+        // [2] STRUCT "task_struct", kind_flag, 2 members, size 16.
+        u32s(&[1, (1 << 31) | (4 << 24) | 2, 16]);
+        // flags: bitfield size 3 at bit 0; pid: bit 64 (byte 8).
+        u32s(&[17, 1, 3 << 24, 13, 1, 64]);
+        let mut data = Vec::new();
+        data.extend(BTF_MAGIC.to_le_bytes());
+        data.extend([1u8, 0]); // version, flags
+        let hdr_len = 24u32;
+        let type_len = types.len() as u32;
+        for v in [hdr_len, 0, type_len, type_len, strings.len() as u32] {
+            data.extend(v.to_le_bytes());
+        }
+        data.extend(types);
+        data.extend(strings);
+        data
+    }
+
+    fn btf(data: Vec<u8>) -> KernelBtf {
+        KernelBtf::from_bytes(Path::new("fixture.btf"), data)
     }
 
     #[test]
-    fn missing_member_is_named() {
-        let path = Path::new("/sys/kernel/btf/vmlinux");
-        let err = member_offset(path, "task_struct", "no_such_member").unwrap_err();
-        assert!(err.to_string().contains("no_such_member"), "{err}");
+    fn finds_a_member_offset_with_kind_flag_bit_offsets() {
+        assert_eq!(btf(blob()).member_offset("task_struct", "pid").unwrap(), 8);
+    }
+
+    #[test]
+    fn missing_struct_or_member_is_named() {
+        let err = btf(blob())
+            .member_offset("task_struct", "tgid")
+            .unwrap_err();
+        assert!(matches!(err, BtfError::Unusable { .. }), "{err}");
+        assert!(err.to_string().contains("tgid"), "{err}");
+        let err = btf(blob()).member_offset("mm_struct", "pid").unwrap_err();
+        assert!(err.to_string().contains("mm_struct"), "{err}");
+    }
+
+    #[test]
+    fn a_bitfield_member_is_refused() {
+        let err = btf(blob())
+            .member_offset("task_struct", "flags")
+            .unwrap_err();
+        assert!(err.to_string().contains("bitfield"), "{err}");
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let dir = std::env::temp_dir().join(format!("pinsight-btf-{}", std::process::id()));
-        std::fs::write(&dir, b"\x9f\xeb\x01\x00garbage").unwrap();
-        let err = member_offset(&dir, "task_struct", "pid").unwrap_err();
-        std::fs::remove_file(&dir).ok();
-        assert!(matches!(err, BtfError::Malformed { .. }), "{err}");
+        for data in [
+            b"\x9f\xeb\x01\x00garbage".to_vec(),
+            b"ELF".to_vec(),
+            Vec::new(),
+        ] {
+            let err = btf(data).member_offset("task_struct", "pid").unwrap_err();
+            assert!(matches!(err, BtfError::Malformed { .. }), "{err}");
+            assert!(err.to_string().contains("fixture.btf"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_file_names_the_path() {
+        let err = KernelBtf::read(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/vmlinux"), "{err}");
     }
 }

@@ -3,9 +3,14 @@
 use std::collections::{BTreeMap, HashMap as StdHashMap};
 
 use aya::maps::PerCpuValues;
-use monitor_common::{maps, CpuRun, ExitKey, MAP_ERROR_SLOTS};
+use monitor_common::kvm_exit::{ExitKey, KVM_EXITS};
+use monitor_common::sched_switch::{CpuRun, RUN_NS};
+use monitor_common::tracked::{
+    slot_shift, slot_word, MAP_ERROR_SLOTS, SLOTS_PER_WORD, SLOT_MASK, TRACKED_TIDS,
+};
 
-use super::{map_err, MapUsage, ProbeError, Probes, ProgramStats, ThreadCounters};
+use super::error::map_err;
+use super::{MapUsage, ProbeError, Probes, ProgramStats, ThreadCounters};
 
 impl Probes {
     /// Starts accounting `tid` as a vCPU thread.
@@ -13,22 +18,25 @@ impl Probes {
         if self.tracked.contains(&tid) {
             return Ok(());
         }
-        let full = ProbeError::Full {
+        if slot_word(tid) >= self.slot_words {
+            return Err(ProbeError::TidBeyondTable {
+                tid,
+                table_tids: self.slot_words * SLOTS_PER_WORD,
+            });
+        }
+        let slot = self.free_slots.pop().ok_or(ProbeError::Full {
             tid,
             tracked: self.tracked.len(),
             capacity: self.options.max_threads,
-        };
-        if tid / 4 >= self.slot_words {
-            return Err(full);
-        }
-        let slot = self.free_slots.pop().ok_or(full)?;
+        })?;
         // Counters first, the slot last: the probes never see a half-tracked thread.
+        // (try_from fails only for a length other than the possible CPUs', which this is.)
         let zeros = PerCpuValues::try_from(vec![CpuRun::default(); self.nr_cpus])
-            .map_err(|e| map_err(maps::RUN_NS)(aya::maps::MapError::IoError(e)))?;
+            .map_err(|e| map_err(RUN_NS)(aya::maps::MapError::IoError(e)))?;
         let published = self
             .run_ns
             .set(slot, zeros, 0)
-            .map_err(map_err(maps::RUN_NS))
+            .map_err(map_err(RUN_NS))
             .and_then(|()| self.set_slot(tid, slot));
         if let Err(e) = published {
             self.free_slots.push(slot);
@@ -58,17 +66,16 @@ impl Probes {
     }
 
     fn set_slot(&mut self, tid: u32, slot: u32) -> Result<(), ProbeError> {
-        let index = tid / 4;
-        let shift = (tid % 4) * 16;
+        let (index, shift) = (slot_word(tid), slot_shift(tid));
         let word = self.words.entry(index).or_insert(0);
-        *word = (*word & !(0xffff << shift)) | (u64::from(slot) << shift);
+        *word = (*word & !(SLOT_MASK << shift)) | (u64::from(slot) << shift);
         let value = *word;
         if value == 0 {
             self.words.remove(&index);
         }
         self.tracked_tids
             .set(index, value, 0)
-            .map_err(map_err(maps::TRACKED_TIDS))
+            .map_err(map_err(TRACKED_TIDS))
     }
 
     /// Cumulative counters of every tracked thread: one pass over each map.
@@ -129,7 +136,7 @@ impl Probes {
         }
     }
 
-    /// Failed map updates inside the probes, summed over CPUs, by slot.
+    /// Failed map updates inside the probes, summed over CPUs and kinds (`MapError`).
     pub fn map_errors(&self) -> u64 {
         (0..MAP_ERROR_SLOTS)
             .filter_map(|slot| self.map_errors.get(&slot, 0).ok())
@@ -142,12 +149,12 @@ impl Probes {
         let exit_entries = self.kvm_exits.keys().count() as u64;
         vec![
             MapUsage {
-                map: maps::RUN_NS,
+                map: RUN_NS,
                 entries: self.tracked.len() as u64,
                 capacity: self.options.max_threads.into(),
             },
             MapUsage {
-                map: maps::KVM_EXITS,
+                map: KVM_EXITS,
                 entries: exit_entries,
                 capacity: self.options.max_exit_keys.into(),
             },
@@ -155,6 +162,7 @@ impl Probes {
     }
 
     /// Run time and count per attached program; None when kernel.bpf_stats_enabled is 0.
+    /// Programs that are loaded but not attached (none, normally) are left out.
     pub fn program_stats(&self) -> Option<Vec<ProgramStats>> {
         if !bpf_stats_enabled() {
             return None;
@@ -163,7 +171,10 @@ impl Probes {
             .ebpf
             .programs()
             .filter_map(|(name, prog)| {
-                let program = self.status.keys().copied().find(|p| *p == name)?;
+                let (&program, _) = self
+                    .status
+                    .iter()
+                    .find(|(p, st)| **p == name && st.attached)?;
                 let info = prog.info().ok()?;
                 Some(ProgramStats {
                     program,

@@ -5,11 +5,21 @@ use std::path::{Path, PathBuf};
 /// The tracefs mount points we look at, in order.
 pub const TRACEFS_ROOTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
-/// Why a tracepoint field could not be located.
+/// Why a tracepoint or one of its fields could not be located.
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
-    /// The tracepoint does not exist (kernel without it, module not loaded, tracefs unmounted).
-    #[error("tracepoint {category}:{name} not found (looked for {path}); is tracefs mounted and the kvm module loaded?")]
+    /// No tracefs root has an `events` directory.
+    #[error("tracepoint {category}:{name}: tracefs is not mounted (looked in {roots}; `mount -t tracefs nodev /sys/kernel/tracing`)")]
+    NotMounted {
+        /// Category, e.g. "kvm".
+        category: String,
+        /// Event name.
+        name: String,
+        /// The roots we looked in.
+        roots: String,
+    },
+    /// tracefs is mounted but has no such tracepoint.
+    #[error("tracepoint {category}:{name} not found ({path} is missing): {hint}")]
     Missing {
         /// Category, e.g. "kvm".
         category: String,
@@ -17,6 +27,16 @@ pub enum TracefsError {
         name: String,
         /// The format file we looked for.
         path: PathBuf,
+        /// The likely cause: the whole category is absent, or only this event.
+        hint: String,
+    },
+    /// The format file exists but could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The format file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// The format file lacks the field.
     #[error("{path}: no field {field:?}")]
@@ -28,36 +48,52 @@ pub enum TracefsError {
     },
 }
 
-/// Whether `category:name` exists under any tracefs root.
-pub fn exists(category: &str, name: &str) -> bool {
-    format_path(category, name).is_some()
+/// The format file of `category:name`, or why there is none.
+pub fn format_path(category: &str, name: &str) -> Result<PathBuf, TracefsError> {
+    let roots: Vec<&Path> = TRACEFS_ROOTS.iter().map(Path::new).collect();
+    locate_in(&roots, category, name)
 }
 
-fn format_path(category: &str, name: &str) -> Option<PathBuf> {
-    TRACEFS_ROOTS
+fn locate_in(roots: &[&Path], category: &str, name: &str) -> Result<PathBuf, TracefsError> {
+    let Some(events) = roots
         .iter()
-        .map(|root| {
-            Path::new(root)
-                .join("events")
-                .join(category)
-                .join(name)
-                .join("format")
-        })
-        .find(|p| p.exists())
+        .map(|root| root.join("events"))
+        .find(|events| events.is_dir())
+    else {
+        return Err(TracefsError::NotMounted {
+            category: category.into(),
+            name: name.into(),
+            roots: roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let path = events.join(category).join(name).join("format");
+    if path.exists() {
+        return Ok(path);
+    }
+    let hint = match (category, events.join(category).is_dir()) {
+        ("kvm", false) => "no kvm tracepoints at all: is the kvm module loaded?".to_string(),
+        (_, false) => format!("this kernel has no {category} tracepoints"),
+        (_, true) => format!("this kernel's {category} tracepoints do not include {name}"),
+    };
+    Err(TracefsError::Missing {
+        category: category.into(),
+        name: name.into(),
+        path,
+        hint,
+    })
 }
 
 /// Byte offset of `field` in the record of `category:name`.
 pub fn field_offset(category: &str, name: &str, field: &str) -> Result<u32, TracefsError> {
-    let path = format_path(category, name).ok_or_else(|| TracefsError::Missing {
-        category: category.into(),
-        name: name.into(),
-        path: Path::new(TRACEFS_ROOTS[0])
-            .join("events")
-            .join(category)
-            .join(name)
-            .join("format"),
+    let path = format_path(category, name)?;
+    let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Read {
+        path: path.clone(),
+        source,
     })?;
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
     parse_field_offset(&text, field).ok_or(TracefsError::NoField {
         path,
         field: field.into(),
@@ -99,16 +135,12 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_running_kernels_kvm_formats() {
-        // Cross-checks the parser against the kernel's own files (tracefs is mounted by setup).
-        assert!(
-            exists("sched", "sched_switch"),
-            "tracefs not mounted: run scripts/setup.sh"
-        );
-        let reason = field_offset("kvm", "kvm_userspace_exit", "reason").unwrap();
-        let errno = field_offset("kvm", "kvm_userspace_exit", "errno").unwrap();
-        assert_eq!(errno, reason + 4);
-        let err = field_offset("kvm", "no_such_event", "x").unwrap_err();
-        assert!(err.to_string().contains("kvm:no_such_event"), "{err}");
+    fn an_unmounted_tracefs_names_the_tracepoint_and_the_roots() {
+        let roots = [Path::new("/nonexistent/tracing")];
+        let err = locate_in(&roots, "sched", "sched_migrate_task").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("sched:sched_migrate_task"), "{text}");
+        assert!(text.contains("/nonexistent/tracing"), "{text}");
+        assert!(!text.contains("kvm"), "{text}");
     }
 }

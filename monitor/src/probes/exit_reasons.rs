@@ -4,7 +4,7 @@
 //! `EXIT_REASON_SVM_FLAG`); kvm_userspace_exit reports the KVM_EXIT_* code handed to the VMM.
 //! Reasons outside these tables are exported as `other`.
 
-use monitor_common::EXIT_REASON_SVM_FLAG;
+use monitor_common::kvm_exit::EXIT_REASON_SVM_FLAG;
 
 /// The label for reasons not in the tables.
 pub const OTHER: &str = "other";

@@ -3,23 +3,25 @@
 //! Two sources, one map: `kvm:kvm_exit` (every hardware exit, bare-metal VMX/SVM) and
 //! `kvm:kvm_userspace_exit` (exits that reach the VMM; the only one that fires under nested
 //! KVM). Both are classic tracepoints: they live in the kvm module on most hosts, where the
-//! record layout is read from tracefs at load time rather than from vmlinux BTF.
+//! record layout is read from tracefs at load time rather than from vmlinux BTF. The daemon
+//! attaches one of the two (its choice is in `monitor/src/probes/kvm_exit.rs`).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::map, maps::PerCpuHashMap,
     programs::TracePointContext, EbpfContext,
 };
 use aya_log_ebpf::warn;
-use monitor_common::{ExitKey, MapError, EXIT_REASON_SVM_FLAG};
+use monitor_common::kvm_exit::{ExitKey, EXIT_REASON_SVM_FLAG};
+use monitor_common::tracked::MapError;
 
-use crate::tracked::PASS_TO_PERF;
-use crate::tracked::{count_map_error, tracked_slot};
+use crate::tracked::{count_map_error, tracked_slot, PASS_TO_PERF};
 
 /// Exits per (thread, reason), size set at load time.
 #[map(name = "KVM_EXITS")]
 static KVM_EXITS: PerCpuHashMap<ExitKey, u64> = PerCpuHashMap::with_max_entries(1, 0);
 
-/// Offsets of the fields in the tracepoint records, from tracefs `format` files.
+/// Offsets of the fields in the tracepoint records, from tracefs `format` files (set at load
+/// time; these defaults are the layout of current kernels).
 #[no_mangle]
 static KVM_EXIT_REASON_OFFSET: u32 = 8;
 #[no_mangle]
