@@ -1,10 +1,10 @@
 //! pinsight: sees, explains and fixes GPU VMs whose vCPUs run on the wrong socket.
 //!
-//! Data flows one way: `topology` (sysfs) and `inventory` (libvirt, /proc) and `probes`
-//! (eBPF maps) are the sources; `accounting` turns their readings into per-VM figures;
-//! `metrics`, `status` and `http` show them; `policy` decides where misplaced vCPUs go,
-//! `remediate` repins them through libvirt, `lifecycle` hears libvirt's domain events;
-//! `daemon` runs the loop.
+//! Data flows one way: `topology` (sysfs), `inventory` (libvirt, /proc) and `probes` (eBPF
+//! maps) are the sources; `accounting` turns their readings into per-VM figures; the engine
+//! (`daemon`) builds one [`view::HostView`] per tick from them, lets `policy` decide from it
+//! (`remediate` acts through libvirt in enforce mode) and publishes it; `metrics`, `http` and
+//! the `cli` renderers only read that view. `lifecycle` hears libvirt's domain events.
 
 pub mod accounting;
 pub mod cli;
