@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod http;
 pub mod inventory;
 pub mod lifecycle;
+pub mod lock;
 pub mod metrics;
 pub mod policy;
 pub mod probes;

@@ -31,6 +31,9 @@ pub enum CliError {
     /// The config file cannot be read, parsed or has a value out of range.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Another pinsight runs on this host (or the lock file is unusable).
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// A command-line flag set a value the configuration refuses.
     #[error("{flag} {value}: {reason}")]
     InvalidFlag {

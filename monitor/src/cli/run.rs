@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -13,6 +14,7 @@ use clap::Args;
 use super::host::{read_topology, resolve, Flag, HostArgs};
 use super::{CliError, BPF_STATS_SYSCTL};
 use crate::config::Mode;
+use crate::lock::InstanceLock;
 
 /// Arguments of `pinsight run`.
 #[derive(Args, Debug)]
@@ -30,6 +32,10 @@ pub struct RunArgs {
     /// Repin policy mode (overrides policy.mode): observe, recommend or enforce.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
+    /// The instance lock: one pinsight per host. A second `pinsight run` with the same file
+    /// exits non-zero naming the holder's pid.
+    #[arg(long, value_name = "FILE", default_value = crate::lock::DEFAULT_LOCK_FILE)]
+    pub lock_file: PathBuf,
 }
 
 impl RunArgs {
@@ -51,6 +57,8 @@ pub fn enable_bpf_stats() -> Result<(), CliError> {
 
 /// Runs the daemon until a signal, or until its engine ends.
 pub fn execute(args: RunArgs) -> Result<(), CliError> {
+    // Before anything else: a second instance must not load probes or touch a VM.
+    let _lock = InstanceLock::acquire(&args.lock_file)?;
     let config = resolve(args.host.config.as_deref(), &args.flags())?;
     let topology = read_topology(&config)?;
     // After the checks that need no privilege, so a bad flag or sysfs root leaves the
