@@ -83,6 +83,7 @@ fn main() {
                                 vcpu: v,
                                 tid,
                                 allowed_cpus: "0-15".parse::<CpuSet>().unwrap(),
+                                start_time: 1,
                             }
                         })
                         .collect(),
@@ -136,6 +137,8 @@ fn main() {
             cross_socket_penalty: 0.03,
             tick: round,
             extra_problems: Vec::new(),
+            measuring: true,
+            unmeasured_tids: Default::default(),
         });
         let t = Instant::now();
         let text = render(&view);

@@ -6,6 +6,7 @@
 //! sources -> accounting -> view -> policy verdicts -> published view.
 
 mod repin;
+mod tracking;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +43,10 @@ pub struct Engine {
     /// Whether the last libvirt scan succeeded.
     libvirt_up: bool,
     last_scan: Option<Instant>,
+    /// Problems already logged; pruned to those the last scan still found.
     reported: HashSet<String>,
+    /// Which vCPU threads the probes account.
+    tracking: tracking::Tracking,
     shared: Shared,
     ticks: u64,
     /// The repin policy; None in observe mode.
@@ -107,6 +111,7 @@ impl Engine {
             libvirt_up: false,
             last_scan: None,
             reported: HashSet::new(),
+            tracking: tracking::Tracking::default(),
             shared,
             ticks: 0,
         }
@@ -230,34 +235,20 @@ impl Engine {
                 tracing::warn!("{problem}");
             }
         }
+        // A problem that went away is logged again if it comes back.
+        self.reported.retain(|p| new.problems.contains(p));
     }
 
-    /// Tracks exactly the vCPU threads of `inventory`, folding the final counters of threads
-    /// that went away into their VM before forgetting them.
+    /// Tracks exactly the vCPU threads of `inventory`, then makes it the current one.
     fn sync_tracking(&mut self, inventory: Inventory) {
         if let Some(probes) = self.probes.as_mut() {
-            let wanted: BTreeSet<u32> = inventory
-                .vms
-                .iter()
-                .flat_map(|vm| vm.vcpus.iter().map(|t| t.tid))
-                .collect();
-            let stale: Vec<u32> = probes.tracked().difference(&wanted).copied().collect();
-            for tid in stale {
-                match probes.untrack(tid) {
-                    Ok(last) => {
-                        self.accounting
-                            .retire(tid, &last, &self.inventory.vms, &self.topology)
-                    }
-                    Err(e) => tracing::warn!(tid, error = %e, "untracking thread failed"),
-                }
-            }
-            for tid in wanted.difference(&probes.tracked().clone()) {
-                if let Err(e) = probes.track(*tid) {
-                    if self.reported.insert(format!("track {tid}")) {
-                        tracing::warn!(tid, error = %e, "cannot track vCPU thread");
-                    }
-                }
-            }
+            self.tracking.sync(
+                probes,
+                &mut self.accounting,
+                &self.inventory.vms,
+                &inventory,
+                &self.topology,
+            );
         }
         self.inventory = inventory;
     }
@@ -279,6 +270,12 @@ impl Engine {
             cross_socket_penalty: self.config.cross_socket_penalty,
             tick: self.ticks,
             extra_problems,
+            measuring: self.probes.as_ref().is_some_and(|p| {
+                p.status()
+                    .get(monitor_common::programs::SCHED_SWITCH)
+                    .is_some_and(|s| s.attached)
+            }),
+            unmeasured_tids: self.tracking.unmeasured().collect(),
         })
     }
 }

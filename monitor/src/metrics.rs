@@ -91,6 +91,11 @@ pub fn render(view: &HostView) -> String {
         COUNTER,
         "Moves of a vCPU thread from a CPU of one socket to a CPU of another (sched_migrate_task).",
     );
+    let mut measured = Family::new(
+        "pinsight_vcpu_measured",
+        GAUGE,
+        "1 when the probes account this vCPU's thread; 0 when they cannot (probe maps full: raise probes.max_threads; or the probes are not loaded), so its run time of 0 does not mean idle.",
+    );
     let mut ratio = Family::new("pinsight_domain_remote_ratio", GAUGE, "Share (0..1) of the VM's vCPU run time spent on another socket than its GPUs, over the recent window (remote_ratio_window_seconds).");
     let mut overhead = Family::new("pinsight_domain_estimated_overhead_ratio", GAUGE, "Estimated share of performance lost to cross-socket placement: remote ratio x cross_socket_penalty (an estimate, not a measurement).");
     let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, GPU PCI addresses and their NUMA nodes, Nova names.");
@@ -159,6 +164,7 @@ pub fn render(view: &HostView) -> String {
                 vcpu_run.push(labels(vec![("locality", l.as_str().into())]), x);
             }
             migrations.push(labels(vec![]), v.cross_socket_migrations as f64);
+            measured.push(labels(vec![]), f64::from(u8::from(v.measured)));
             for e in &v.kvm_exits {
                 vcpu_exits.push(
                     labels(vec![
@@ -239,6 +245,7 @@ pub fn render(view: &HostView) -> String {
         vcpu_run,
         domain_run,
         migrations,
+        measured,
         ratio,
         overhead,
         info,

@@ -62,6 +62,8 @@ pub fn view_inputs<'a>(
         cross_socket_penalty: 0.03,
         tick: 1,
         extra_problems: Vec::new(),
+        measuring: true,
+        unmeasured_tids: Default::default(),
     }
 }
 
@@ -107,6 +109,7 @@ impl VmBuilder {
                 vcpu: i as u32,
                 tid: 100 + i as u32,
                 allowed_cpus: cpus(a),
+                start_time: 1,
             })
             .collect();
         self.vm.spec.vcpus = allowed.len() as u32;

@@ -30,6 +30,7 @@ fn vm(xml_fixture: &str, tid: u32, gpu: Option<(&str, u32)>) -> Vm {
             vcpu: 0,
             tid,
             allowed_cpus: "0-1".parse::<CpuSet>().unwrap(),
+            start_time: 1,
         }],
         gpus: gpu
             .map(|(address, node)| {
@@ -130,6 +131,9 @@ fn metrics_exposition_matches_the_golden_file() {
         cross_socket_penalty: 0.03,
         tick: 2,
         extra_problems: Vec::new(),
+        measuring: true,
+        // The GPU-less VM's thread could not be tracked (maps full).
+        unmeasured_tids: [202].into(),
     });
     // The policy's part of the view: vCPU 0 of the GPU VM would be moved, and one opt-out was
     // counted.

@@ -60,6 +60,10 @@ pub struct VcpuThread {
     pub tid: u32,
     /// CPUs the thread may run on now (its affinity).
     pub allowed_cpus: CpuSet,
+    /// When the thread started (clock ticks after boot, /proc/.../stat field 22): a tid the
+    /// kernel reuses for a new thread has another start time. 0 when unreadable.
+    #[serde(skip)]
+    pub start_time: u64,
 }
 
 /// A running VM as pinsight sees it.

@@ -77,6 +77,7 @@ pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, Threa
             vcpu,
             tid,
             allowed_cpus,
+            start_time: start_time(&entry.path()).unwrap_or(0),
         });
     }
     vcpus.sort_by_key(|v| v.vcpu);
@@ -101,6 +102,20 @@ pub fn affinity(tid: u32) -> Option<CpuSet> {
         .map(|cpu| cpu as u32)
         .collect();
     Some(cpus)
+}
+
+/// A task's start time (field 22 of its `stat`, clock ticks after boot).
+fn start_time(task_dir: &Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(task_dir.join("stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// Field 22 of a `stat` line. The command name (field 2) is in parentheses and may itself
+/// hold spaces and parentheses, so fields are counted after its last ')'.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // rest starts with field 3 (state): field 22 is the 20th after it.
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// `Cpus_allowed_list` of a task directory.
@@ -134,6 +149,17 @@ mod tests {
         assert_eq!(vcpu_index("CPU 12/KVM"), Some(12));
         assert_eq!(vcpu_index("qemu-system-x86"), None);
         assert_eq!(vcpu_index("CPU x/KVM"), None);
+    }
+
+    #[test]
+    fn start_time_is_field_22_even_when_the_name_has_spaces_and_parentheses() {
+        let stat = "4242 (CPU 0/KVM) (x) S 1 4242 4242 0 -1 4194624 100 0 0 0 50 10 0 0 20 0 \
+                    3 0 987654 123456 789";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("4242 (short) S 1"), None);
+        assert_eq!(parse_start_time("no parenthesis"), None);
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        assert!(parse_start_time(&own).is_some(), "{own}");
     }
 
     #[test]

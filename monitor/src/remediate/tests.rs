@@ -91,6 +91,7 @@ fn vm() -> Vm {
                 vcpu,
                 tid: 100 + vcpu,
                 allowed_cpus: cpus("0-1"),
+                start_time: 1,
             })
             .collect(),
         gpus: Vec::new(),

@@ -6,7 +6,7 @@
 //! /, /status.json, `pinsight status` and `pinsight plan` all read this view and never write
 //! it; /status.json is this view serialized.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +93,9 @@ pub struct VcpuView {
     pub remote_ratio: Option<f64>,
     /// Whether the policy would move it (None: the policy did not evaluate its VM).
     pub repin_recommended: Option<bool>,
+    /// Whether the probes account its thread; false when they cannot (maps full, probes
+    /// not loaded), so a run time of 0 is never mistaken for an idle vCPU.
+    pub measured: bool,
 }
 
 /// The policy's verdict on one VM.
@@ -195,6 +198,10 @@ pub struct ViewInputs<'a> {
     pub tick: u64,
     /// Problems beyond the inventory's (probes not loaded).
     pub extra_problems: Vec<String>,
+    /// Whether run time is measured at all (the sched_switch probe is attached).
+    pub measuring: bool,
+    /// vCPU threads the probes could not take on, by tid.
+    pub unmeasured_tids: BTreeSet<u32>,
 }
 
 impl HostView {
@@ -207,7 +214,10 @@ impl HostView {
             .iter()
             .map(|vm| {
                 let totals = inputs.totals.get(&vm.name).unwrap_or(&empty);
-                vm_view(vm, totals, inputs.topology)
+                let measured = |tid: Option<u32>| {
+                    inputs.measuring && tid.is_some_and(|t| !inputs.unmeasured_tids.contains(&t))
+                };
+                vm_view(vm, totals, inputs.topology, measured)
             })
             .collect();
         let mut problems = inputs.inventory.problems.clone();
@@ -264,7 +274,12 @@ impl HostView {
 
 /// One VM's view from its inventory entry and accounting totals. vCPUs are those the
 /// accounting knows (departed threads keep their totals) plus any listed but not yet read.
-fn vm_view(vm: &Vm, totals: &DomainTotals, topology: &Topology) -> VmView {
+fn vm_view(
+    vm: &Vm,
+    totals: &DomainTotals,
+    topology: &Topology,
+    measured: impl Fn(Option<u32>) -> bool,
+) -> VmView {
     let mut indexes: Vec<u32> = totals.vcpus.keys().copied().collect();
     indexes.extend(vm.vcpus.iter().map(|t| t.vcpu));
     indexes.sort_unstable();
@@ -293,6 +308,7 @@ fn vm_view(vm: &Vm, totals: &DomainTotals, topology: &Topology) -> VmView {
                     .collect(),
                 remote_ratio: t.remote_ratio,
                 repin_recommended: None,
+                measured: measured(thread.map(|t| t.tid)),
             }
         })
         .collect();
