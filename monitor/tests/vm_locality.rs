@@ -12,6 +12,17 @@ use common::{metric_sum, metric_value, require_host, TestVm, VmOptions};
 
 const GPU: &str = "0000:3b:00.0";
 const TICK: f64 = 0.25;
+/// How much more run time than schedstat pinsight may count over the fenced interval: none
+/// beyond rounding. The probe reads the scheduler's own `se.sum_exec_runtime` at each
+/// switch, the figure schedstat shows, so it can only see a subset of the same stints.
+const OVER_SLACK_SECONDS: f64 = 0.001;
+/// How much less it may count, as a share of schedstat. Measured here over the fenced
+/// interval (~5 s of run time): short by 0.9%, 1.0%, 1.2%, 1.3%, 3.7%. Dumping the probe's
+/// RUN_NS map directly (bpftool) around 1.5 s paused-to-paused intervals shows the same:
+/// equal to schedstat to the nanosecond in some, ~7 ms short in others, so the probe now and
+/// then loses (part of) a stint. That is a probe defect to fix, not a property of the
+/// comparison; until then the bar sits above what was seen.
+const UNDER_SLACK_SHARE: f64 = 0.05;
 
 fn run_seconds(metrics: &str, domain: &str, locality: &str) -> f64 {
     metric_value(
@@ -38,7 +49,8 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
         &format!(
             "tick_seconds = {TICK}\nrescan_seconds = 0.5\nremote_ratio_window_seconds = 2.0\n"
         ),
-        &[],
+        // Daemon::settled tells fresh publishes by the probe run counts.
+        &["--bpf-stats"],
     );
     let domain = vm.name.as_str();
     common::wait_for(
@@ -62,11 +74,24 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
         Some(1.0)
     );
 
+    let total = |m: &str| {
+        metric_sum(
+            m,
+            "pinsight_vcpu_run_seconds_total",
+            &[("domain", domain), ("vcpu", "0")],
+        )
+    };
+
     // Phase 1: pinned to CPU 0, the far socket. Remote time grows at about the guest's rate.
+    // It starts paused: the start of the interval both sides are compared over at the end.
     std::thread::sleep(Duration::from_secs(1));
-    let (m0, k0, t0) = (daemon.metrics(), vm.schedstat_run_ns(0), Instant::now());
+    vm.suspend();
+    let (ours0, m0) = daemon.settled("run time of the paused vCPU", total);
+    let (k0, s0) = (vm.schedstat_run_ns(0), vm.context_switches(0));
+    vm.resume();
+    let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
-    let (m1, k1, t1) = (daemon.metrics(), vm.schedstat_run_ns(0), Instant::now());
+    let (m1, t1) = (daemon.metrics(), Instant::now());
     let remote_gain = run_seconds(&m1, domain, "remote") - run_seconds(&m0, domain, "remote");
     let local_gain = run_seconds(&m1, domain, "local") - run_seconds(&m0, domain, "local");
     let wall = (t1 - t0).as_secs_f64();
@@ -89,9 +114,9 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
     );
     vm.pin_vcpu(0, "1");
     std::thread::sleep(Duration::from_secs(1));
-    let (m2, k2) = (daemon.metrics(), vm.schedstat_run_ns(0));
+    let m2 = daemon.metrics();
     std::thread::sleep(Duration::from_secs(3));
-    let (m3, k3, t3) = (daemon.metrics(), vm.schedstat_run_ns(0), Instant::now());
+    let m3 = daemon.metrics();
     let local_gain = run_seconds(&m3, domain, "local") - run_seconds(&m2, domain, "local");
     let remote_gain = run_seconds(&m3, domain, "remote") - run_seconds(&m2, domain, "remote");
     assert!(
@@ -124,24 +149,32 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
         },
     );
 
-    // Agreement with the kernel's own accounting of the same thread over the same interval.
-    // Both count the same stints; the daemon's figure may be up to one tick stale at each end
-    // of the interval, so at 100% busy the two can differ by 2 ticks of run time; 5% more
-    // covers scrape and read latency on this shared, nested machine.
-    let total = |m: &str| {
-        metric_sum(
-            m,
-            "pinsight_vcpu_run_seconds_total",
-            &[("domain", domain), ("vcpu", "0")],
-        )
-    };
-    let ours = total(&m3) - total(&m0);
-    let kernel = (k3 - k0) as f64 / 1e9;
-    let tolerance = 2.0 * TICK + 0.05 * kernel;
-    assert!(
-        (ours - kernel).abs() <= tolerance,
-        "daemon counted {ours:.3}s, schedstat {kernel:.3}s over {:.1}s (tolerance {tolerance:.3}s)",
-        (t3 - t0).as_secs_f64()
+    // Agreement with the kernel's own accounting of the same thread over the same interval,
+    // fenced by pausing the guest at both ends: a paused vCPU thread does not run, so once
+    // pinsight's figure has settled (read fresh, not a tick old) and schedstat is read, both
+    // cover exactly the same stints, timed by the same clock (the scheduler's
+    // se.sum_exec_runtime, which the probe reads at each switch). See OVER_SLACK_SECONDS and
+    // UNDER_SLACK_SHARE for what may differ and what was measured.
+    vm.suspend();
+    let (ours4, _) = daemon.settled("run time of the paused vCPU", total);
+    let (k4, s4) = (vm.schedstat_run_ns(0), vm.context_switches(0));
+    let ours = ours4 - ours0;
+    let kernel = (k4 - k0) as f64 / 1e9;
+    let stints = s4 - s0;
+    eprintln!(
+        "run time over the fenced interval: pinsight {ours:.6}s, schedstat {kernel:.6}s, \
+         difference {:.6}s over {stints} stints ({:.1} us a stint)",
+        ours - kernel,
+        (ours - kernel) * 1e6 / stints as f64
     );
-    let _ = (k1, k2);
+    let (low, high) = (
+        kernel * (1.0 - UNDER_SLACK_SHARE),
+        kernel + OVER_SLACK_SECONDS,
+    );
+    assert!(
+        (low..=high).contains(&ours),
+        "daemon counted {ours:.6}s, schedstat {kernel:.6}s over {:.1}s (allowed {low:.6} ..= \
+         {high:.6}s)",
+        t0.elapsed().as_secs_f64()
+    );
 }

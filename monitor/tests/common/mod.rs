@@ -1,11 +1,13 @@
 //! Shared helpers for pinsight's root integration tests: host preconditions, real KVM VMs under
-//! libvirt (`TestVm`), the busy test guest, reading Prometheus text and HTTP GET.
-//! Include with `mod common;`.
+//! libvirt (`TestVm`), the busy test guest, reading Prometheus text, HTTP GET, and `perf stat`
+//! as an independent counter. Include with `mod common;`.
 #![allow(dead_code, unused_imports)]
 
 /// A real `pinsight run` process (needs the crate's `pinsight` binary and libc).
 pub mod daemon;
 mod http;
+/// `perf stat` counting one tracepoint in one thread, for agreement tests.
+pub mod perf;
 mod prom;
 mod stale;
 mod vm;
