@@ -16,9 +16,12 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 pkg-config
           bpftool linux-perf prometheus binutils curl ca-certificates systemd python3 python3-yaml
           dpkg-dev python3-pip)
+# One dpkg-query for all of them (one per package costs ~35 ms each on a re-run).
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null \
+  | awk '$2 == "install" && $3 == "ok" && $4 == "installed" { print $1 }')
 missing=()
 for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  grep -qxF "$p" <<<"$installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
@@ -54,7 +57,8 @@ fi
 # kubernetes-validate carries the Kubernetes schemas, so deploy/check-manifests.py can
 # validate the DaemonSet strictly without a cluster or network. Debian's system Python
 # refuses plain pip installs (PEP 668); a pyenv Python does not know the flag's meaning.
-if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+# Asks for the installed version without importing the package (an import takes ~0.6 s).
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" != 1.37.0 ]; then
   log "installing kubernetes-validate 1.37.0 (Python)"
   python3 -m pip install --quiet kubernetes-validate==1.37.0 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0

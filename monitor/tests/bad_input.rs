@@ -12,9 +12,8 @@ use common::{metric_value, require_host, virsh, wait_for, TestVm, VmOptions};
 
 #[test]
 fn check_names_the_bad_key_and_the_bad_sysfs_file() {
-    let dir = std::env::temp_dir().join(format!("pinsight-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "tick_seconds = -1\n").unwrap();
     let (ok, out) = pinsight(&["check", "--config", bad.to_str().unwrap()]);
     assert!(
@@ -43,7 +42,6 @@ fn check_names_the_bad_key_and_the_bad_sysfs_file() {
     let good = fixture("two-socket-gpu");
     let (ok, out) = pinsight(&["check", "--sysfs-root", good.to_str().unwrap()]);
     assert!(ok && out.contains("2 sockets"), "{out}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

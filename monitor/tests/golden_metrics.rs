@@ -20,8 +20,8 @@ const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
 fn vm(xml_fixture: &str, tid: u32, gpu: Option<(&str, u32)>) -> Vm {
     let xml = std::fs::read_to_string(format!("{MANIFEST}/tests/fixtures/domains/{xml_fixture}"))
-        .unwrap();
-    let spec = domain_xml::parse_domain_xml(&xml).unwrap();
+        .expect("domain XML fixture");
+    let spec = domain_xml::parse_domain_xml(&xml).expect("the fixture parses");
     Vm {
         name: spec.name.clone(),
         uuid: spec.uuid.clone(),
@@ -29,7 +29,7 @@ fn vm(xml_fixture: &str, tid: u32, gpu: Option<(&str, u32)>) -> Vm {
         vcpus: vec![VcpuThread {
             vcpu: 0,
             tid,
-            allowed_cpus: "0-1".parse::<CpuSet>().unwrap(),
+            allowed_cpus: "0-1".parse::<CpuSet>().expect("a CPU list"),
             start_time: 1,
         }],
         gpus: gpu
@@ -148,18 +148,9 @@ fn metrics_exposition_matches_the_golden_file() {
     let golden = std::fs::read_to_string(&golden_path)
         .expect("golden file (PINSIGHT_UPDATE_GOLDEN=1 writes it)");
     if rendered != golden {
-        let diff: Vec<String> = golden
-            .lines()
-            .zip(rendered.lines())
-            .filter(|(a, b)| a != b)
-            .take(5)
-            .map(|(a, b)| format!("- {a}\n+ {b}"))
-            .collect();
         panic!(
-            "/metrics differs from {golden_path}:\n{}\n(lines: golden {}, now {})",
-            diff.join("\n"),
-            golden.lines().count(),
-            rendered.lines().count()
+            "/metrics differs from {golden_path} (PINSIGHT_UPDATE_GOLDEN=1 rewrites it):\n{}",
+            golden_diff(&golden, &rendered)
         );
     }
     // Independent of the golden file: the figures the accounting must produce.
@@ -171,4 +162,27 @@ fn metrics_exposition_matches_the_golden_file() {
         "pinsight_domain_run_seconds_total{domain=\"plain-vm\",locality=\"none\"} 0.5\n"
     ));
     assert!(rendered.contains("reason=\"io\"} 40\n"));
+}
+
+/// A unified diff (golden -> rendered) with 3 lines of context: its hunk headers give the line
+/// numbers on both sides, also after an inserted or removed line.
+fn golden_diff(golden: &str, rendered: &str) -> String {
+    similar::TextDiff::from_lines(golden, rendered)
+        .unified_diff()
+        .context_radius(3)
+        .header("golden", "rendered")
+        .to_string()
+}
+
+#[test]
+fn golden_diff_names_the_line_of_an_insertion() {
+    let golden = "a 1\nb 2\nc 3\nd 4\n";
+    let rendered = "a 1\nb 2\nnew 9\nc 3\nd 4\n";
+    let diff = golden_diff(golden, rendered);
+    // One hunk: from golden line 1 (4 lines) to rendered line 1 (5 lines), "new 9" added as
+    // line 3, every other line context, not a cascade of changed lines.
+    assert!(diff.contains("@@ -1,4 +1,5 @@"), "{diff}");
+    assert!(diff.contains("\n+new 9\n"), "{diff}");
+    assert_eq!(diff.matches("\n-").count(), 0, "{diff}");
+    assert!(diff.contains("\n c 3\n"), "{diff}");
 }

@@ -144,7 +144,10 @@ fn prometheus_exposition_is_parsed() {
 pinsight_vcpu_run_seconds_total{domain="a",vcpu="0",locality="local"} 1.5
 pinsight_vcpu_run_seconds_total{domain="a",vcpu="1",locality="remote"} 2.25
 pinsight_vcpu_run_seconds_total{domain="b, \"x\"",vcpu="0",locality="local"} 4e0 1700000000
+pinsight_vcpu_run_seconds_total{domain="C:\\d}\nx",vcpu="0",locality="none"} 0.5
+# TYPE pinsight_libvirt_up gauge
 pinsight_libvirt_up 1
+# TYPE pinsight_ratio gauge
 pinsight_ratio{q="+Inf"} +Inf
 "#;
     let run = "pinsight_vcpu_run_seconds_total";
@@ -155,6 +158,11 @@ pinsight_ratio{q="+Inf"} +Inf
     assert_eq!(
         metric_value(text, run, &[("domain", "b, \"x\"")]),
         Some(4.0)
+    );
+    assert_eq!(
+        metric_value(text, run, &[("domain", "C:\\d}\nx")]),
+        Some(0.5),
+        "escapes and a brace inside a label value"
     );
     assert_eq!(metric_value(text, run, &[("domain", "c")]), None);
     assert_eq!(metric_value(text, "pinsight_libvirt_up", &[]), Some(1.0));

@@ -24,7 +24,10 @@ fn gettid() -> u32 {
 fn schedstat_ns(tid: u32) -> u64 {
     let path = format!("/proc/self/task/{tid}/schedstat");
     let text = std::fs::read_to_string(&path).expect("schedstat readable");
-    text.split_whitespace().next().unwrap().parse().unwrap()
+    text.split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: no run time in {text:?}"))
 }
 
 fn pin_self(cpu: usize) {

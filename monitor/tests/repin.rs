@@ -35,29 +35,19 @@ const TEST_CONFIG: &str = "tick_seconds = 0.25\nrescan_seconds = 0.5\n\
     remote_ratio_window_seconds = 2.0\n[policy]\nopt_in = true\nmax_oversubscription = 8.0\n";
 
 /// A config file for the terminal commands (plan, restore), removed on drop.
-struct ConfigFile(std::path::PathBuf);
-
-impl ConfigFile {
-    fn new(toml: &str) -> ConfigFile {
-        let path = std::env::temp_dir().join(format!("pinsight-repin-{}.toml", std::process::id()));
-        let sysfs = fixture("two-socket-gpu");
-        std::fs::write(
-            &path,
-            format!("sysfs_root = \"{}\"\n{toml}", sysfs.display()),
-        )
-        .expect("write the test config");
-        ConfigFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("UTF-8 temp path")
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn config_file(toml: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new()
+        .prefix("pinsight-repin-")
+        .suffix(".toml")
+        .tempfile()
+        .expect("create the test config");
+    let sysfs = fixture("two-socket-gpu");
+    std::fs::write(
+        file.path(),
+        format!("sysfs_root = \"{}\"\n{toml}", sysfs.display()),
+    )
+    .expect("write the test config");
+    file
 }
 
 fn repins(daemon: &Daemon, domain: &str, result: &str) -> Option<f64> {
@@ -103,8 +93,8 @@ fn observe_recommend_enforce_and_restore() {
     nova.pin_vcpu(0, "0");
     nova.pin_vcpu(1, "0");
     let fixture = fixture("two-socket-gpu");
-    let config = ConfigFile::new(TEST_CONFIG);
-    let config = config.path();
+    let config = config_file(TEST_CONFIG);
+    let config = config.path().to_str().expect("UTF-8 temp path");
 
     // Observe (the default): metrics only.
     {

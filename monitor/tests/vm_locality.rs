@@ -12,6 +12,18 @@ use common::{metric_sum, metric_value, require_host, TestVm, VmOptions};
 
 const GPU: &str = "0000:3b:00.0";
 const TICK: f64 = 0.25;
+/// How much more run time than schedstat pinsight may count over the fenced interval: none
+/// beyond rounding. The probe reads the scheduler's own `se.sum_exec_runtime` at each
+/// switch, the figure schedstat shows, so it can only see a subset of the same stints.
+const OVER_SLACK_SECONDS: f64 = 0.001;
+/// How much less it may count, as a share of schedstat. Measured here over the fenced
+/// interval (5-7 s of run time, 300-1,100 stints): short by 0.0%, 0.6%, 0.6%, 0.7%, 0.9% in
+/// five runs, and up to 3.7% under heavier load (more stints). Dumping the probe's RUN_NS map
+/// directly (bpftool) around 1.5 s paused-to-paused intervals shows the same: equal to
+/// schedstat to the nanosecond in some, ~7 ms short in others, and the daemon's figure equals
+/// the map's: the eBPF side now and then misses part of a stint. That is a probe defect to
+/// fix, not a property of the comparison; until then the bar sits above what was seen.
+const UNDER_SLACK_SHARE: f64 = 0.05;
 
 fn run_seconds(metrics: &str, domain: &str, locality: &str) -> f64 {
     metric_value(
@@ -20,6 +32,14 @@ fn run_seconds(metrics: &str, domain: &str, locality: &str) -> f64 {
         &[("domain", domain), ("vcpu", "0"), ("locality", locality)],
     )
     .unwrap_or_else(|| panic!("no {locality} run time for {domain} in:\n{metrics}"))
+}
+
+/// Seconds the thread ran between two schedstat readings; fails if it hardly ran at all,
+/// which would make the phase's checks vacuous.
+fn ran_seconds(before_ns: u64, after_ns: u64) -> f64 {
+    let ran = after_ns.saturating_sub(before_ns) as f64 / 1e9;
+    assert!(ran > 0.2, "the busy vCPU ran only {ran:.3}s in a 3 s phase");
+    ran
 }
 
 #[test]
@@ -38,7 +58,8 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
         &format!(
             "tick_seconds = {TICK}\nrescan_seconds = 0.5\nremote_ratio_window_seconds = 2.0\n"
         ),
-        &[],
+        // Daemon::settled tells fresh publishes by the probe run counts.
+        &["--bpf-stats"],
     );
     let domain = vm.name.as_str();
     common::wait_for(
@@ -62,17 +83,34 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
         Some(1.0)
     );
 
-    // Phase 1: pinned to CPU 0, the far socket. Remote time grows at about the guest's rate.
+    let total = |m: &str| {
+        metric_sum(
+            m,
+            "pinsight_vcpu_run_seconds_total",
+            &[("domain", domain), ("vcpu", "0")],
+        )
+    };
+
+    // Phase 1: pinned to CPU 0, the far socket. Remote time grows by (nearly) all the thread
+    // ran, measured against schedstat rather than wall time: how much CPU the vCPU gets
+    // depends on the load of this shared 2-CPU machine, not on pinsight. The phase starts
+    // paused: the start of the interval both sides are compared over at the end.
     std::thread::sleep(Duration::from_secs(1));
-    let (m0, k0, t0) = (daemon.metrics(), vm.schedstat_run_ns(0), Instant::now());
+    vm.suspend();
+    let (ours0, m0) = daemon.settled("run time of the paused vCPU", total);
+    let (k0, s0) = (vm.schedstat_run_ns(0), vm.context_switches(0));
+    vm.resume();
+    let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let (m1, k1, t1) = (daemon.metrics(), vm.schedstat_run_ns(0), Instant::now());
     let remote_gain = run_seconds(&m1, domain, "remote") - run_seconds(&m0, domain, "remote");
     let local_gain = run_seconds(&m1, domain, "local") - run_seconds(&m0, domain, "local");
     let wall = (t1 - t0).as_secs_f64();
+    let ran = ran_seconds(k0, k1);
+    // m1 may be a tick old: up to TICK of the thread's run time not yet in remote_gain.
     assert!(
-        remote_gain > 0.5 * wall,
-        "remote grew {remote_gain:.2}s in {wall:.2}s while pinned far"
+        remote_gain > 0.5 * ran,
+        "remote grew {remote_gain:.2}s while the thread ran {ran:.2}s (in {wall:.2}s) pinned far"
     );
     assert!(
         local_gain < 0.05 * wall,
@@ -91,12 +129,13 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
     std::thread::sleep(Duration::from_secs(1));
     let (m2, k2) = (daemon.metrics(), vm.schedstat_run_ns(0));
     std::thread::sleep(Duration::from_secs(3));
-    let (m3, k3, t3) = (daemon.metrics(), vm.schedstat_run_ns(0), Instant::now());
+    let (m3, k3) = (daemon.metrics(), vm.schedstat_run_ns(0));
     let local_gain = run_seconds(&m3, domain, "local") - run_seconds(&m2, domain, "local");
     let remote_gain = run_seconds(&m3, domain, "remote") - run_seconds(&m2, domain, "remote");
+    let ran = ran_seconds(k2, k3);
     assert!(
-        local_gain > 0.5 * 3.0,
-        "local grew only {local_gain:.2}s in 3s while pinned near"
+        local_gain > 0.5 * ran,
+        "local grew only {local_gain:.2}s while the thread ran {ran:.2}s in 3s pinned near"
     );
     assert!(
         remote_gain < 0.05 * 3.0,
@@ -124,24 +163,32 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
         },
     );
 
-    // Agreement with the kernel's own accounting of the same thread over the same interval.
-    // Both count the same stints; the daemon's figure may be up to one tick stale at each end
-    // of the interval, so at 100% busy the two can differ by 2 ticks of run time; 5% more
-    // covers scrape and read latency on this shared, nested machine.
-    let total = |m: &str| {
-        metric_sum(
-            m,
-            "pinsight_vcpu_run_seconds_total",
-            &[("domain", domain), ("vcpu", "0")],
-        )
-    };
-    let ours = total(&m3) - total(&m0);
-    let kernel = (k3 - k0) as f64 / 1e9;
-    let tolerance = 2.0 * TICK + 0.05 * kernel;
-    assert!(
-        (ours - kernel).abs() <= tolerance,
-        "daemon counted {ours:.3}s, schedstat {kernel:.3}s over {:.1}s (tolerance {tolerance:.3}s)",
-        (t3 - t0).as_secs_f64()
+    // Agreement with the kernel's own accounting of the same thread over the same interval,
+    // fenced by pausing the guest at both ends: a paused vCPU thread does not run, so once
+    // pinsight's figure has settled (read fresh, not a tick old) and schedstat is read, both
+    // cover exactly the same stints, timed by the same clock (the scheduler's
+    // se.sum_exec_runtime, which the probe reads at each switch). See OVER_SLACK_SECONDS and
+    // UNDER_SLACK_SHARE for what may differ and what was measured.
+    vm.suspend();
+    let (ours4, _) = daemon.settled("run time of the paused vCPU", total);
+    let (k4, s4) = (vm.schedstat_run_ns(0), vm.context_switches(0));
+    let ours = ours4 - ours0;
+    let kernel = (k4 - k0) as f64 / 1e9;
+    let stints = s4 - s0;
+    eprintln!(
+        "run time over the fenced interval: pinsight {ours:.6}s, schedstat {kernel:.6}s, \
+         difference {:.6}s over {stints} stints ({:.1} us a stint)",
+        ours - kernel,
+        (ours - kernel) * 1e6 / stints as f64
     );
-    let _ = (k1, k2);
+    let (low, high) = (
+        kernel * (1.0 - UNDER_SLACK_SHARE),
+        kernel + OVER_SLACK_SECONDS,
+    );
+    assert!(
+        (low..=high).contains(&ours),
+        "daemon counted {ours:.6}s, schedstat {kernel:.6}s over {:.1}s (allowed {low:.6} ..= \
+         {high:.6}s)",
+        t0.elapsed().as_secs_f64()
+    );
 }

@@ -1,10 +1,16 @@
-//! A real `pinsight run` process for integration tests, killed (by its pid) on drop.
+//! A real `pinsight run` process for integration tests, stopped (by its pid) on drop. Its
+//! config and log live in a temporary directory, kept when the test fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, http_get, repo_root, wait_for};
+use tempfile::TempDir;
+
+use super::{free_port, http_get, metric_value, repo_root, wait_for};
+
+/// Fresh publishes in a row that must show the same value for `Daemon::settled`.
+pub const SETTLED_PUBLISHES: usize = 3;
 
 /// The daemon under test.
 pub struct Daemon {
@@ -13,7 +19,8 @@ pub struct Daemon {
     pub addr: String,
     /// Its stderr log.
     pub log: PathBuf,
-    config: PathBuf,
+    /// Holds the config and the log; None once kept.
+    dir: Option<TempDir>,
 }
 
 /// A fixture sysfs tree by name.
@@ -27,10 +34,12 @@ impl Daemon {
     pub fn start(sysfs_root: &Path, config_toml: &str, extra_args: &[&str]) -> Daemon {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let dir = std::env::temp_dir();
-        let tag = format!("{}-{port}", std::process::id());
-        let config = dir.join(format!("pinsight-test-{tag}.toml"));
-        let log = dir.join(format!("pinsight-test-{tag}.log"));
+        let dir = tempfile::Builder::new()
+            .prefix("pinsight-test-daemon-")
+            .tempdir()
+            .expect("create a temporary directory for the daemon");
+        let config = dir.path().join("pinsight.toml");
+        let log = dir.path().join("pinsight.log");
         let toml = format!(
             "listen = \"{addr}\"\nsysfs_root = \"{}\"\n{config_toml}",
             sysfs_root.display()
@@ -50,7 +59,7 @@ impl Daemon {
             child,
             addr,
             log,
-            config,
+            dir: Some(dir),
         };
         let addr = daemon.addr.clone();
         wait_for(
@@ -74,6 +83,37 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("scrape failed: {e}\n{}", self.log_text()))
     }
 
+    /// Waits until `value` of /metrics is the same in `SETTLED_PUBLISHES` fresh publishes in a
+    /// row; returns it with the last /metrics read. For a counter that has stopped (a paused
+    /// VM) this is its final value: the first fresh publish may come from a tick that read the
+    /// maps just before the caller's change, the ones after it cannot. Needs `--bpf-stats`.
+    pub fn settled(&self, what: &str, value: impl Fn(&str) -> f64) -> (f64, String) {
+        // The daemon has no tick counter of its own. The sched_switch program's run count,
+        // read at every publish with --bpf-stats, moves with every context switch on the host
+        // (many per tick: the daemon's own threads switch), so a new count is a new publish.
+        let publish = |m: &str| {
+            metric_value(m, "pinsight_probe_runs_total", &[("probe", "sched_switch")])
+                .unwrap_or_else(|| panic!("no sched_switch run count: start with --bpf-stats\n{m}"))
+        };
+        let mut last_publish = publish(&self.metrics());
+        let mut same: Vec<f64> = Vec::new();
+        let what = format!("{what} to settle over {SETTLED_PUBLISHES} publishes");
+        wait_for(Duration::from_secs(30), &what, || {
+            let m = self.metrics();
+            let p = publish(&m);
+            if p == last_publish {
+                return None;
+            }
+            last_publish = p;
+            let v = value(&m);
+            if same.last() != Some(&v) {
+                same.clear();
+            }
+            same.push(v);
+            (same.len() >= SETTLED_PUBLISHES).then_some((v, m))
+        })
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -83,9 +123,10 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         super::stop_child(&mut self.child);
-        let _ = std::fs::remove_file(&self.config);
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_file(&self.log);
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("daemon config and log kept in {}", dir.keep().display());
+            }
         }
     }
 }

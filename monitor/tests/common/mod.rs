@@ -1,16 +1,18 @@
 //! Shared helpers for pinsight's root integration tests: host preconditions, real KVM VMs under
-//! libvirt (`TestVm`), the busy test guest, Prometheus text parsing and a tiny HTTP client.
-//! Include with `mod common;`. Only std (and the crate's own dependencies) are used.
+//! libvirt (`TestVm`), the busy test guest, reading Prometheus text, HTTP GET, and `perf stat`
+//! as an independent counter. Include with `mod common;`.
 #![allow(dead_code, unused_imports)]
 
 /// A real `pinsight run` process (needs the crate's `pinsight` binary and libc).
 pub mod daemon;
 mod http;
+/// `perf stat` counting one tracepoint in one thread, for agreement tests.
+pub mod perf;
 mod prom;
 mod stale;
 mod vm;
 
-pub use http::http_get;
+pub use http::{http_get, http_get_query};
 pub use prom::{metric_sum, metric_value};
 pub use vm::{
     domain_exists, parse_cpu_list, spin_guest, virsh, virsh_ok, TestVm, VmOptions,

@@ -1,24 +1,49 @@
-//! Prometheus text exposition (format 0.0.4) parsing, just enough to read samples in tests.
+//! Samples out of a Prometheus text exposition (format 0.0.4), read through openmetrics-parser's
+//! grammar of the format (quoted label values with their escapes, `+Inf`, timestamps), so a
+//! test reads exactly what Prometheus would.
 
-/// Label name/value pairs of one sample, in exposition order.
-pub type Labels = Vec<(String, String)>;
+use openmetrics_parser::prometheus::parse_prometheus;
+use openmetrics_parser::PrometheusValue;
 
-/// One sample line: metric name, labels in order, value.
+/// One sample: metric name, label name/value pairs (sorted by name), value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,
-    pub labels: Labels,
+    pub labels: Vec<(String, String)>,
     pub value: f64,
 }
 
-/// Parses every sample line; panics naming the line when it is malformed (a daemon bug).
+/// Every sample of the exposition; panics with the parser's error when it does not parse (a
+/// daemon bug: Prometheus would reject the whole scrape).
 pub fn samples(exposition: &str) -> Vec<Sample> {
-    exposition
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| parse_line(l).unwrap_or_else(|e| panic!("bad exposition line {l:?}: {e}")))
-        .collect()
+    let parsed = parse_prometheus(exposition)
+        .unwrap_or_else(|e| panic!("the exposition does not parse: {e:?}\n{exposition}"));
+    let mut out = Vec::new();
+    for family in parsed.families.values() {
+        for sample in family.iter_samples() {
+            let value = match &sample.value {
+                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+                PrometheusValue::Counter(c) => c.value.as_f64(),
+                // pinsight exports neither; reading one would need bucket/quantile names.
+                other => panic!(
+                    "{}: histograms and summaries are not read here: {other:?}",
+                    family.family_name
+                ),
+            };
+            let labels = sample
+                .get_labelset()
+                .unwrap_or_else(|e| panic!("labels of {}: {e:?}", family.family_name))
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            out.push(Sample {
+                name: family.family_name.clone(),
+                labels,
+                value,
+            });
+        }
+    }
+    out
 }
 
 /// Value of the one sample of `name` whose labels include all of `labels`; None if absent.
@@ -51,70 +76,4 @@ fn matches<'a>(
                 .iter()
                 .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
     })
-}
-
-fn parse_line(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .ok_or("no value")?;
-    let name = line[..name_end].to_string();
-    if name.is_empty() {
-        return Err("empty metric name".into());
-    }
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(after_brace) = rest.strip_prefix('{') {
-        let (parsed, after) = parse_labels(after_brace)?;
-        labels = parsed;
-        rest = after;
-    }
-    // Value, then an optional timestamp.
-    let value_text = rest.split_whitespace().next().ok_or("no value")?;
-    let value = parse_value(value_text)?;
-    Ok(Sample {
-        name,
-        labels,
-        value,
-    })
-}
-
-/// Parses `k="v",k2="v2"}` (after the opening brace); returns labels and the text after `}`.
-fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
-    let mut labels = Vec::new();
-    loop {
-        s = s.trim_start();
-        if let Some(after) = s.strip_prefix('}') {
-            return Ok((labels, after));
-        }
-        let eq = s.find('=').ok_or("label without '='")?;
-        let key = s[..eq].trim().to_string();
-        s = s[eq + 1..].trim_start();
-        s = s.strip_prefix('"').ok_or("label value not quoted")?;
-        let mut value = String::new();
-        let mut chars = s.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => return Err("unterminated escape".into()),
-                },
-                Some((_, c)) => value.push(c),
-                None => return Err("unterminated label value".into()),
-            }
-        };
-        labels.push((key, value));
-        s = s[end + 1..].trim_start();
-        s = s.strip_prefix(',').unwrap_or(s);
-    }
-}
-
-fn parse_value(text: &str) -> Result<f64, String> {
-    match text {
-        "+Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => text.parse().map_err(|e| format!("value {text:?}: {e}")),
-    }
 }

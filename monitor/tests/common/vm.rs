@@ -167,6 +167,49 @@ impl TestVm {
             .unwrap_or_else(|e| panic!("bad schedstat {schedstat:?} of {}: {e}", self.name))
     }
 
+    /// Pauses the guest (`virsh suspend`) and waits until every vCPU thread sleeps. A paused
+    /// vCPU thread neither runs nor exits, so two counters read while it is paused cover the
+    /// same stints: agreement tests fence their interval with `suspend`/`resume`.
+    pub fn suspend(&self) {
+        // QEMU's `stop` returns once every vCPU has left KVM_RUN and marked itself stopped;
+        // the thread may still be on its way into the wait, hence the check for sleep.
+        virsh_ok(&["suspend", &self.name]);
+        let what = format!("the vCPU threads of paused {} to sleep", self.name);
+        wait_for(Duration::from_secs(5), &what, || {
+            (0..self.vcpu_tids.len() as u32)
+                .all(|vcpu| self.thread_state(vcpu) != 'R')
+                .then_some(())
+        });
+    }
+
+    /// Restarts a guest paused by `suspend` (`virsh resume`).
+    pub fn resume(&self) {
+        virsh_ok(&["resume", &self.name]);
+    }
+
+    /// The scheduler state letter of vCPU `vcpu`'s thread (`R` running, `S` sleeping, ...).
+    pub fn thread_state(&self, vcpu: u32) -> char {
+        let stat = self.task_file(vcpu, "stat");
+        // "tid (comm) S ...": the comm ("CPU 0/KVM") has spaces, so split after its ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .unwrap_or_else(|| panic!("bad stat {stat:?} of vCPU {vcpu} of {}", self.name))
+    }
+
+    /// Context switches of vCPU `vcpu`'s thread so far (voluntary + involuntary): one per
+    /// stint on a CPU.
+    pub fn context_switches(&self, vcpu: u32) -> u64 {
+        let status = self.task_file(vcpu, "status");
+        let count = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key} for vCPU {vcpu} of {}", self.name))
+        };
+        count("voluntary_ctxt_switches:") + count("nonvoluntary_ctxt_switches:")
+    }
+
     /// Replaces this domain's metadata element in namespace `ns_uri` (prefix `key`) live.
     pub fn set_metadata(&self, ns_uri: &str, key: &str, xml: &str) {
         let args = [

@@ -1,14 +1,15 @@
 //! A real Prometheus (Debian's `prometheus` package) for the end-to-end test: started on a
-//! loopback port with a temporary data directory, killed by its pid and removed on drop.
+//! loopback port with a temporary data directory, killed by its pid; the directory goes with it.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use tempfile::TempDir;
 
-use crate::common::{free_port, http_get, wait_for};
+use crate::common::{free_port, http_get, http_get_query, wait_for};
 
 /// The Prometheus server binary of Debian's `prometheus` package.
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -18,7 +19,7 @@ pub struct Prometheus {
     child: Child,
     /// "127.0.0.1:PORT" of its HTTP API.
     pub addr: String,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Prometheus {
@@ -31,14 +32,13 @@ impl Prometheus {
         );
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let dir = std::env::temp_dir().join(format!(
-            "pinsight-prometheus-e2e-{}-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let rules = dir.join("pinsight.rules.yml");
+        let dir = tempfile::Builder::new()
+            .prefix("pinsight-prometheus-e2e-")
+            .tempdir()
+            .expect("create a temporary directory for Prometheus");
+        let rules = dir.path().join("pinsight.rules.yml");
         std::fs::write(&rules, rules_yaml).expect("write the rules copy");
-        let config = dir.join("prometheus.yml");
+        let config = dir.path().join("prometheus.yml");
         // scrape_timeout must not exceed scrape_interval.
         let yaml = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
@@ -47,14 +47,15 @@ impl Prometheus {
             rules = rules.display()
         );
         std::fs::write(&config, yaml).expect("write prometheus.yml");
-        let log = std::fs::File::create(dir.join("prometheus.log")).expect("create prometheus.log");
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))
+            .expect("create prometheus.log");
         let log_err = log.try_clone().expect("clone the log file handle");
         let mut command = Command::new(PROMETHEUS);
         command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.join("data").display()
+                dir.path().join("data").display()
             ))
             // Loopback only: this is a test instance, nothing else may reach it.
             .arg(format!("--web.listen-address={addr}"))
@@ -94,7 +95,7 @@ impl Prometheus {
 
     /// Runs an instant query through /api/v1/query; the result vector, or why there is none.
     pub fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let body = self.api(&format!("/api/v1/query?query={}", url_encode(expr)))?;
+        let body = self.api("/api/v1/query", &[("query", expr)])?;
         match body["data"]["resultType"].as_str() {
             Some("vector") | Some("matrix") => Ok(body["data"]["result"]
                 .as_array()
@@ -109,7 +110,7 @@ impl Prometheus {
     /// The active (pending or firing) alerts from /api/v1/alerts.
     pub fn alerts(&self) -> Vec<Value> {
         let body = self
-            .api("/api/v1/alerts")
+            .api("/api/v1/alerts", &[])
             .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()));
         body["data"]["alerts"]
             .as_array()
@@ -117,20 +118,21 @@ impl Prometheus {
             .unwrap_or_default()
     }
 
-    /// GETs an API path and checks Prometheus's `status: success` envelope.
-    fn api(&self, path_and_query: &str) -> Result<Value, String> {
-        let text = http_get(&self.addr, path_and_query)?;
+    /// GETs an API path with `query` and checks Prometheus's `status: success` envelope.
+    fn api(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
+        let text = http_get_query(&self.addr, path, query)?;
         let body: Value =
-            serde_json::from_str(&text).map_err(|e| format!("{path_and_query}: {e}: {text}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("{path}: {e}: {text}"))?;
         if body["status"] != "success" {
-            return Err(format!("{path_and_query}: {body}"));
+            return Err(format!("{path} {query:?}: {body}"));
         }
         Ok(body)
     }
 
     /// The last lines of its log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         let tail = lines[lines.len().saturating_sub(30)..].join("\n");
         format!("--- last lines of the Prometheus log ---\n{tail}")
@@ -143,20 +145,8 @@ impl Drop for Prometheus {
         if std::thread::panicking() {
             eprintln!("{}", self.log_tail());
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `dir` (TempDir) removes itself after this.
     }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Local addresses of the TCP sockets in LISTEN state that process `pid` holds, e.g.
