@@ -117,3 +117,30 @@ fn a_vm_that_vanishes_loses_its_series_and_its_map_entries() {
     assert!(!daemon.log_text().contains("panicked"));
     drop(vm);
 }
+
+#[test]
+fn a_second_instance_exits_naming_the_first_and_loads_no_probes() {
+    require_host();
+    let first = Daemon::start(&fixture("two-socket-gpu"), "tick_seconds = 0.25\n", &[]);
+    let pid = first.pid();
+    let started = std::time::Instant::now();
+    let (ok, out) = common::pinsight(&[
+        "run",
+        "--listen",
+        &format!("127.0.0.1:{}", common::free_port()),
+        "--lock-file",
+        first.lock_file.to_str().expect("a UTF-8 temp path"),
+    ]);
+    assert!(!ok, "a second pinsight run started:\n{out}");
+    assert!(
+        out.contains(&format!("another pinsight (pid {pid}) holds")),
+        "the error does not name the holder (pid {pid}):\n{out}"
+    );
+    assert!(
+        !out.contains("probes"),
+        "the second instance went on to the probes:\n{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The first one is untouched and still serving.
+    assert!(first.metrics().contains("pinsight_build_info"));
+}

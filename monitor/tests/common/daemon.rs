@@ -19,6 +19,8 @@ pub struct Daemon {
     pub addr: String,
     /// Its stderr log.
     pub log: PathBuf,
+    /// Its instance lock (its own, so tests do not depend on /run/pinsight).
+    pub lock_file: PathBuf,
     /// Holds the config and the log; None once kept.
     dir: Option<TempDir>,
 }
@@ -40,6 +42,7 @@ impl Daemon {
             .expect("create a temporary directory for the daemon");
         let config = dir.path().join("pinsight.toml");
         let log = dir.path().join("pinsight.log");
+        let lock_file = dir.path().join("pinsight.lock");
         let toml = format!(
             "listen = \"{addr}\"\nsysfs_root = \"{}\"\n{config_toml}",
             sysfs_root.display()
@@ -49,6 +52,8 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_pinsight"))
             .args(["run", "--config"])
             .arg(&config)
+            .arg("--lock-file")
+            .arg(&lock_file)
             .args(extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -59,6 +64,7 @@ impl Daemon {
             child,
             addr,
             log,
+            lock_file,
             dir: Some(dir),
         };
         let addr = daemon.addr.clone();
@@ -75,6 +81,11 @@ impl Daemon {
             },
         );
         daemon
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Current /metrics body.
