@@ -180,6 +180,11 @@ impl Accounting {
         }
     }
 
+    /// A new remote-ratio window (a reload); the readings kept so far stay.
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
     /// Totals per domain name.
     pub fn domains(&self) -> &BTreeMap<String, DomainTotals> {
         &self.domains

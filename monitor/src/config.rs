@@ -255,6 +255,35 @@ impl Config {
         Ok(())
     }
 
+    /// What a reload (SIGHUP) applies of `new`: everything but the keys that only take
+    /// effect at start (the endpoint, the sources, the probes' sizes), which keep their
+    /// running values and are returned by name so the caller can say a restart is needed.
+    pub fn live_update(&self, new: &Config) -> (Config, Vec<&'static str>) {
+        let mut applied = new.clone();
+        let mut restart = Vec::new();
+        if new.listen != self.listen {
+            restart.push("listen");
+            applied.listen = self.listen;
+        }
+        if new.sysfs_root != self.sysfs_root {
+            restart.push("sysfs_root");
+            applied.sysfs_root = self.sysfs_root.clone();
+        }
+        if new.libvirt_uri != self.libvirt_uri {
+            restart.push("libvirt_uri");
+            applied.libvirt_uri = self.libvirt_uri.clone();
+        }
+        if new.qemu_run_dir != self.qemu_run_dir {
+            restart.push("qemu_run_dir");
+            applied.qemu_run_dir = self.qemu_run_dir.clone();
+        }
+        if new.probes != self.probes {
+            restart.push("probes");
+            applied.probes = self.probes.clone();
+        }
+        (applied, restart)
+    }
+
     /// The value of the numeric key `key` (one of [`RANGES`]).
     fn number(&self, key: &str) -> f64 {
         let p = &self.policy;
@@ -491,6 +520,23 @@ mod tests {
             let err = Config::load(&path).unwrap_err().to_string();
             assert!(err.contains(named), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_reload_applies_policy_and_timing_and_keeps_what_needs_a_restart() {
+        let running = Config::default();
+        let mut new = Config::default();
+        new.policy.mode = Mode::Enforce;
+        new.tick_seconds = 0.5;
+        new.listen = "127.0.0.1:1".parse().unwrap();
+        new.probes.max_threads = 8;
+        let (applied, restart) = running.live_update(&new);
+        assert_eq!(applied.policy.mode, Mode::Enforce);
+        assert_eq!(applied.tick_seconds, 0.5);
+        assert_eq!(applied.listen, running.listen);
+        assert_eq!(applied.probes, running.probes);
+        assert_eq!(restart, ["listen", "probes"]);
+        assert_eq!(running.live_update(&running).1, Vec::<&str>::new());
     }
 
     #[test]

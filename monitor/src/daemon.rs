@@ -30,6 +30,9 @@ pub fn shared() -> Shared {
     Arc::new(RwLock::new(Arc::new(HostView::default())))
 }
 
+/// Where a reload hands the engine its new configuration (taken at the next tick).
+pub type Reload = Arc<std::sync::Mutex<Option<Config>>>;
+
 /// The engine's state between ticks.
 pub struct Engine {
     config: Config,
@@ -117,10 +120,14 @@ impl Engine {
         }
     }
 
-    /// Runs ticks until `stop` is set.
-    pub fn run(mut self, stop: Arc<AtomicBool>) {
-        let tick = Duration::from_secs_f64(self.config.tick_seconds);
+    /// Runs ticks until `stop` is set, taking a reloaded configuration from `reload`.
+    pub fn run(mut self, stop: Arc<AtomicBool>, reload: Reload) {
         while !stop.load(Ordering::Relaxed) {
+            let pending = reload.lock().map(|mut r| r.take()).unwrap_or(None);
+            if let Some(config) = pending {
+                self.reconfigure(config);
+            }
+            let tick = Duration::from_secs_f64(self.config.tick_seconds);
             let started = Instant::now();
             self.tick(started);
             let rest = tick.saturating_sub(started.elapsed());
@@ -131,6 +138,21 @@ impl Engine {
             }
         }
         tracing::info!("engine stopped");
+    }
+
+    /// Takes a reloaded configuration: everything that can change live does; the rest was
+    /// already refused by name (see `Config::live_update`).
+    fn reconfigure(&mut self, config: Config) {
+        repin::PolicyLoop::reconfigure(&mut self.policy, &config.policy);
+        self.accounting
+            .set_window(Duration::from_secs_f64(config.remote_ratio_window_seconds));
+        self.config = config;
+        tracing::info!(
+            mode = self.config.policy.mode.as_str(),
+            tick_seconds = self.config.tick_seconds,
+            rescan_seconds = self.config.rescan_seconds,
+            "configuration reloaded"
+        );
     }
 
     /// Whether a libvirt domain event asks for a rescan.

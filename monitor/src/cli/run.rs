@@ -1,7 +1,8 @@
 //! `pinsight run`: the daemon. The engine (probes, inventory, policy) ticks on a thread of
 //! its own; the HTTP endpoint runs on a one-worker async runtime until SIGINT or SIGTERM, or
 //! until the engine ends, which is then an error: a daemon that serves stale numbers
-//! forever is worse than one that stops and says why.
+//! forever is worse than one that stops and says why. SIGHUP reloads the config file: what
+//! can change live does, what needs a restart is named, a bad file is refused.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -14,6 +15,7 @@ use clap::Args;
 use super::host::{read_topology, resolve, Flag, HostArgs};
 use super::{CliError, BPF_STATS_SYSCTL};
 use crate::config::Mode;
+use crate::daemon::Reload;
 use crate::lock::InstanceLock;
 
 /// Arguments of `pinsight run`.
@@ -80,8 +82,11 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
         .build()
         .map_err(start("the async runtime"))?;
     runtime.block_on(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(start("the SIGTERM handler"))?;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(start("the SIGTERM handler"))?;
+        let mut hup = signal(SignalKind::hangup()).map_err(start("the SIGHUP handler"))?;
+        let reload: crate::daemon::Reload = Default::default();
+        let (engine_reload, mut running) = (reload.clone(), config.clone());
         let shared = crate::daemon::shared();
         let stop = Arc::new(AtomicBool::new(false));
         let listen = config.listen;
@@ -92,25 +97,34 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
         let engine_thread = std::thread::Builder::new()
             .name("pinsight-engine".into())
             .spawn(move || {
-                let outcome =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| engine.run(engine_stop)));
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    engine.run(engine_stop, engine_reload)
+                }));
                 let _ = ended_tx.send(outcome.err().map(panic_message));
             })
             .map_err(start("the engine thread"))?;
         let died = Arc::new(OnceLock::new());
         let engine_died = died.clone();
         let shutdown = async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                ended = ended_rx => {
-                    let reason = match ended {
-                        Ok(Some(panic)) => format!("it panicked: {panic}"),
-                        _ => "it returned without being asked to stop".to_string(),
-                    };
-                    tracing::error!("the engine thread ended ({reason}): shutting down");
-                    let _ = engine_died.set(reason);
+            let mut ended_rx = ended_rx;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = hup.recv() => {
+                        reload_config(&args, &mut running, &reload);
+                        continue;
+                    }
+                    ended = &mut ended_rx => {
+                        let reason = match ended {
+                            Ok(Some(panic)) => format!("it panicked: {panic}"),
+                            _ => "it returned without being asked to stop".to_string(),
+                        };
+                        tracing::error!("the engine thread ended ({reason}): shutting down");
+                        let _ = engine_died.set(reason);
+                    }
                 }
+                break;
             }
             tracing::info!("detaching probes");
         };
@@ -118,7 +132,21 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
             .await
             .map_err(|source| CliError::Serve { listen, source });
         stop.store(true, Ordering::Relaxed);
-        let _ = engine_thread.join();
+        // The engine stops within a tick, unless it waits inside a libvirt call (libvirtd
+        // hung): then the process ends without it. No action is cut half-way that the
+        // state journal cannot repair, and the kernel detaches the probes with the process.
+        let deadline = std::time::Instant::now() + ENGINE_STOP_WAIT;
+        while !engine_thread.is_finished() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if engine_thread.is_finished() {
+            let _ = engine_thread.join();
+        } else {
+            tracing::warn!(
+                "the engine did not stop within {ENGINE_STOP_WAIT:?} (a libvirt call hangs?): \
+                 exiting without it"
+            );
+        }
         served?;
         match died.get() {
             Some(reason) => Err(CliError::EngineEnded {
@@ -127,6 +155,40 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
             None => Ok(()),
         }
     })
+}
+
+/// How long a stopping daemon waits for its engine (systemd's stop timeout is far longer).
+const ENGINE_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// SIGHUP: re-reads the config file the daemon was started with (the same flags still
+/// override it) and hands what may change live to the engine. A file that does not pass
+/// validation is refused with the reason and the running configuration kept.
+fn reload_config(args: &RunArgs, running: &mut crate::config::Config, reload: &Reload) {
+    let Some(file) = args.host.config.as_deref() else {
+        tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
+        return;
+    };
+    let new = match resolve(Some(file), &args.flags()) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; keeping the running configuration");
+            return;
+        }
+    };
+    let (applied, restart) = running.live_update(&new);
+    for key in restart {
+        tracing::warn!(key, file = %file.display(), "SIGHUP: {key} changed but needs a restart; keeping the running value");
+    }
+    if applied == *running {
+        tracing::info!(file = %file.display(), "SIGHUP: configuration unchanged");
+        return;
+    }
+    *running = applied.clone();
+    match reload.lock() {
+        Ok(mut slot) => *slot = Some(applied),
+        Err(poisoned) => *poisoned.into_inner() = Some(applied),
+    }
+    tracing::info!(file = %file.display(), "SIGHUP: configuration accepted; the engine applies it at its next tick");
 }
 
 /// The message a panic was raised with.

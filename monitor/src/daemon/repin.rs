@@ -46,6 +46,26 @@ impl PolicyLoop {
         })
     }
 
+    /// Applies reloaded settings to `current`: switched on, off, or changed in place (keeping
+    /// its hysteresis, cooldowns, rate-limit history and counters).
+    pub fn reconfigure(current: &mut Option<PolicyLoop>, config: &PolicyConfig) {
+        match current.as_mut() {
+            Some(_) if config.mode == Mode::Observe => {
+                tracing::info!("repin policy off (mode observe)");
+                *current = None;
+            }
+            Some(running) => {
+                running.mode = config.mode;
+                running.policy.set_config(config.clone());
+                tracing::info!(
+                    mode = config.mode.as_str(),
+                    "repin policy settings reloaded"
+                );
+            }
+            None => *current = PolicyLoop::new(config),
+        }
+    }
+
     /// Evaluates this tick's view and, in enforce mode, acts. Returns true when a VM's pins
     /// were changed (so the caller rescans before the next evaluation).
     pub fn run(

@@ -205,6 +205,11 @@ impl Policy {
         }
     }
 
+    /// New settings (a reload); hysteresis, cooldowns and the rate limit's history stay.
+    pub fn set_config(&mut self, config: PolicyConfig) {
+        self.config = config;
+    }
+
     /// The settings.
     pub fn config(&self) -> &PolicyConfig {
         &self.config

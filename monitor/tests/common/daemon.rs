@@ -21,6 +21,8 @@ pub struct Daemon {
     pub log: PathBuf,
     /// Its instance lock (its own, so tests do not depend on /run/pinsight).
     pub lock_file: PathBuf,
+    /// Its config file (rewrite it and send SIGHUP to reload).
+    pub config: PathBuf,
     /// Holds the config and the log; None once kept.
     dir: Option<TempDir>,
 }
@@ -65,6 +67,7 @@ impl Daemon {
             addr,
             log,
             lock_file,
+            config,
             dir: Some(dir),
         };
         let addr = daemon.addr.clone();
@@ -128,6 +131,25 @@ impl Daemon {
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` (libc::SIGHUP, ...) to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill on the pid of our own child, not yet reaped (Drop reaps it).
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the daemon to exit; its exit status, or None if it runs on.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
