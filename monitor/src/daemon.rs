@@ -5,6 +5,7 @@
 //! publishes it. Every reader (/metrics, /, /status.json) reads that view and nothing else:
 //! sources -> accounting -> view -> policy verdicts -> published view.
 
+pub mod notify;
 mod repin;
 mod tracking;
 
@@ -50,6 +51,8 @@ pub struct Engine {
     reported: HashSet<String>,
     /// Which vCPU threads the probes account.
     tracking: tracking::Tracking,
+    /// systemd's watchdog and status line.
+    notifier: notify::Notifier,
     shared: Shared,
     ticks: u64,
     /// The repin policy; None in observe mode.
@@ -115,6 +118,7 @@ impl Engine {
             last_scan: None,
             reported: HashSet::new(),
             tracking: tracking::Tracking::default(),
+            notifier: notify::Notifier::from_env(),
             shared,
             ticks: 0,
         }
@@ -185,6 +189,7 @@ impl Engine {
             }
             view.set_policy(&policy.plan, &policy.repins);
         }
+        self.notifier.ticked(&view, now);
         let view = Arc::new(view);
         match self.shared.write() {
             Ok(mut guard) => *guard = view,

@@ -92,6 +92,8 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
         let listen = config.listen;
         // The engine is created inside the runtime so aya-log can read the probes' log buffer.
         let engine = crate::daemon::Engine::new(config, topology, shared.clone());
+        // The probes are attached (or reported as skipped) by now.
+        crate::daemon::notify::ready("started; first tick pending");
         let engine_stop = stop.clone();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
         let engine_thread = std::thread::Builder::new()

@@ -36,6 +36,16 @@ impl Daemon {
     /// Starts `pinsight run` with `config_toml` (listen and sysfs_root are added) and waits
     /// until it has published its first tick.
     pub fn start(sysfs_root: &Path, config_toml: &str, extra_args: &[&str]) -> Daemon {
+        Daemon::start_with_env(sysfs_root, config_toml, extra_args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (NOTIFY_SOCKET, ...).
+    pub fn start_with_env(
+        sysfs_root: &Path,
+        config_toml: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let dir = tempfile::Builder::new()
@@ -58,6 +68,7 @@ impl Daemon {
             .arg(&lock_file)
             .args(extra_args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
