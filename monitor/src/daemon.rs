@@ -167,6 +167,14 @@ impl Engine {
     /// One round, one way: read the sources, account, build the view, let the policy decide
     /// from it (and act in enforce mode), publish.
     pub fn tick(&mut self, now: Instant) {
+        // Fault injection for the tests only (the unit and the DaemonSet never set it): an
+        // engine that dies must take the process with it.
+        if let Some(n) = std::env::var("PINSIGHT_TEST_PANIC_AT_TICK")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            assert!(self.ticks + 1 != n, "PINSIGHT_TEST_PANIC_AT_TICK={n}");
+        }
         let counters = self.read_sources(now);
         self.accounting
             .update(now, &self.inventory.vms, &counters, &self.topology);

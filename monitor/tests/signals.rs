@@ -102,3 +102,24 @@ fn sigterm_stops_the_daemon_within_5_s_while_libvirtd_hangs() {
         common::virsh(&["version"]).ok()
     });
 }
+
+#[test]
+fn an_engine_that_panics_ends_the_process_non_zero_within_2_s_saying_why() {
+    require_host();
+    let mut daemon = Daemon::start_with_env(
+        &fixture("two-socket-gpu"),
+        "tick_seconds = 0.25\n",
+        &[],
+        &[("PINSIGHT_TEST_PANIC_AT_TICK", "8")],
+    );
+    // Tick 8 is about 1.75 s after the first; the process must be gone 2 s after that.
+    let status = daemon
+        .wait_exit(Duration::from_secs(4))
+        .unwrap_or_else(|| panic!("the daemon outlived its engine:\n{}", daemon.log_text()));
+    assert!(!status.success(), "exit {status}");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("the engine thread ended (it panicked: PINSIGHT_TEST_PANIC_AT_TICK=8)"),
+        "{log}"
+    );
+}
