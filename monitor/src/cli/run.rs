@@ -5,8 +5,9 @@
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use clap::Args;
 
@@ -30,6 +31,14 @@ pub struct RunArgs {
     /// Repin policy mode (overrides policy.mode): observe, recommend or enforce.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
+    /// TLS, basic auth and headers of the endpoint, in the Prometheus exporter-toolkit's
+    /// web-config YAML (the file node_exporter takes); see deploy/web-config.yml.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Serve /metrics only: / and /status.json (VM names, UUIDs, threads, host paths)
+    /// answer 404.
+    #[arg(long = "web.metrics-only")]
+    pub web_metrics_only: bool,
 }
 
 impl RunArgs {
@@ -53,6 +62,10 @@ pub fn enable_bpf_stats() -> Result<(), CliError> {
 pub fn execute(args: RunArgs) -> Result<(), CliError> {
     let config = resolve(args.host.config.as_deref(), &args.flags())?;
     let topology = read_topology(&config)?;
+    let web = super::check::web_config(args.web_config_file.as_deref())?;
+    // Bound before any probe is loaded or setting changed: a second instance, or a port
+    // taken, fails here having done nothing.
+    let listener = crate::http::bind(config.listen)?;
     // After the checks that need no privilege, so a bad flag or sysfs root leaves the
     // kernel setting as it was.
     if args.bpf_stats {
@@ -74,9 +87,15 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
     runtime.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(start("the SIGTERM handler"))?;
+        let listen = config.listen;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| CliError::Serve { listen, source })?;
+        let web = Arc::new(RwLock::new(Arc::new(web)));
+        let options = crate::http::Options {
+            metrics_only: args.web_metrics_only,
+        };
         let shared = crate::daemon::shared();
         let stop = Arc::new(AtomicBool::new(false));
-        let listen = config.listen;
         // The engine is created inside the runtime so aya-log can read the probes' log buffer.
         let engine = crate::daemon::Engine::new(config, topology, shared.clone());
         let engine_stop = stop.clone();
@@ -106,7 +125,7 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
             }
             tracing::info!("detaching probes");
         };
-        let served = crate::http::serve(listen, shared, shutdown)
+        let served = crate::http::serve(listener, shared, web, options, shutdown)
             .await
             .map_err(|source| CliError::Serve { listen, source });
         stop.store(true, Ordering::Relaxed);
