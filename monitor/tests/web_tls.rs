@@ -35,23 +35,9 @@ impl Certs {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the certificate directory");
         let certs = Certs { dir };
-        certs.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=pinsight test CA",
-        ]);
+        let ca = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                  -keyout ca.key -out ca.pem -days 2";
+        certs.openssl(ca, &["-subj", "/CN=pinsight test CA"]);
         certs.leaf(
             "server",
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
@@ -74,42 +60,20 @@ impl Certs {
             format!("{name}.pem"),
         );
         let subject = format!("/CN=pinsight test {name}");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subject,
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
+        let req = "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        self.openssl(req, &["-keyout", &key, "-out", &csr, "-subj", &subject]);
+        let sign = "x509 -req -CA ca.pem -CAkey ca.key -CAcreateserial -days 2";
+        self.openssl(sign, &["-in", &csr, "-out", &pem, "-extfile", &ext]);
     }
 
-    fn openssl(&self, args: &[&str]) {
+    /// Runs openssl with the words of `fixed` then `args` (which may hold spaces).
+    fn openssl(&self, fixed: &str, args: &[&str]) {
+        let args: Vec<&str> = fixed
+            .split_whitespace()
+            .chain(args.iter().copied())
+            .collect();
         let out = Command::new("openssl")
-            .args(args)
+            .args(&args)
             .current_dir(&self.dir)
             .output()
             .expect("run openssl (Debian package openssl)");

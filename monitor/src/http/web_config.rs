@@ -169,6 +169,12 @@ impl WebConfig {
                 |(user, reason)| invalid(&format!("basic_auth_users.{user}"), reason),
             )?))
         };
+        if auth.is_some() && tls.is_none() {
+            tracing::warn!(
+                file = %path.display(),
+                "basic_auth_users without tls_server_config: passwords cross the network in clear"
+            );
+        }
         let headers = headers(&file.http_server_config.headers).map_err(|(name, reason)| {
             invalid(&format!("http_server_config.headers.{name}"), reason)
         })?;
