@@ -205,6 +205,22 @@ fn curl_and_prometheus_scrape_over_tls_with_basic_auth_and_nothing_else_gets_in(
         );
     }
 
+    // http2 defaults to on (the toolkit's default): ALPN offers h2.
+    let h2 = curl(&[
+        "--http2",
+        "--cacert",
+        ca,
+        "-u",
+        &auth,
+        &format!("{base}/metrics"),
+    ]);
+    assert!(
+        h2.out.starts_with("HTTP/2 200"),
+        "HTTP/2 over TLS: {}{}",
+        h2.out,
+        h2.err
+    );
+
     // Plain HTTP to the TLS port: the handshake fails and no response comes back.
     let plain = http_get(&daemon.addr, "/metrics");
     assert!(plain.is_err(), "plain HTTP got an answer: {plain:?}");
