@@ -112,6 +112,12 @@ pub enum CliError {
         /// The error (address in use, say).
         source: std::io::Error,
     },
+    /// The web-config file (`--web.config.file`) cannot be used.
+    #[error(transparent)]
+    WebConfig(#[from] crate::http::WebConfigError),
+    /// The listen address cannot be bound (before anything else starts).
+    #[error(transparent)]
+    Bind(#[from] crate::http::BindError),
     /// A report could not be turned into JSON (a bug).
     #[error("printing JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use clap::Args;
 
@@ -38,6 +38,14 @@ pub struct RunArgs {
     /// exits non-zero naming the holder's pid.
     #[arg(long, value_name = "FILE", default_value = crate::lock::DEFAULT_LOCK_FILE)]
     pub lock_file: PathBuf,
+    /// TLS, basic auth and headers of the endpoint, in the Prometheus exporter-toolkit's
+    /// web-config YAML (the file node_exporter takes); see deploy/web-config.yml.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Serve /metrics only: / and /status.json (VM names, UUIDs, threads, host paths)
+    /// answer 404.
+    #[arg(long = "web.metrics-only")]
+    pub web_metrics_only: bool,
 }
 
 impl RunArgs {
@@ -63,6 +71,10 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
     let _lock = InstanceLock::acquire(&args.lock_file)?;
     let config = resolve(args.host.config.as_deref(), &args.flags())?;
     let topology = read_topology(&config)?;
+    let web = super::check::web_config(args.web_config_file.as_deref())?;
+    // Bound before any probe is loaded or setting changed: a second instance, or a port
+    // taken, fails here having done nothing.
+    let listener = crate::http::bind(config.listen)?;
     // After the checks that need no privilege, so a bad flag or sysfs root leaves the
     // kernel setting as it was.
     if args.bpf_stats {
@@ -87,9 +99,16 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
         let mut hup = signal(SignalKind::hangup()).map_err(start("the SIGHUP handler"))?;
         let reload: crate::daemon::Reload = Default::default();
         let (engine_reload, mut running) = (reload.clone(), config.clone());
+        let listen = config.listen;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| CliError::Serve { listen, source })?;
+        let web = Arc::new(RwLock::new(Arc::new(web)));
+        let reload_web = web.clone();
+        let options = crate::http::Options {
+            metrics_only: args.web_metrics_only,
+        };
         let shared = crate::daemon::shared();
         let stop = Arc::new(AtomicBool::new(false));
-        let listen = config.listen;
         // The engine is created inside the runtime so aya-log can read the probes' log buffer.
         let engine = crate::daemon::Engine::new(config, topology, shared.clone());
         // The probes are attached (or reported as skipped) by now.
@@ -115,6 +134,7 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
                     _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                     _ = hup.recv() => {
                         reload_config(&args, &mut running, &reload);
+                        reload_web_config(&args, &reload_web);
                         continue;
                     }
                     ended = &mut ended_rx => {
@@ -130,7 +150,7 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
             }
             tracing::info!("detaching probes");
         };
-        let served = crate::http::serve(listen, shared, shutdown)
+        let served = crate::http::serve(listener, shared, web, options, shutdown)
             .await
             .map_err(|source| CliError::Serve { listen, source });
         stop.store(true, Ordering::Relaxed);
@@ -191,6 +211,24 @@ fn reload_config(args: &RunArgs, running: &mut crate::config::Config, reload: &R
         Err(poisoned) => *poisoned.into_inner() = Some(applied),
     }
     tracing::info!(file = %file.display(), "SIGHUP: configuration accepted; the engine applies it at its next tick");
+}
+
+/// SIGHUP, endpoint side: re-reads `--web.config.file` (TLS, users, headers); a file that
+/// does not load is refused with the reason and the running endpoint settings kept.
+fn reload_web_config(args: &RunArgs, web: &crate::http::SharedWebConfig) {
+    let Some(file) = args.web_config_file.as_deref() else {
+        return;
+    };
+    match crate::http::WebConfig::load(file) {
+        Ok(new) => {
+            match web.write() {
+                Ok(mut slot) => *slot = Arc::new(new),
+                Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
+            }
+            tracing::info!(file = %file.display(), "SIGHUP: web config reloaded (new connections use it)");
+        }
+        Err(e) => tracing::error!("SIGHUP: {e}; keeping the running web config"),
+    }
 }
 
 /// The message a panic was raised with.

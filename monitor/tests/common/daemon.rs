@@ -46,6 +46,30 @@ impl Daemon {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        let mut daemon = Daemon::spawn_with_env(sysfs_root, config_toml, extra_args, env);
+        let addr = daemon.addr.clone();
+        daemon.wait_until("the daemon to serve /metrics", || {
+            http_get(&addr, "/metrics")
+                .ok()
+                .filter(|m| m.contains("pinsight_build_info"))
+                .is_some()
+        });
+        daemon
+    }
+
+    /// Starts `pinsight run` like [`Daemon::start`] without waiting for it (for endpoints
+    /// the plain-HTTP client cannot reach: TLS, basic auth).
+    pub fn spawn(sysfs_root: &Path, config_toml: &str, extra_args: &[&str]) -> Daemon {
+        Daemon::spawn_with_env(sysfs_root, config_toml, extra_args, &[])
+    }
+
+    /// [`Daemon::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        sysfs_root: &Path,
+        config_toml: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let dir = tempfile::Builder::new()
@@ -73,28 +97,24 @@ impl Daemon {
             .stderr(stderr)
             .spawn()
             .expect("spawn pinsight run");
-        let mut daemon = Daemon {
+        Daemon {
             child,
             addr,
             log,
             lock_file,
             config,
             dir: Some(dir),
-        };
-        let addr = daemon.addr.clone();
-        wait_for(
-            Duration::from_secs(30),
-            "the daemon to serve /metrics",
-            || {
-                if let Ok(Some(status)) = daemon.child.try_wait() {
-                    panic!("pinsight run exited with {status}:\n{}", daemon.log_text());
-                }
-                http_get(&addr, "/metrics")
-                    .ok()
-                    .filter(|m| m.contains("pinsight_build_info"))
-            },
-        );
-        daemon
+        }
+    }
+
+    /// Polls `ready` for up to 30 s; panics with the log if the daemon exits first.
+    pub fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+        wait_for(Duration::from_secs(30), what, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("pinsight run exited with {status}:\n{}", self.log_text());
+            }
+            ready().then_some(())
+        });
     }
 
     /// The daemon's process id.

@@ -26,6 +26,12 @@ impl Prometheus {
     /// Starts Prometheus in a fresh temporary directory holding its config, `rules_yaml` (as
     /// the only rule file), its TSDB and its log; scrapes and evaluates every second.
     pub fn start(target: &str, rules_yaml: &str) -> Prometheus {
+        Prometheus::start_with(target, rules_yaml, "")
+    }
+
+    /// [`Prometheus::start`] with `job_yaml` (lines indented 4 spaces: `scheme`,
+    /// `tls_config`, `basic_auth`...) added to the scrape job.
+    pub fn start_with(target: &str, rules_yaml: &str, job_yaml: &str) -> Prometheus {
         assert!(
             Path::new(PROMETHEUS).is_file(),
             "{PROMETHEUS} is missing: install the Debian package 'prometheus' (scripts/setup.sh does)"
@@ -43,7 +49,7 @@ impl Prometheus {
         let yaml = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {rules}\n\
-             scrape_configs:\n  - job_name: pinsight\n    static_configs:\n      - targets: ['{target}']\n",
+             scrape_configs:\n  - job_name: pinsight\n{job_yaml}    static_configs:\n      - targets: ['{target}']\n",
             rules = rules.display()
         );
         std::fs::write(&config, yaml).expect("write prometheus.yml");
