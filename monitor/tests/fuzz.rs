@@ -546,7 +546,7 @@ fn fuzz_config_toml() {
 
 #[test]
 fn fuzz_sysfs_trees() {
-    fuzz("sysfs trees", cases(10), sysfs_tree::tree(), |tree| {
+    fuzz("sysfs trees", cases(2), sysfs_tree::tree(), |tree| {
         let dir = sysfs_tree::TreeDir::write(&tree);
         if let Ok(topology) = bounded("sysfs tree", || {
             pinsight::topology::Topology::read(dir.path())
