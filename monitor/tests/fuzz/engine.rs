@@ -104,12 +104,9 @@ pub fn bounded<T>(what: &str, parse: impl Fn() -> T) -> T {
     MOST_BYTES.with(|m| m.set(m.get().max(bytes)));
     PARSES.with(|p| p.set(p.get() + 1));
     assert!(
-        took <= MAX_PARSE_TIME,
-        "{what}: parse took {took:?}, more than {MAX_PARSE_TIME:?}"
-    );
-    assert!(
-        bytes <= MAX_PARSE_BYTES,
-        "{what}: parse held {bytes} bytes, more than {MAX_PARSE_BYTES}"
+        took <= MAX_PARSE_TIME && bytes <= MAX_PARSE_BYTES,
+        "{what}: parse took {took:?} and held {bytes} bytes; the limits are {MAX_PARSE_TIME:?} \
+         and {MAX_PARSE_BYTES} bytes"
     );
     result
 }
