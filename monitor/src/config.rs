@@ -199,7 +199,12 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text; `path` only names the file in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             reason: e.to_string().trim().to_string(),
         })?;

@@ -1,12 +1,26 @@
 //! CPU lists in the kernel's and libvirt's text form ("0-3,8,10-11").
+//!
+//! A set is kept as sorted, disjoint, non-adjacent ranges, so its memory grows with the
+//! number of ranges in the text, never with the number of CPUs a range spans: "0-8191" is
+//! one pair of numbers. CPU lists come from VM metadata that anyone with libvirt write access
+//! sets, so a list is also refused past [`MAX_CPUS`].
 
-use std::collections::BTreeSet;
+use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
+/// The most CPUs any kernel supports: `CONFIG_NR_CPUS` tops out at 8192 (x86_64 with
+/// `MAXSMP`, powerpc; arm64 stops at 4096). A CPU id in a list is below this; callers that
+/// know the host narrow it further with [`CpuSet::parse_within`] (its possible CPUs).
+pub const MAX_CPUS: u32 = 8192;
+
 /// A set of CPU ids, printed and parsed in the kernel's list form.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CpuSet(BTreeSet<u32>);
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct CpuSet {
+    /// Inclusive `(first, last)` ranges, ascending, neither overlapping nor touching (so two
+    /// equal sets have equal ranges, which the derived `Eq` and `Hash` rely on).
+    ranges: Vec<(u32, u32)>,
+}
 
 /// Why a CPU list could not be parsed; carries the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,60 +32,179 @@ pub struct CpuSetError {
     pub reason: String,
 }
 
-/// Ranges wider than this are refused: no host has a million CPUs, and a typo such as
-/// "0-4294967295" must not allocate a huge set.
-const MAX_CPU_ID: u32 = 1 << 20;
-
 impl CpuSet {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Parses a list and refuses CPUs that are not in `possible` (the host's possible CPUs,
+    /// topology's `possible_cpus`), naming them.
+    pub fn parse_within(text: &str, possible: &CpuSet) -> Result<CpuSet, CpuSetError> {
+        let set: CpuSet = text.parse()?;
+        let impossible = set.difference(possible);
+        if impossible.is_empty() {
+            return Ok(set);
+        }
+        Err(CpuSetError {
+            text: cut(text),
+            reason: format!("CPUs {impossible} are not among the host's possible CPUs {possible}"),
+        })
+    }
+
     /// Whether `cpu` is in the set.
     pub fn contains(&self, cpu: u32) -> bool {
-        self.0.contains(&cpu)
+        self.range_index(cpu).is_ok()
     }
 
     /// Adds `cpu`.
     pub fn insert(&mut self, cpu: u32) {
-        self.0.insert(cpu);
+        let Err(at) = self.range_index(cpu) else {
+            return; // already in
+        };
+        let joins_prev = at > 0 && self.ranges[at - 1].1.checked_add(1) == Some(cpu);
+        let joins_next = at < self.ranges.len() && cpu.checked_add(1) == Some(self.ranges[at].0);
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                self.ranges[at - 1].1 = self.ranges[at].1;
+                self.ranges.remove(at);
+            }
+            (true, false) => self.ranges[at - 1].1 = cpu,
+            (false, true) => self.ranges[at].0 = cpu,
+            (false, false) => self.ranges.insert(at, (cpu, cpu)),
+        }
     }
 
     /// Number of CPUs in the set.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.ranges
+            .iter()
+            .map(|&(lo, hi)| (hi - lo) as usize + 1)
+            .sum()
     }
 
     /// Whether the set has no CPU.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ranges.is_empty()
     }
 
     /// CPU ids in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.0.iter().copied()
+        self.ranges.iter().flat_map(|&(lo, hi)| lo..=hi)
     }
 
     /// CPUs in both sets.
     pub fn intersection(&self, other: &CpuSet) -> CpuSet {
-        CpuSet(self.0.intersection(&other.0).copied().collect())
+        let mut out = Vec::new();
+        let (mut a, mut b) = (
+            self.ranges.iter().peekable(),
+            other.ranges.iter().peekable(),
+        );
+        while let (Some(&&(alo, ahi)), Some(&&(blo, bhi))) = (a.peek(), b.peek()) {
+            let (lo, hi) = (alo.max(blo), ahi.min(bhi));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+            // Drop the range that ends first: it can overlap nothing further on.
+            if ahi < bhi {
+                a.next();
+            } else {
+                b.next();
+            }
+        }
+        CpuSet { ranges: out }
     }
 
     /// CPUs of `self` that are not in `other`.
     pub fn difference(&self, other: &CpuSet) -> CpuSet {
-        CpuSet(self.0.difference(&other.0).copied().collect())
+        let mut out = Vec::new();
+        let mut cut_by = other.ranges.iter().peekable();
+        for &(lo, hi) in &self.ranges {
+            let mut lo = Some(lo);
+            while let (Some(start), Some(&&(clo, chi))) = (lo, cut_by.peek()) {
+                if chi < start {
+                    cut_by.next();
+                    continue;
+                }
+                if clo > hi {
+                    break;
+                }
+                if clo > start {
+                    out.push((start, clo - 1));
+                }
+                // chi >= start; what is left starts after it (none if it reaches past hi).
+                lo = chi.checked_add(1).filter(|&next| next <= hi);
+                if chi <= hi {
+                    cut_by.next();
+                } else {
+                    break;
+                }
+            }
+            if let Some(start) = lo {
+                out.push((start, hi));
+            }
+        }
+        CpuSet { ranges: out }
     }
 
     /// Whether every CPU of `self` is in `other`.
     pub fn is_subset(&self, other: &CpuSet) -> bool {
-        self.0.is_subset(&other.0)
+        self.difference(other).is_empty()
+    }
+
+    /// `Ok(index)` of the range holding `cpu`, else `Err(index)` where a range for it goes.
+    fn range_index(&self, cpu: u32) -> Result<usize, usize> {
+        self.ranges.binary_search_by(|&(lo, hi)| {
+            if hi < cpu {
+                Ordering::Less
+            } else if lo > cpu {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            }
+        })
+    }
+
+    /// The canonical set of possibly overlapping, unsorted inclusive ranges.
+    fn from_ranges(mut ranges: Vec<(u32, u32)>) -> CpuSet {
+        ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some(last) if u64::from(lo) <= u64::from(last.1) + 1 => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        merged.shrink_to_fit();
+        CpuSet { ranges: merged }
+    }
+}
+
+/// Ordered as the ascending sequences of their CPU ids (as a `BTreeSet` of them would be).
+impl Ord for CpuSet {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl PartialOrd for CpuSet {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl FromIterator<u32> for CpuSet {
     fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Self {
-        CpuSet(iter.into_iter().collect())
+        CpuSet::from_ranges(iter.into_iter().map(|cpu| (cpu, cpu)).collect())
+    }
+}
+
+/// The text for an error message: a hostile list may be megabytes long.
+fn cut(text: &str) -> String {
+    const SHOWN: usize = 128;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
+        None => text.to_string(),
     }
 }
 
@@ -79,23 +212,29 @@ impl FromStr for CpuSet {
     type Err = CpuSetError;
 
     /// Parses "0-3,8,10-11" (whitespace around items and a trailing newline are allowed; an
-    /// empty string is the empty set, as in an empty sysfs cpulist).
+    /// empty string is the empty set, as in an empty sysfs cpulist). CPU ids must be below
+    /// [`MAX_CPUS`].
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let err = |reason: String| CpuSetError {
-            text: text.to_string(),
+            text: cut(text),
             reason,
         };
         let parse_id = |s: &str| -> Result<u32, CpuSetError> {
-            let id: u32 = s
-                .trim()
-                .parse()
-                .map_err(|_| err(format!("{s:?} is not a CPU number")))?;
-            if id > MAX_CPU_ID {
-                return Err(err(format!("CPU {id} is out of range")));
+            let s = s.trim();
+            // u32's parser takes a leading '+', which no CPU list has.
+            let id = Some(s)
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u32>().ok())
+                .ok_or_else(|| err(format!("{:?} is not a CPU number", cut(s))))?;
+            if id >= MAX_CPUS {
+                return Err(err(format!(
+                    "CPU {id} is out of range (CPU ids are below {MAX_CPUS}, the kernel's \
+                     largest NR_CPUS)"
+                )));
             }
             Ok(id)
         };
-        let mut set = BTreeSet::new();
+        let mut ranges = Vec::new();
         for item in text
             .trim()
             .split(',')
@@ -106,34 +245,27 @@ impl FromStr for CpuSet {
                 Some((lo, hi)) => {
                     let (lo, hi) = (parse_id(lo)?, parse_id(hi)?);
                     if lo > hi {
-                        return Err(err(format!("range {item:?} runs backwards")));
+                        return Err(err(format!("range {:?} runs backwards", cut(item))));
                     }
-                    set.extend(lo..=hi);
+                    ranges.push((lo, hi));
                 }
                 None => {
-                    set.insert(parse_id(item)?);
+                    let id = parse_id(item)?;
+                    ranges.push((id, id));
                 }
             }
         }
-        Ok(CpuSet(set))
+        Ok(CpuSet::from_ranges(ranges))
     }
 }
 
 impl fmt::Display for CpuSet {
-    /// Prints the compact list form, merging consecutive ids into ranges.
+    /// Prints the compact list form, consecutive ids as ranges.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut iter = self.0.iter().copied().peekable();
-        let mut first = true;
-        while let Some(lo) = iter.next() {
-            let mut hi = lo;
-            while iter.peek() == Some(&(hi + 1)) {
-                hi += 1;
-                iter.next();
-            }
-            if !first {
+        for (i, &(lo, hi)) in self.ranges.iter().enumerate() {
+            if i > 0 {
                 f.write_str(",")?;
             }
-            first = false;
             if lo == hi {
                 write!(f, "{lo}")?;
             } else {
@@ -181,5 +313,63 @@ mod tests {
             .reason
             .contains("backwards"));
         assert!("0-4294967295".parse::<CpuSet>().is_err());
+        assert!("+3".parse::<CpuSet>().is_err(), "no sign in a CPU list");
+    }
+
+    /// The metadata bomb of issue 11: "0-1048575" was a million-entry set per attribute.
+    #[test]
+    fn refuses_ids_past_the_kernels_largest_nr_cpus() {
+        let e = "0-1048575".parse::<CpuSet>().unwrap_err();
+        assert!(e.reason.contains("CPU 1048575 is out of range"), "{e}");
+        assert!(e.reason.contains("8192"), "{e}");
+        let widest: CpuSet = "0-8191".parse().unwrap();
+        assert_eq!(widest.len(), 8192);
+        assert_eq!(widest.ranges.len(), 1, "one range whatever its width");
+        assert!("8192".parse::<CpuSet>().is_err());
+    }
+
+    #[test]
+    fn long_garbage_is_cut_in_the_message() {
+        let text = "x".repeat(100_000);
+        let e = text.parse::<CpuSet>().unwrap_err();
+        assert!(e.to_string().len() < 1_000, "{} bytes", e.to_string().len());
+        assert!(e.text.contains("(100000 bytes)"), "{}", e.text);
+    }
+
+    #[test]
+    fn within_the_hosts_possible_cpus() {
+        let possible: CpuSet = "0-3".parse().unwrap();
+        assert_eq!(
+            CpuSet::parse_within("1-2", &possible).unwrap().to_string(),
+            "1-2"
+        );
+        let e = CpuSet::parse_within("2-5,7", &possible).unwrap_err();
+        assert!(
+            e.reason
+                .contains("CPUs 4-5,7 are not among the host's possible CPUs 0-3"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn set_operations_keep_ranges_canonical() {
+        let cpus = |s: &str| s.parse::<CpuSet>().unwrap();
+        let mut set = cpus("0,2");
+        set.insert(1);
+        assert_eq!((set.to_string(), set.ranges.len()), ("0-2".to_string(), 1));
+        set.insert(4);
+        set.insert(5);
+        set.insert(3);
+        assert_eq!(set, cpus("0-5"));
+        assert_eq!(cpus("0-3,8-11").intersection(&cpus("2-9")), cpus("2-3,8-9"));
+        assert_eq!(
+            cpus("0-11").difference(&cpus("2-3,5,8-20")),
+            cpus("0-1,4,6-7")
+        );
+        assert!(cpus("2-3").is_subset(&cpus("0-5")) && !cpus("2-6").is_subset(&cpus("0-5")));
+        assert_eq!(cpus("3,1-2,2"), cpus("1-3"), "overlaps and disorder merge");
+        // Ordered as sorted id sequences, as the BTreeSet it replaced.
+        assert!(cpus("0,5") < cpus("1") && cpus("0") < cpus("0-1"));
+        assert_eq!(CpuSet::from_iter([3, 1, 2, 9]).to_string(), "1-3,9");
     }
 }

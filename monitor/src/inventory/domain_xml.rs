@@ -8,9 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use roxmltree::{Document, Node};
+use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::cpuset::CpuSet;
+
+pub use limits::{
+    cut_label_value, MAX_ATTRIBUTES_PER_ELEMENT, MAX_DOMAIN_XML_BYTES, MAX_DOMAIN_XML_NODES,
+    MAX_LABEL_VALUE_BYTES, MAX_METADATA_ELEMENT_BYTES, MAX_METADATA_ENTRIES,
+};
+pub(crate) use limits::{element_over_limits, text_over_limits};
 
 /// Namespace of the operator's declarations for pinsight (pinsight never writes it).
 pub const PINSIGHT_DOMAIN_NS: &str = "urn:pinsight:domain:1";
@@ -122,10 +128,21 @@ pub struct RepinPolicy {
 
 /// Parses a domain XML as `virsh dumpxml` prints it (live or inactive).
 pub fn parse_domain_xml(xml: &str) -> Result<DomainSpec, DomainXmlError> {
-    let doc = Document::parse(xml).map_err(|e| DomainXmlError::Malformed {
-        domain: guess_name(xml).unwrap_or_else(|| UNKNOWN_DOMAIN.to_string()),
-        reason: e.to_string(),
-    })?;
+    if let Some(why) = text_over_limits(xml, MAX_DOMAIN_XML_BYTES) {
+        return Err(DomainXmlError::Invalid {
+            domain: guess_name(xml).unwrap_or_else(|| UNKNOWN_DOMAIN.to_string()),
+            reason: format!("the domain XML {why}"),
+        });
+    }
+    let options = ParsingOptions {
+        nodes_limit: MAX_DOMAIN_XML_NODES,
+        ..ParsingOptions::default()
+    };
+    let doc =
+        Document::parse_with_options(xml, options).map_err(|e| DomainXmlError::Malformed {
+            domain: guess_name(xml).unwrap_or_else(|| UNKNOWN_DOMAIN.to_string()),
+            reason: e.to_string(),
+        })?;
     let root = doc.root_element();
     let name = child_text(root, "name");
     if root.tag_name().name() != "domain" || root.tag_name().namespace().is_some() {
@@ -360,6 +377,7 @@ fn guess_name(xml: &str) -> Option<String> {
     plausible.then(|| name.to_string())
 }
 
+mod limits;
 mod metadata;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 
 use roxmltree::Node;
 
+use super::limits::element_over_limits;
 use super::{
     child_elements, GpuRef, NovaInfo, RepinPolicy, NOVA_NS, NOVA_NS_LEGACY, PINSIGHT_DOMAIN_NS,
     PINSIGHT_STATE_NS,
@@ -31,7 +32,13 @@ pub(super) fn read_metadata(xml: &str, root: Node, domain: &str) -> Metadata {
     for element in elements.filter(Node::is_element) {
         match element.tag_name().namespace() {
             Some(PINSIGHT_DOMAIN_NS) if element.tag_name().name() == "domain" => {
-                read_operator_element(element, domain, &mut found);
+                match over_limits(element) {
+                    Some(why) => found.warnings.push(format!(
+                        "domain {domain}: pinsight metadata element <domain> in \
+                         {PINSIGHT_DOMAIN_NS} {why}; its declarations are ignored"
+                    )),
+                    None => read_operator_element(element, domain, &mut found),
+                }
             }
             // libvirt keeps one element per namespace, so a wrongly named one is the
             // operator's whole declaration going unread: say so.
@@ -41,13 +48,30 @@ pub(super) fn read_metadata(xml: &str, root: Node, domain: &str) -> Metadata {
                 element.tag_name().name()
             )),
             Some(PINSIGHT_STATE_NS) => found.state = Some(xml[element.range()].to_string()),
-            Some(NOVA_NS) => found.nova = Some(read_nova(element)),
-            // A domain carries one Nova element; the current namespace wins over the old one.
-            Some(NOVA_NS_LEGACY) if found.nova.is_none() => found.nova = Some(read_nova(element)),
+            Some(ns @ (NOVA_NS | NOVA_NS_LEGACY)) => {
+                // A domain carries one Nova element; the current namespace wins over the old one.
+                if ns == NOVA_NS_LEGACY && found.nova.is_some() {
+                    continue;
+                }
+                match over_limits(element) {
+                    Some(why) => found.warnings.push(format!(
+                        "domain {domain}: Nova metadata element <{}> in {ns} {why}; \
+                         its labels are ignored",
+                        element.tag_name().name()
+                    )),
+                    None => found.nova = Some(read_nova(element)),
+                }
+            }
             _ => {}
         }
     }
     found
+}
+
+/// Why `element` is too big to read (bytes of text, child elements), if it is.
+fn over_limits(element: Node) -> Option<String> {
+    let entries = element.children().filter(Node::is_element).count();
+    element_over_limits(element.range().len(), entries)
 }
 
 /// Reads the operator's `<domain xmlns="urn:pinsight:domain:1">`; bad entries become warnings.

@@ -158,6 +158,55 @@ pub fn utc(unix: f64) -> String {
 mod tests {
     use super::*;
 
+    /// Found by tests/fuzz.rs: a reason holding NUL made an element no parser reads.
+    #[test]
+    fn reasons_with_control_characters_round_trip() {
+        let record = Record {
+            last: Some(Action {
+                time: 0.0,
+                action: ActionKind::Repin,
+                result: ActionResult::Applied,
+                reason: "a\0b\tc\nd\re\u{fffe}f".into(),
+                vcpus: BTreeMap::new(),
+                emulator: None,
+            }),
+            ..Record::default()
+        };
+        let parsed = Record::parse(&record.to_xml()).unwrap();
+        assert_eq!(parsed.last.unwrap().reason, "a\u{fffd}b\tc\nd\re\u{fffd}f");
+    }
+
+    /// The metadata bomb of issue 11, and the bounds that keep any other one cheap.
+    #[test]
+    fn hostile_records_are_refused_naming_the_limit() {
+        let entries = |n: usize, cpus: &str| {
+            let vcpus: String = (0..n)
+                .map(|i| format!("<vcpu id=\"{i}\" cpuset=\"{cpus}\"/>"))
+                .collect();
+            format!("<state><original time=\"1\">{vcpus}</original></state>")
+        };
+        let e = Record::parse(&entries(40, "0-1048575"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CPU 1048575 is out of range"), "{e}");
+        let e = Record::parse(&entries(5000, "0")).unwrap_err().to_string();
+        assert!(
+            e.contains("pinsight state element") && e.contains("more than the limit of 65536"),
+            "{e}"
+        );
+        let many = format!(
+            "<state><original time=\"1\">{}</original></state>",
+            "<x/>".repeat(4097)
+        );
+        let e = Record::parse(&many).unwrap_err().to_string();
+        assert!(
+            e.contains("<original> has 4097 entries, more than the limit of 4096"),
+            "{e}"
+        );
+        let widest = Record::parse(&entries(1000, "0-8191")).unwrap();
+        assert_eq!(widest.original.unwrap().vcpus.len(), 1000);
+    }
+
     #[test]
     fn utc_matches_known_dates() {
         assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");

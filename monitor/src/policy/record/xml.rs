@@ -12,7 +12,9 @@ use roxmltree::{Document, Node};
 
 use super::{utc, Action, ActionKind, ActionResult, Pins, Record, RecordError};
 use crate::cpuset::CpuSet;
-use crate::inventory::domain_xml::PINSIGHT_STATE_NS;
+use crate::inventory::domain_xml::{
+    element_over_limits, text_over_limits, MAX_METADATA_ELEMENT_BYTES, PINSIGHT_STATE_NS,
+};
 
 impl Record {
     /// Reads the element as it appears in the domain XML (any prefix), or as
@@ -20,6 +22,10 @@ impl Record {
     /// (a newer pinsight may add some); a known one with a bad value is an error.
     pub fn parse(xml: &str) -> Result<Record, RecordError> {
         let err = |reason: String| RecordError { reason };
+        // Before parsing: the size bound is what keeps a hostile element cheap.
+        if let Some(why) = text_over_limits(xml, MAX_METADATA_ELEMENT_BYTES) {
+            return Err(err(format!("the element {why}")));
+        }
         let doc = Document::parse(xml).map_err(|e| err(format!("malformed XML: {e}")))?;
         let root = doc.root_element();
         let bare = root.tag_name().namespace().is_none() && root.tag_name().name() == "state";
@@ -31,6 +37,9 @@ impl Record {
         }
         let mut record = Record::default();
         for child in children(root) {
+            if let Some(why) = element_over_limits(0, children(child).count()) {
+                return Err(err(format!("<{}> {why}", child.tag_name().name())));
+            }
             match child.tag_name().name() {
                 "original" => {
                     let mut pins = Pins {
@@ -199,12 +208,26 @@ fn cpus_attr(node: Node, name: &str) -> Result<CpuSet, RecordError> {
     Ok(set)
 }
 
-/// Escapes text for an XML attribute value.
+/// Escapes text for an XML attribute value. Tab, newline and carriage return become
+/// character references (a parser turns them into spaces otherwise); characters XML 1.0
+/// cannot hold at all (NUL, other controls, U+FFFE/U+FFFF) become U+FFFD, because one of them
+/// would make the whole element unreadable, and pinsight then leaves the VM alone.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'.. => out.push(c),
+            _ => out.push(char::REPLACEMENT_CHARACTER),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
