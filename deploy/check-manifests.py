@@ -159,6 +159,12 @@ def check_structure(docs, unit_caps):
         c.expect(vol.get("hostPath", {}).get("path") == host_path,
                  f"{cname}: {mount_path} must come from hostPath {host_path}")
     for m in ctr.get("volumeMounts", []):
+        # The one writable mount: the host's /run/pinsight, where the instance lock lives.
+        if m["mountPath"] == "/run/pinsight":
+            vol = volumes.get(m["name"], {})
+            c.expect(vol.get("hostPath", {}).get("path") == "/run/pinsight",
+                     f"{cname}: /run/pinsight must be the host's (the lock is per host)")
+            continue
         c.expect(m.get("readOnly") is True, f"{cname}: mount {m['mountPath']} must be readOnly")
     config = [a for a in cmd if a.endswith(".toml")]
     if config:
