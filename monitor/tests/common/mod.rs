@@ -8,15 +8,18 @@ pub mod daemon;
 mod http;
 /// `perf stat` counting one tracepoint in one thread, for agreement tests.
 pub mod perf;
+pub mod policy;
 mod prom;
 mod stale;
+mod virsh;
 mod vm;
 
 pub use http::{http_get, http_get_query};
 pub use prom::{metric_sum, metric_value};
+pub use virsh::{virsh, virsh_ok};
 pub use vm::{
-    domain_exists, parse_cpu_list, spin_guest, virsh, virsh_ok, TestVm, VmOptions,
-    DEFAULT_SPIN_ITERATIONS, IDLE_VCPUS,
+    domain_exists, parse_cpu_list, spin_guest, TestVm, VmOptions, DEFAULT_SPIN_ITERATIONS,
+    IDLE_VCPUS,
 };
 
 use std::fs::OpenOptions;

@@ -2,7 +2,8 @@
 //! `Drop`): their domains and guest directories, found by our own naming scheme only.
 
 use super::virsh;
-use super::vm::{destroy, NAME_PREFIX};
+use super::virsh::destroy;
+use super::vm::NAME_PREFIX;
 use std::path::Path;
 
 /// Destroys test domains (and guest dirs) left behind by test processes that no longer exist,
