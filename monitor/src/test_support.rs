@@ -30,6 +30,17 @@ pub fn domain_xml(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A temporary config file holding `text`, removed when the returned path drops.
+pub fn config_file(text: &str) -> tempfile::TempPath {
+    let file = tempfile::Builder::new()
+        .prefix("pinsight-unit-")
+        .suffix(".toml")
+        .tempfile()
+        .unwrap_or_else(|e| panic!("cannot create a temporary config: {e}"));
+    std::fs::write(file.path(), text).unwrap_or_else(|e| panic!("cannot write it: {e}"));
+    file.into_temp_path()
+}
+
 /// A CPU set from its list form.
 pub fn cpus(list: &str) -> CpuSet {
     list.parse()

@@ -186,20 +186,11 @@ pub fn find_vm<'a>(vms: &'a [Vm], name: &str, uri: &str) -> Result<&'a Vm, CliEr
 mod tests {
     use super::*;
     use crate::inventory::domain_xml::parse_domain_xml;
-
-    fn config_file(name: &str, text: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!(
-            "pinsight-cli-host-{}-{name}.toml",
-            std::process::id()
-        ));
-        std::fs::write(&path, text).unwrap();
-        path
-    }
+    use crate::test_support::config_file;
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let file = config_file(
-            "precedence",
             "libvirt_uri = \"test:///file\"\nsysfs_root = \"/file/sys\"\ntick_seconds = 2.0\n",
         );
         let config = resolve(
@@ -237,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_file_never_a_made_up_path() {
-        let file = config_file("bad", "tick_seconds = 0.0\n");
+        let file = config_file("tick_seconds = 0.0\n");
         let err = resolve(Some(&file), &[Flag::Mode(Mode::Observe)])
             .unwrap_err()
             .to_string();

@@ -1,15 +1,7 @@
 //! Config files: ranges, the shipped example, reloads and errors that name the key.
 
 use super::*;
-
-fn write(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "pinsight-config-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use crate::test_support::config_file;
 
 /// The TOML line that sets `key` (`section.key` inside its section) to `value`.
 fn set(key: &str, value: &str) -> String {
@@ -21,7 +13,7 @@ fn set(key: &str, value: &str) -> String {
 
 #[test]
 fn every_numeric_key_refuses_values_outside_its_range_naming_key_value_and_range() {
-    for (i, range) in RANGES.iter().enumerate() {
+    for range in RANGES {
         let default = Config::default();
         assert!(
             range.contains(default.number(range.key)),
@@ -47,7 +39,7 @@ fn every_numeric_key_refuses_values_outside_its_range_naming_key_value_and_range
             if !integer && value == "1e-6" && range.min == 0.0 {
                 continue;
             }
-            let path = write(&format!("range-{i}"), &set(range.key, &value));
+            let path = config_file(&set(range.key, &value));
             let err = Config::load(&path).unwrap_err().to_string();
             let key = range.key.rsplit('.').next().unwrap();
             assert!(err.contains(key), "{} = {value}: {err}", range.key);
@@ -59,10 +51,7 @@ fn every_numeric_key_refuses_values_outside_its_range_naming_key_value_and_range
                 );
             }
         }
-        let ok = write(
-            &format!("range-ok-{i}"),
-            &set(range.key, &format_edge(range)),
-        );
+        let ok = config_file(&set(range.key, &format_edge(range)));
         Config::load(&ok).unwrap_or_else(|e| panic!("{}: {e}", range.key));
     }
 }
@@ -114,7 +103,7 @@ fn keys_that_depend_on_each_other_are_checked_together() {
             "not be shorter than tick_seconds",
         ),
     ] {
-        let path = write("together", text);
+        let path = config_file(text);
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains(named), "{text}: {err}");
     }
@@ -145,16 +134,16 @@ fn the_shipped_example_is_the_defaults() {
 
 #[test]
 fn unknown_keys_and_bad_values_are_named() {
-    let path = write("unknown", "listen = \"127.0.0.1:1\"\ntick_secs = 2\n");
+    let path = config_file("listen = \"127.0.0.1:1\"\ntick_secs = 2\n");
     let err = Config::load(&path).unwrap_err().to_string();
     assert!(
         err.contains("tick_secs") && err.contains(&path.display().to_string()),
         "{err}"
     );
-    let path = write("penalty", "cross_socket_penalty = 3.0\n");
+    let path = config_file("cross_socket_penalty = 3.0\n");
     let err = Config::load(&path).unwrap_err().to_string();
     assert!(err.contains("cross_socket_penalty = 3"), "{err}");
-    let path = write("source", "[probes]\nkvm_exit_source = \"kprobe\"\n");
+    let path = config_file("[probes]\nkvm_exit_source = \"kprobe\"\n");
     let err = Config::load(&path).unwrap_err().to_string();
     assert!(err.contains("kprobe"), "{err}");
     let err = Config::load(Path::new("/nonexistent/pinsight.toml"))
@@ -165,8 +154,7 @@ fn unknown_keys_and_bad_values_are_named() {
 
 #[test]
 fn policy_section_values_and_errors() {
-    let path = write(
-        "policy-ok",
+    let path = config_file(
         "[policy]\nmode = \"enforce\"\nreserved_cpus = \"0-1,8\"\nmax_oversubscription = 2.5\n",
     );
     let config = Config::load(&path).unwrap();
@@ -192,8 +180,8 @@ fn policy_section_values_and_errors() {
         ("cooldown_seconds = -1.0", "policy.cooldown_seconds = -1"),
         ("cool_down = 1", "cool_down"),
     ];
-    for (i, (line, named)) in cases.iter().enumerate() {
-        let path = write(&format!("policy-{i}"), &format!("[policy]\n{line}\n"));
+    for (line, named) in &cases {
+        let path = config_file(&format!("[policy]\n{line}\n"));
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains(named), "{line}: {err}");
     }
