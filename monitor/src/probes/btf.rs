@@ -67,9 +67,8 @@ impl KernelBtf {
         })
     }
 
-    /// BTF already in memory (the unit tests' handmade blob); `path` only names it in errors.
-    #[cfg(test)]
-    fn from_bytes(path: &Path, data: Vec<u8>) -> KernelBtf {
+    /// BTF already in memory (a handmade blob, a fuzz input); `path` only names it in errors.
+    pub fn from_bytes(path: &Path, data: Vec<u8>) -> KernelBtf {
         KernelBtf {
             path: path.to_path_buf(),
             data,

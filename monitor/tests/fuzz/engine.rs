@@ -201,7 +201,13 @@ pub fn mutations(max: usize) -> impl Strategy<Value = Vec<Mutation>> {
 
 /// `seed` with `edits` applied, as text (invalid UTF-8 made lossy, as the parsers take &str).
 pub fn mutate(seed: &str, edits: &[Mutation], tokens: &[&str]) -> String {
-    let mut bytes = seed.as_bytes().to_vec();
+    let tokens: Vec<&[u8]> = tokens.iter().map(|t| t.as_bytes()).collect();
+    String::from_utf8_lossy(&mutate_bytes(seed.as_bytes(), edits, &tokens)).into_owned()
+}
+
+/// `seed` with `edits` applied, as bytes (for binary inputs such as BTF).
+pub fn mutate_bytes(seed: &[u8], edits: &[Mutation], tokens: &[&[u8]]) -> Vec<u8> {
+    let mut bytes = seed.to_vec();
     for edit in edits {
         let at = |i: &prop::sample::Index, len: usize| i.index(len + 1);
         match edit {
@@ -212,7 +218,7 @@ pub fn mutate(seed: &str, edits: &[Mutation], tokens: &[&str]) -> String {
             }
             Mutation::Token(i, t) => {
                 let start = at(i, bytes.len());
-                let token = tokens[t.index(tokens.len())].as_bytes();
+                let token = tokens[t.index(tokens.len())];
                 bytes.splice(start..start, token.iter().copied());
             }
             Mutation::Bytes(i, new) => {
@@ -234,7 +240,7 @@ pub fn mutate(seed: &str, edits: &[Mutation], tokens: &[&str]) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&bytes).into_owned()
+    bytes
 }
 
 /// Files of `dir` under the crate (tests/fixtures/...) whose names end in `ext`, as text.
