@@ -135,6 +135,7 @@ fn main() {
             mode: Default::default(),
             per_vcpu_metrics: true,
             cross_socket_penalty: 0.03,
+            max_exported_vms: 1000,
             tick: round,
             extra_problems: Vec::new(),
             measuring: true,

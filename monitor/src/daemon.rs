@@ -270,6 +270,14 @@ impl Engine {
                 tracing::warn!("{problem}");
             }
         }
+        let cap = self.config.max_exported_vms as usize;
+        if new.vms.len() > cap && self.inventory.vms.len() <= cap {
+            tracing::warn!(
+                vms = new.vms.len(),
+                max_exported_vms = cap,
+                "more VMs than max_exported_vms: the per-VM metric families show the first {cap} by name (pinsight_domains_not_exported counts the rest); status and the policy see all"
+            );
+        }
         // A problem that went away is logged again if it comes back.
         self.reported.retain(|p| new.problems.contains(p));
     }
@@ -303,6 +311,7 @@ impl Engine {
             mode: self.config.policy.mode,
             per_vcpu_metrics: self.config.per_vcpu_metrics,
             cross_socket_penalty: self.config.cross_socket_penalty,
+            max_exported_vms: self.config.max_exported_vms as usize,
             tick: self.ticks,
             extra_problems,
             measuring: self.probes.as_ref().is_some_and(|p| {

@@ -112,30 +112,37 @@ pub fn render(view: &HostView) -> String {
     );
     let mut repins = Family::new("pinsight_repins_total", COUNTER, "Repin decisions by result (applied, failed, skipped_cooldown, skipped_optout, skipped_orchestrator, no_capacity, rate_limited).");
 
-    for vm in &view.vms {
+    let mut cut = 0u64;
+    let exported = view.vms.len().min(view.max_exported_vms);
+    for vm in &view.vms[..exported] {
+        let mut label = |value: &str| bounded_label(value, &mut cut);
         let join = |items: Vec<String>| items.join(",");
+        let domain_label = label(&vm.domain);
         info.push(
             vec![
-                ("domain", vm.domain.clone()),
-                ("uuid", vm.uuid.clone()),
+                ("domain", domain_label.clone()),
+                ("uuid", label(&vm.uuid)),
                 (
                     "gpus",
-                    join(vm.gpus.iter().map(|g| g.address.clone()).collect()),
+                    label(&join(vm.gpus.iter().map(|g| g.address.clone()).collect())),
                 ),
                 (
                     "gpu_nodes",
-                    join(vm.gpu_nodes.iter().map(u32::to_string).collect()),
+                    label(&join(vm.gpu_nodes.iter().map(u32::to_string).collect())),
                 ),
                 (
                     "nova_instance",
-                    vm.nova_instance.clone().unwrap_or_default(),
+                    label(vm.nova_instance.as_deref().unwrap_or_default()),
                 ),
-                ("nova_project", vm.nova_project.clone().unwrap_or_default()),
+                (
+                    "nova_project",
+                    label(vm.nova_project.as_deref().unwrap_or_default()),
+                ),
             ],
             1.0,
         );
         let has_gpu = vm.has_gpu();
-        let domain = || ("domain", vm.domain.clone());
+        let domain = || ("domain", domain_label.clone());
         for (l, x) in shown_localities(has_gpu, &vm.run_seconds) {
             domain_run.push(vec![domain(), ("locality", l.as_str().into())], x);
         }
@@ -234,6 +241,18 @@ pub fn render(view: &HostView) -> String {
         entries.push(vec![("map", m.map.clone())], m.entries as f64);
         capacity.push(vec![("map", m.map.clone())], m.capacity as f64);
     }
+    let mut truncated = Family::new(
+        "pinsight_label_values_truncated",
+        GAUGE,
+        "Label values cut to 256 bytes in this exposition (a ~ and a hash of the whole value keep them distinct).",
+    );
+    truncated.push(vec![], cut as f64);
+    let mut hidden = Family::new(
+        "pinsight_domains_not_exported",
+        GAUGE,
+        "Running VMs left out of the per-VM families by max_exported_vms.",
+    );
+    hidden.push(vec![], (view.vms.len() - exported) as f64);
     let mut errors = Family::new(
         "pinsight_probe_map_errors_total",
         COUNTER,
@@ -261,7 +280,30 @@ pub fn render(view: &HostView) -> String {
         entries,
         capacity,
         errors,
+        truncated,
+        hidden,
     ])
+}
+
+/// A label value of at most 256 bytes: a longer one (a hostile domain or Nova name) keeps
+/// its head, then `~` and 8 hex digits of a hash of the whole value, so two long values
+/// never collapse into one series; `cut` counts them.
+fn bounded_label(value: &str, cut: &mut u64) -> String {
+    use crate::inventory::domain_xml::MAX_LABEL_VALUE_BYTES;
+    if value.len() <= MAX_LABEL_VALUE_BYTES {
+        return value.to_string();
+    }
+    *cut += 1;
+    // FNV-1a: stable across runs and builds, unlike std's randomly keyed hasher.
+    let hash = value.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let mut end = MAX_LABEL_VALUE_BYTES - 9;
+    // A UTF-8 character is at most 4 bytes, so this steps back at most 3 times.
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}~{hash:08x}", &value[..end])
 }
 
 /// The family the HTTP side keeps itself: how long its previous /metrics render took.
@@ -342,6 +384,46 @@ mod tests {
         ] {
             assert!(without.contains(family), "missing {family} in:\n{without}");
         }
+    }
+
+    #[test]
+    fn hostile_label_values_are_cut_distinct_and_counted_and_the_vm_count_is_capped() {
+        let long = |tail: &str| format!("{}{tail}", "x".repeat(300));
+        let inventory = Inventory {
+            vms: vec![
+                VmBuilder::new(&long("a"))
+                    .vcpus(&["0"])
+                    .gpu_nodes(&[1])
+                    .build(),
+                VmBuilder::new(&long("b"))
+                    .vcpus(&["0"])
+                    .gpu_nodes(&[1])
+                    .build(),
+                VmBuilder::new("zzz-last").vcpus(&["0"]).build(),
+            ],
+            problems: Vec::new(),
+        };
+        let (topology, totals) = (topo("two-socket-gpu"), BTreeMap::new());
+        let text = render(&HostView::build(ViewInputs {
+            max_exported_vms: 2,
+            ..view_inputs(&topology, &inventory, &totals)
+        }));
+        let domains: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("pinsight_domain_info{"))
+            .filter_map(|l| l.split("domain=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(domains.len(), 2, "{text}");
+        assert!(
+            domains.iter().all(|d| d.len() == 256 && d.contains('~')),
+            "{domains:?}"
+        );
+        assert!(
+            text.contains("pinsight_label_values_truncated 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("pinsight_domains_not_exported 1\n"), "{text}");
+        assert!(!text.contains("zzz-last"), "{text}");
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub fn view_inputs<'a>(
         mode: Default::default(),
         per_vcpu_metrics: true,
         cross_socket_penalty: 0.03,
+        max_exported_vms: 1000,
         tick: 1,
         extra_problems: Vec::new(),
         measuring: true,

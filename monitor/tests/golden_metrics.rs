@@ -129,6 +129,7 @@ fn metrics_exposition_matches_the_golden_file() {
         mode: Mode::Recommend,
         per_vcpu_metrics: true,
         cross_socket_penalty: 0.03,
+        max_exported_vms: 1000,
         tick: 2,
         extra_problems: Vec::new(),
         measuring: true,

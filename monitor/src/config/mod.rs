@@ -66,6 +66,8 @@ pub struct Config {
     pub cross_socket_penalty: f64,
     /// Export per-vCPU series (switch off on hosts with very many vCPUs).
     pub per_vcpu_metrics: bool,
+    /// Most VMs the per-VM metric families show; bounds /metrics whatever runs on the host.
+    pub max_exported_vms: u32,
     /// Probe sizes and sources.
     pub probes: ProbesConfig,
     /// The repin policy: mode, thresholds and guard rails.
@@ -179,6 +181,7 @@ impl Default for Config {
             remote_ratio_window_seconds: 60.0,
             cross_socket_penalty: 0.03,
             per_vcpu_metrics: true,
+            max_exported_vms: 1000,
             probes: ProbesConfig::default(),
             policy: PolicyConfig::default(),
         }
@@ -300,6 +303,7 @@ impl Config {
             "rescan_seconds" => self.rescan_seconds,
             "remote_ratio_window_seconds" => self.remote_ratio_window_seconds,
             "cross_socket_penalty" => self.cross_socket_penalty,
+            "max_exported_vms" => f64::from(self.max_exported_vms),
             "probes.max_threads" => f64::from(self.probes.max_threads),
             "probes.max_exit_keys" => f64::from(self.probes.max_exit_keys),
             "policy.remote_ratio_high" => p.remote_ratio_high,

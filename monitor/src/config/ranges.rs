@@ -50,6 +50,12 @@ pub const RANGES: &[Range] = &[
         text: "must be a fraction from 0 to 1",
     },
     Range {
+        key: "max_exported_vms",
+        min: 1.0,
+        max: 100_000.0,
+        text: "must be 1 to 100000",
+    },
+    Range {
         key: "probes.max_threads",
         min: 1.0,
         max: 65535.0,

@@ -170,6 +170,8 @@ pub struct HostView {
     pub per_vcpu_metrics: bool,
     /// Penalty factor of the overhead estimate.
     pub cross_socket_penalty: f64,
+    /// Most VMs the per-VM metric families show (the first by name); the view has them all.
+    pub max_exported_vms: usize,
     /// Running VMs, by name.
     pub vms: Vec<VmView>,
     /// Problems found in the last scan (and probes that could not be loaded).
@@ -194,6 +196,8 @@ pub struct ViewInputs<'a> {
     pub per_vcpu_metrics: bool,
     /// Overhead penalty factor.
     pub cross_socket_penalty: f64,
+    /// Most VMs exported on /metrics.
+    pub max_exported_vms: usize,
     /// Tick number.
     pub tick: u64,
     /// Problems beyond the inventory's (probes not loaded).
@@ -230,6 +234,7 @@ impl HostView {
             probes: inputs.probes,
             per_vcpu_metrics: inputs.per_vcpu_metrics,
             cross_socket_penalty: inputs.cross_socket_penalty,
+            max_exported_vms: inputs.max_exported_vms,
             vms,
             problems,
         }
