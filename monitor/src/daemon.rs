@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::accounting::Accounting;
 use crate::config::Config;
-use crate::inventory::{HostPaths, Inventory, Libvirt};
+use crate::inventory::{Access, HostPaths, Inventory, Libvirt};
 use crate::lifecycle::Lifecycle;
 use crate::probes::{ProbeOptions, Probes, ThreadCounters};
 use crate::topology::Topology;
@@ -106,7 +106,7 @@ impl Engine {
         Engine {
             policy: repin::PolicyLoop::new(&config.policy),
             lifecycle,
-            libvirt: Libvirt::new(&config.libvirt_uri),
+            libvirt: Libvirt::new(&config.libvirt_uri, libvirt_access(config.policy.mode)),
             accounting: Accounting::new(window, exit_source),
             config,
             topology,
@@ -147,6 +147,7 @@ impl Engine {
     /// Takes a reloaded configuration: everything that can change live does; the rest was
     /// already refused by name (see `Config::live_update`).
     fn reconfigure(&mut self, config: Config) {
+        self.libvirt.set_access(libvirt_access(config.policy.mode));
         repin::PolicyLoop::reconfigure(&mut self.policy, &config.policy);
         self.accounting
             .set_window(Duration::from_secs_f64(config.remote_ratio_window_seconds));
@@ -321,6 +322,15 @@ impl Engine {
             }),
             unmeasured_tids: self.tracking.unmeasured().collect(),
         })
+    }
+}
+
+/// Only enforce mode writes through libvirt; observe and recommend hold a read-only
+/// connection, so not even a bug could change a VM.
+fn libvirt_access(mode: crate::config::Mode) -> Access {
+    match mode {
+        crate::config::Mode::Enforce => Access::ReadWrite,
+        _ => Access::ReadOnly,
     }
 }
 

@@ -104,7 +104,8 @@ fn register_event_loop() -> Result<(), LifecycleError> {
 fn listen(uri: &str, flag: &Arc<AtomicBool>) {
     let mut logged_down = false;
     loop {
-        let conn = match Connect::open(Some(uri)) {
+        // Events need no write access.
+        let conn = match Connect::open_read_only(Some(uri)) {
             Ok(conn) => conn,
             Err(e) => {
                 if !logged_down {

@@ -9,7 +9,7 @@ use virt::domain::Domain;
 
 use super::CliError;
 use crate::config::{Config, ConfigError, Mode};
-use crate::inventory::{HostPaths, Inventory, Libvirt, Vm};
+use crate::inventory::{Access, HostPaths, Inventory, Libvirt, Vm};
 use crate::topology::Topology;
 
 /// Where the host's facts come from (the flags every host-reading command takes).
@@ -152,8 +152,12 @@ pub fn host_paths(config: &Config) -> HostPaths {
 }
 
 /// The running VMs, with libvirt's connection for acting on them; scan problems are logged.
-pub fn scan(config: &Config, topology: &Topology) -> Result<(Libvirt, Inventory), CliError> {
-    let mut libvirt = Libvirt::new(&config.libvirt_uri);
+pub fn scan(
+    config: &Config,
+    topology: &Topology,
+    access: Access,
+) -> Result<(Libvirt, Inventory), CliError> {
+    let mut libvirt = Libvirt::new(&config.libvirt_uri, access);
     let inventory = libvirt.scan(topology, &host_paths(config))?;
     for p in &inventory.problems {
         tracing::warn!("{p}");

@@ -9,7 +9,7 @@ use clap::Args;
 use super::host::{lookup_vm, read_topology, scan, HostArgs};
 use super::{fetch_status, print_json, render, CliError};
 use crate::config::Config;
-use crate::inventory::{Inventory, Libvirt};
+use crate::inventory::{Access, Inventory, Libvirt};
 use crate::policy::{unix_now, Inputs, Policy};
 use crate::topology::Topology;
 
@@ -35,7 +35,7 @@ pub struct PlanArgs {
 pub fn execute(args: PlanArgs) -> Result<(), CliError> {
     let config = args.host.config()?;
     let topology = read_topology(&config)?;
-    let (mut libvirt, inventory) = scan(&config, &topology)?;
+    let (mut libvirt, inventory) = scan(&config, &topology, Access::ReadOnly)?;
     match &args.undo {
         Some(name) => undo(&mut libvirt, &inventory, name, args.json),
         None => plan(&config, &topology, &inventory, args.addr, args.json),

@@ -5,6 +5,7 @@ use clap::Args;
 
 use super::host::{lookup_vm, read_topology, scan, HostArgs};
 use super::CliError;
+use crate::inventory::Access;
 use crate::policy::record::describe;
 use crate::policy::unix_now;
 
@@ -22,7 +23,7 @@ pub struct RestoreArgs {
 pub fn execute(args: RestoreArgs) -> Result<(), CliError> {
     let config = args.host.config()?;
     let topology = read_topology(&config)?;
-    let (mut libvirt, inventory) = scan(&config, &topology)?;
+    let (mut libvirt, inventory) = scan(&config, &topology, Access::ReadWrite)?;
     let name = &args.domain;
     let (vm, domain) = lookup_vm(&mut libvirt, &inventory, name)?;
     let action = crate::remediate::restore(&domain, vm, config.policy.persistent, unix_now())?;

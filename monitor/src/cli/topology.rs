@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::host::{host_paths, read_topology, HostArgs};
 use super::{print_json, render, CliError};
-use crate::inventory::{Inventory, Libvirt};
+use crate::inventory::{Access, Inventory, Libvirt};
 use crate::topology::Topology;
 
 /// Arguments of `pinsight topology`.
@@ -35,7 +35,8 @@ pub struct TopologyReport<'a> {
 pub fn execute(args: TopologyArgs) -> Result<(), CliError> {
     let config = args.host.config()?;
     let topology = read_topology(&config)?;
-    let inventory = Libvirt::new(&config.libvirt_uri).scan(&topology, &host_paths(&config));
+    let inventory =
+        Libvirt::new(&config.libvirt_uri, Access::ReadOnly).scan(&topology, &host_paths(&config));
     if args.json {
         print_json(&TopologyReport {
             topology: &topology,

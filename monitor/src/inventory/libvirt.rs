@@ -37,21 +37,43 @@ pub enum LibvirtError {
     },
 }
 
+/// What a connection may do. libvirt's read-only connections can list domains, read their
+/// XML and metadata and hear events, and are refused every call that changes something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Observe and recommend: nothing is changed, so nothing can be.
+    ReadOnly,
+    /// Enforce and restore: pins and pinsight's own state element are written.
+    ReadWrite,
+}
+
 /// A lazily (re)opened connection to libvirtd.
 pub struct Libvirt {
     uri: String,
+    access: Access,
     conn: Option<Connect>,
 }
 
 impl Libvirt {
     /// A connection to `uri`, opened on first use and reopened after failures
     /// (libvirtd restarts are expected).
-    pub fn new(uri: &str) -> Self {
+    pub fn new(uri: &str, access: Access) -> Self {
         // libvirt prints every error to stderr by default; we report them ourselves.
         virt::error::clear_error_callback();
         Libvirt {
             uri: uri.to_string(),
+            access,
             conn: None,
+        }
+    }
+
+    /// Changes what the connection may do (a reload changed the mode); the next call opens
+    /// a connection of that kind.
+    pub fn set_access(&mut self, access: Access) {
+        if access != self.access {
+            tracing::info!(uri = %self.uri, ?access, "libvirt connection reopened");
+            self.access = access;
+            self.conn = None;
         }
     }
 
@@ -68,7 +90,11 @@ impl Libvirt {
             .is_some_and(|c| c.is_alive().unwrap_or(false));
         if !alive {
             self.conn = None;
-            let conn = Connect::open(Some(&self.uri)).map_err(|e| LibvirtError::Connect {
+            let opened = match self.access {
+                Access::ReadOnly => Connect::open_read_only(Some(&self.uri)),
+                Access::ReadWrite => Connect::open(Some(&self.uri)),
+            };
+            let conn = opened.map_err(|e| LibvirtError::Connect {
                 uri: self.uri.clone(),
                 message: e.message().to_string(),
             })?;

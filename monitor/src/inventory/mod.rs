@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpuset::CpuSet;
 use crate::topology::Topology;
 pub use domain_xml::{DomainSpec, GpuRef};
-pub use libvirt::{Libvirt, LibvirtError};
+pub use libvirt::{Access, Libvirt, LibvirtError};
 pub use threads::ThreadsError;
 
 /// How pinsight knows of a VM's GPU.
