@@ -277,12 +277,15 @@ fn fuzz_tracefs_format() {
             let offset = bounded("tracefs format", || {
                 pinsight::probes::tracefs::parse_field_offset(&text, field)
             });
-            // An offset is only ever read from a field line that names it.
+            // An offset is only read from a field line that names the field and says it.
             if let Some(offset) = offset {
-                prop_assert!(
-                    text.contains(&format!("offset:{offset};")),
-                    "{offset} in {text:?}"
-                );
+                let said = text.lines().any(|l| {
+                    l.contains("field:")
+                        && l.contains(field)
+                        && l.contains("offset:")
+                        && l.contains(&offset.to_string())
+                });
+                prop_assert!(said, "offset {offset} of {field:?} in {text:?}");
             }
             Ok(())
         },
