@@ -91,11 +91,7 @@ impl Engine {
         unsafe { libc::malloc_trim(0) };
         let exit_source = probes.as_ref().and_then(|p| p.exit_source());
         let window = Duration::from_secs_f64(config.remote_ratio_window_seconds);
-        let paths = HostPaths {
-            sysfs_root: config.sysfs_root.clone(),
-            qemu_run_dir: config.qemu_run_dir.clone(),
-            ..HostPaths::default()
-        };
+        let paths = HostPaths::of(&config);
         let lifecycle = match Lifecycle::start(&config.libvirt_uri) {
             Ok(l) => Some(l),
             Err(e) => {

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use common::daemon::{fixture, Daemon};
+use common::libvirtd::Stopped;
 use common::require_host;
 
 /// Every datagram that arrives within `window`.
@@ -60,22 +61,7 @@ fn ready_status_and_a_watchdog_that_pings_only_while_the_engine_ticks() {
 
     // libvirtd stopped: the engine waits inside libvirt at its next rescan, so the pings stop
     // and systemd would restart the daemon after WatchdogSec.
-    let pid: i32 = std::fs::read_to_string("/run/libvirtd.pid")
-        .expect("/run/libvirtd.pid (libvirtd started by scripts/setup.sh)")
-        .trim()
-        .parse()
-        .expect("a pid");
-    struct Continue(i32);
-    impl Drop for Continue {
-        fn drop(&mut self) {
-            // SAFETY: kill(2) only signals the libvirtd this test stopped.
-            unsafe { libc::kill(self.0, libc::SIGCONT) };
-        }
-    }
-    // SAFETY: kill(2) only signals libvirtd; the guard continues it whatever happens next.
-    let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
-    assert_eq!(rc, 0, "SIGSTOP libvirtd");
-    let stopped = Continue(pid);
+    let stopped = Stopped::stop();
     let _ = receive(&socket, Duration::from_millis(500));
     let wedged = receive(&socket, Duration::from_secs(2));
     drop(stopped);

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::{fixture, Daemon};
+use common::libvirtd::Stopped;
 use common::{http_get, require_host, wait_for};
 
 /// The daemon's policy mode, from /status.json.
@@ -52,23 +53,6 @@ fn sighup_reloads_what_can_change_names_what_cannot_and_refuses_a_bad_file() {
     assert!(daemon.metrics().contains("pinsight_build_info"));
 }
 
-/// Sends SIGCONT to libvirtd when dropped, so a failing test never leaves it stopped.
-struct Stopped(i32);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        // SAFETY: signals the libvirtd pid this test stopped.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
-
-/// libvirtd's pid, from the pid file scripts/setup.sh has it write.
-fn libvirtd_pid() -> i32 {
-    let text = std::fs::read_to_string("/run/libvirtd.pid")
-        .expect("/run/libvirtd.pid (libvirtd started by scripts/setup.sh)");
-    text.trim().parse().expect("a pid in /run/libvirtd.pid")
-}
-
 #[test]
 fn sigterm_stops_the_daemon_within_5_s_while_libvirtd_hangs() {
     require_host();
@@ -77,11 +61,7 @@ fn sigterm_stops_the_daemon_within_5_s_while_libvirtd_hangs() {
         "tick_seconds = 0.25\nrescan_seconds = 0.25\n",
         &[],
     );
-    let pid = libvirtd_pid();
-    // SAFETY: kill(2) only signals libvirtd; the guard continues it whatever happens next.
-    let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
-    assert_eq!(rc, 0, "SIGSTOP libvirtd");
-    let stopped = Stopped(pid);
+    let stopped = Stopped::stop();
     // Long enough for the engine's next rescan to be waiting inside libvirt.
     std::thread::sleep(Duration::from_secs(2));
     let asked = Instant::now();

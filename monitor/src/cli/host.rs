@@ -144,11 +144,7 @@ pub fn read_topology(config: &Config) -> Result<Topology, CliError> {
 
 /// Where the inventory finds sysfs and libvirt's QEMU state.
 pub fn host_paths(config: &Config) -> HostPaths {
-    HostPaths {
-        sysfs_root: config.sysfs_root.clone(),
-        qemu_run_dir: config.qemu_run_dir.clone(),
-        ..HostPaths::default()
-    }
+    HostPaths::of(config)
 }
 
 /// The running VMs, with libvirt's connection for acting on them; scan problems are logged.

@@ -118,6 +118,17 @@ pub struct HostPaths {
     pub proc_root: PathBuf,
 }
 
+impl HostPaths {
+    /// The paths a configuration names (sysfs root, libvirt's QEMU state), /proc as is.
+    pub fn of(config: &crate::config::Config) -> HostPaths {
+        HostPaths {
+            sysfs_root: config.sysfs_root.clone(),
+            qemu_run_dir: config.qemu_run_dir.clone(),
+            ..HostPaths::default()
+        }
+    }
+}
+
 impl Default for HostPaths {
     fn default() -> Self {
         HostPaths {

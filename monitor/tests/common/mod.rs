@@ -6,6 +6,7 @@
 /// A real `pinsight run` process (needs the crate's `pinsight` binary and libc).
 pub mod daemon;
 mod http;
+pub mod libvirtd;
 /// `perf stat` counting one tracepoint in one thread, for agreement tests.
 pub mod perf;
 pub mod policy;
