@@ -132,6 +132,8 @@ fn main() {
             totals: accounting.domains(),
             probes: Default::default(),
             libvirt_up: true,
+            tick_unix_seconds: 0.0,
+            inventory_unix_seconds: None,
             mode: Default::default(),
             per_vcpu_metrics: true,
             cross_socket_penalty: 0.03,

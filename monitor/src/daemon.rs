@@ -5,6 +5,7 @@
 //! publishes it. Every reader (/metrics, /, /status.json) reads that view and nothing else:
 //! sources -> accounting -> view -> policy verdicts -> published view.
 
+mod libvirt_source;
 pub mod notify;
 mod repin;
 mod tracking;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::accounting::Accounting;
 use crate::config::Config;
-use crate::inventory::{Access, HostPaths, Inventory, Libvirt};
+use crate::inventory::{Access, HostPaths, Inventory};
 use crate::lifecycle::Lifecycle;
 use crate::probes::{ProbeOptions, Probes, ThreadCounters};
 use crate::topology::Topology;
@@ -39,14 +40,18 @@ pub struct Engine {
     config: Config,
     topology: Topology,
     paths: HostPaths,
-    libvirt: Libvirt,
+    /// libvirt, called only through a worker with a deadline.
+    libvirt: libvirt_source::LibvirtSource,
     probes: Option<Probes>,
     probe_failure: Option<String>,
     accounting: Accounting,
     inventory: Inventory,
-    /// Whether the last libvirt scan succeeded.
-    libvirt_up: bool,
+    /// When the last scan was asked for.
     last_scan: Option<Instant>,
+    /// A domain event asked for a rescan that is not on its way yet.
+    rescan_wanted: bool,
+    /// Why the policy waits, as last logged.
+    paused: Option<String>,
     /// Problems already logged; pruned to those the last scan still found.
     reported: HashSet<String>,
     /// Which vCPU threads the probes account.
@@ -102,7 +107,11 @@ impl Engine {
         Engine {
             policy: repin::PolicyLoop::new(&config.policy),
             lifecycle,
-            libvirt: Libvirt::new(&config.libvirt_uri, libvirt_access(config.policy.mode)),
+            libvirt: libvirt_source::LibvirtSource::new(
+                &config.libvirt_uri,
+                libvirt_access(config.policy.mode),
+                Duration::from_secs_f64(config.libvirt_timeout_seconds),
+            ),
             accounting: Accounting::new(window, exit_source),
             config,
             topology,
@@ -110,8 +119,9 @@ impl Engine {
             probes,
             probe_failure,
             inventory: Inventory::default(),
-            libvirt_up: false,
             last_scan: None,
+            rescan_wanted: false,
+            paused: None,
             reported: HashSet::new(),
             tracking: tracking::Tracking::default(),
             notifier: notify::Notifier::from_env(),
@@ -143,7 +153,10 @@ impl Engine {
     /// Takes a reloaded configuration: everything that can change live does; the rest was
     /// already refused by name (see `Config::live_update`).
     fn reconfigure(&mut self, config: Config) {
-        self.libvirt.set_access(libvirt_access(config.policy.mode));
+        self.libvirt.reconfigure(
+            libvirt_access(config.policy.mode),
+            Duration::from_secs_f64(config.libvirt_timeout_seconds),
+        );
         repin::PolicyLoop::reconfigure(&mut self.policy, &config.policy);
         self.accounting
             .set_window(Duration::from_secs_f64(config.remote_ratio_window_seconds));
@@ -172,27 +185,53 @@ impl Engine {
         {
             assert!(self.ticks + 1 != n, "PINSIGHT_TEST_PANIC_AT_TICK={n}");
         }
+        // And an engine that stops ticking (without dying) must stop the watchdog's pings.
+        if std::env::var("PINSIGHT_TEST_WEDGE_AT_TICK")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| self.ticks + 1 == n)
+        {
+            tracing::warn!("PINSIGHT_TEST_WEDGE_AT_TICK: the engine stops ticking");
+            loop {
+                std::thread::park();
+            }
+        }
         let counters = self.read_sources(now);
         self.accounting
             .update(now, &self.inventory.vms, &counters, &self.topology);
         self.ticks += 1;
         let mut view = self.build_view();
+        let paused = self.policy_paused(now);
+        if paused != self.paused {
+            match &paused {
+                // Every start waits for its first inventory: not worth a warning.
+                Some(why) if self.libvirt.inventory_unix_seconds().is_none() => {
+                    tracing::info!("repin policy waits: {why}")
+                }
+                Some(why) => tracing::warn!("repin policy paused: {why}"),
+                None if self.paused.is_some() => tracing::info!("repin policy resumed"),
+                None => {}
+            }
+            self.paused = paused;
+        }
         if let Some(policy) = self.policy.as_mut() {
-            // With libvirt away the inventory is stale and nothing could be changed: wait.
-            if self.libvirt_up {
+            // Answers of actions on their way: a VM whose pins changed is rescanned before
+            // the policy decides on it again.
+            if policy.settle(self.libvirt.worker()) {
+                self.last_scan = None;
+            }
+            // With libvirt away or its inventory stale nothing can be decided well: wait.
+            if self.paused.is_none() {
                 policy.forget_gone(&self.inventory.vms);
-                let changed = policy.run(
+                policy.run(
                     &self.topology,
                     &self.inventory.vms,
                     &view,
-                    &mut self.libvirt,
+                    self.libvirt.worker(),
                 );
-                if changed {
-                    // The next round must see the new pins before deciding again.
-                    self.last_scan = None;
-                }
             }
             view.set_policy(&policy.plan, &policy.repins);
+            view.policy_paused = self.paused.clone();
         }
         self.notifier.ticked(&view, now);
         let view = Arc::new(view);
@@ -204,18 +243,24 @@ impl Engine {
         }
     }
 
-    /// Every source, read in one place: the libvirt inventory when a rescan is due (or a
-    /// domain event asked for one), else each vCPU thread's allowed CPUs; then the probes.
+    /// Every source, read in one place: the libvirt inventory when a scan asked for earlier
+    /// has come (asking for the next when one is due or a domain event wants it), each vCPU
+    /// thread's allowed CPUs, then the probes. Nothing here waits for libvirt.
     fn read_sources(&mut self, now: Instant) -> BTreeMap<u32, ThreadCounters> {
+        self.rescan_wanted |= self.lifecycle.as_ref().is_some_and(Lifecycle::take);
         let rescan = Duration::from_secs_f64(self.config.rescan_seconds);
-        let event = self.lifecycle.as_ref().is_some_and(Lifecycle::take);
-        if event
-            || self
-                .last_scan
-                .is_none_or(|t| now.duration_since(t) >= rescan)
-        {
-            self.rescan();
+        let due = self
+            .last_scan
+            .is_none_or(|t| now.duration_since(t) >= rescan);
+        if (due || self.rescan_wanted) && !self.libvirt.scanning() {
+            let grace = Duration::from_secs_f64(self.config.tick_seconds / 4.0).min(SCAN_GRACE);
+            self.libvirt.start_scan(&self.topology, &self.paths, grace);
             self.last_scan = Some(now);
+            self.rescan_wanted = false;
+        }
+        if let Some(inventory) = self.libvirt.poll(now) {
+            self.log_changes(&inventory);
+            self.sync_tracking(inventory);
         } else {
             self.inventory.refresh_affinity();
         }
@@ -225,29 +270,6 @@ impl Engine {
                 BTreeMap::new()
             }),
             None => BTreeMap::new(),
-        }
-    }
-
-    fn rescan(&mut self) {
-        match self.libvirt.scan(&self.topology, &self.paths) {
-            Ok(inventory) => {
-                if !self.libvirt_up {
-                    tracing::info!(
-                        uri = self.libvirt.uri(),
-                        vms = inventory.vms.len(),
-                        "libvirt reachable"
-                    );
-                }
-                self.libvirt_up = true;
-                self.log_changes(&inventory);
-                self.sync_tracking(inventory);
-            }
-            Err(e) => {
-                if self.libvirt_up || self.ticks == 0 {
-                    tracing::warn!(error = %e, "libvirt unreachable: keeping the last known VMs, retrying every rescan");
-                }
-                self.libvirt_up = false;
-            }
         }
     }
 
@@ -299,12 +321,17 @@ impl Engine {
         if let Some(f) = &self.probe_failure {
             extra_problems.push(format!("probes not loaded: {f}"));
         }
+        if let Some(why) = self.libvirt.down_reason() {
+            extra_problems.push(why.to_string());
+        }
         HostView::build(ViewInputs {
             topology: &self.topology,
             inventory: &self.inventory,
             totals: self.accounting.domains(),
             probes: probes_view(self.probes.as_ref()),
-            libvirt_up: self.libvirt_up,
+            libvirt_up: self.libvirt.up(),
+            tick_unix_seconds: libvirt_source::unix_seconds(std::time::SystemTime::now()),
+            inventory_unix_seconds: self.libvirt.inventory_unix_seconds(),
             mode: self.config.policy.mode,
             per_vcpu_metrics: self.config.per_vcpu_metrics,
             cross_socket_penalty: self.config.cross_socket_penalty,
@@ -320,6 +347,32 @@ impl Engine {
         })
     }
 }
+
+impl Engine {
+    /// Why the policy should not decide now: libvirt down, or its last whole inventory older
+    /// than three rescans plus a deadline (the VMs and pins it shows may be gone or changed).
+    fn policy_paused(&self, now: Instant) -> Option<String> {
+        self.policy.as_ref()?;
+        if !self.libvirt.up() {
+            return Some(format!("libvirt at {} is down", self.config.libvirt_uri));
+        }
+        let stale_after = Duration::from_secs_f64(
+            3.0 * self.config.rescan_seconds + self.config.libvirt_timeout_seconds,
+        );
+        match self.libvirt.inventory_age(now) {
+            None => Some("no inventory from libvirt yet".into()),
+            Some(age) if age > stale_after => Some(format!(
+                "the inventory is stale: libvirt's last whole answer is {:.0} s old",
+                age.as_secs_f64()
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The most a tick waits for a scan it asked for (a quarter tick at most): a healthy libvirt
+/// answers in milliseconds, and a hung one costs a tick no more than this.
+const SCAN_GRACE: Duration = Duration::from_millis(250);
 
 /// Only enforce mode writes through libvirt; observe and recommend hold a read-only
 /// connection, so not even a bug could change a VM.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod cpuset;
 pub mod daemon;
+pub mod fatal;
 pub mod http;
 pub mod inventory;
 pub mod lifecycle;

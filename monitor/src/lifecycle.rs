@@ -59,18 +59,9 @@ impl Lifecycle {
             .spawn(move || {
                 // This thread lives as long as the process; if it dies, the process goes
                 // with it (non-zero, with the reason) rather than silently missing events.
-                let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::fatal::exit_on_panic("the libvirt event thread", || {
                     listen(&uri, &thread_flag)
-                }));
-                if let Err(panic) = died {
-                    let why = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    tracing::error!("the libvirt event thread panicked ({why}): exiting");
-                    std::process::exit(70);
-                }
+                })
             })
             .map_err(LifecycleError::Thread)?;
         Ok(Lifecycle { flag })

@@ -68,6 +68,8 @@ pub fn view_inputs<'a>(
         totals,
         probes: Default::default(),
         libvirt_up: true,
+        tick_unix_seconds: 1_800_000_000.0,
+        inventory_unix_seconds: Some(1_799_999_998.0),
         mode: Default::default(),
         per_vcpu_metrics: true,
         cross_socket_penalty: 0.03,

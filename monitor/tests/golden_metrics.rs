@@ -126,6 +126,8 @@ fn metrics_exposition_matches_the_golden_file() {
             map_errors: 0,
         },
         libvirt_up: true,
+        tick_unix_seconds: 1_800_000_000.5,
+        inventory_unix_seconds: Some(1_799_999_999.0),
         mode: Mode::Recommend,
         per_vcpu_metrics: true,
         cross_socket_penalty: 0.03,

@@ -1,6 +1,7 @@
 //! systemd's notify protocol on the real daemon, with the test as the service manager: a
 //! datagram socket in NOTIFY_SOCKET gets READY=1 and a STATUS= line, and WATCHDOG=1 keeps
-//! coming only while the engine really ticks.
+//! coming only while the engine really ticks (also while libvirtd hangs: the engine does not
+//! wait for it).
 
 mod common;
 
@@ -59,21 +60,37 @@ fn ready_status_and_a_watchdog_that_pings_only_while_the_engine_ticks() {
     assert!(status.contains("sched_switch attached"), "{status}");
     assert!(pings(&first) >= 4, "too few WATCHDOG=1 in 3 s: {first:?}");
 
-    // libvirtd stopped: the engine waits inside libvirt at its next rescan, so the pings stop
-    // and systemd would restart the daemon after WatchdogSec.
+    // libvirtd stopped: the engine does not wait for it, so it keeps ticking and pinging.
     let stopped = Stopped::stop();
-    let _ = receive(&socket, Duration::from_millis(500));
-    let wedged = receive(&socket, Duration::from_secs(2));
+    let hung = receive(&socket, Duration::from_secs(2));
     drop(stopped);
+    assert!(
+        pings(&hung) >= 4,
+        "the engine stopped pinging while libvirtd hung: {hung:?}"
+    );
+    drop(daemon);
+
+    // An engine that stops ticking (the test hook wedges it at tick 20, 2 s in) stops the
+    // pings, so systemd restarts the daemon after WatchdogSec.
+    let daemon = Daemon::start_with_env(
+        &fixture("two-socket-gpu"),
+        "tick_seconds = 0.1\nrescan_seconds = 0.2\n",
+        &[],
+        &[
+            ("NOTIFY_SOCKET", &path),
+            ("WATCHDOG_USEC", "1000000"),
+            ("PINSIGHT_TEST_WEDGE_AT_TICK", "20"),
+        ],
+    );
+    let before = receive(&socket, Duration::from_secs(4));
+    let wedged = receive(&socket, Duration::from_secs(2));
+    assert!(pings(&before) >= 1, "no pings before the wedge: {before:?}");
     assert_eq!(
         pings(&wedged),
         0,
-        "pings while the engine was wedged: {wedged:?}"
+        "pings while the engine was wedged: {wedged:?}\n{}",
+        daemon.log_text()
     );
-    let back = receive(&socket, Duration::from_secs(3));
-    assert!(
-        pings(&back) >= 1,
-        "no pings after libvirtd came back: {back:?}"
-    );
+    assert!(daemon.log_text().contains("the engine stops ticking"));
     assert!(daemon.metrics().contains("pinsight_build_info"));
 }

@@ -121,7 +121,7 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     engine.run(engine_stop, engine_reload)
                 }));
-                let _ = ended_tx.send(outcome.err().map(panic_message));
+                let _ = ended_tx.send(outcome.err().map(|p| crate::fatal::panic_message(&*p)));
             })
             .map_err(start("the engine thread"))?;
         let died = Arc::new(OnceLock::new());
@@ -228,15 +228,5 @@ fn reload_web_config(args: &RunArgs, web: &crate::http::SharedWebConfig) {
             tracing::info!(file = %file.display(), "SIGHUP: web config reloaded (new connections use it)");
         }
         Err(e) => tracing::error!("SIGHUP: {e}; keeping the running web config"),
-    }
-}
-
-/// The message a panic was raised with.
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(text) => *text,
-        Err(payload) => payload
-            .downcast_ref::<&str>()
-            .map_or("(no message)".to_string(), |s| s.to_string()),
     }
 }

@@ -54,6 +54,9 @@ pub struct Config {
     pub sysfs_root: PathBuf,
     /// libvirt connection URI.
     pub libvirt_uri: String,
+    /// Longest a libvirt call may take before libvirt counts as down and the connection is
+    /// recycled (libvirt has no deadline of its own: a stopped libvirtd never answers).
+    pub libvirt_timeout_seconds: f64,
     /// libvirt's QEMU state directory (NAME.pid files).
     pub qemu_run_dir: PathBuf,
     /// Seconds between readings of the probes' counters.
@@ -175,6 +178,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9812)),
             sysfs_root: PathBuf::from("/sys"),
             libvirt_uri: "qemu:///system".into(),
+            libvirt_timeout_seconds: 5.0,
             qemu_run_dir: PathBuf::from("/run/libvirt/qemu"),
             tick_seconds: 1.0,
             rescan_seconds: 5.0,
@@ -301,6 +305,7 @@ impl Config {
         match key {
             "tick_seconds" => self.tick_seconds,
             "rescan_seconds" => self.rescan_seconds,
+            "libvirt_timeout_seconds" => self.libvirt_timeout_seconds,
             "remote_ratio_window_seconds" => self.remote_ratio_window_seconds,
             "cross_socket_penalty" => self.cross_socket_penalty,
             "max_exported_vms" => f64::from(self.max_exported_vms),

@@ -38,6 +38,12 @@ pub const RANGES: &[Range] = &[
         text: "must be 0.05 to 3600 seconds",
     },
     Range {
+        key: "libvirt_timeout_seconds",
+        min: 0.5,
+        max: 300.0,
+        text: "must be 0.5 to 300 seconds",
+    },
+    Range {
         key: "remote_ratio_window_seconds",
         min: 0.05,
         max: 86400.0,

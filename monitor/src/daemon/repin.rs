@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Mode, PolicyConfig};
-use crate::inventory::{Libvirt, Vm};
+use crate::inventory::worker::{Poll, Ticket, Worker};
+use crate::inventory::Vm;
 use crate::policy::record::ActionResult;
 use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
 use crate::remediate;
@@ -19,6 +20,16 @@ pub struct PolicyLoop {
     pub repins: BTreeMap<(String, &'static str), u64>,
     /// The last evaluation.
     pub plan: Plan,
+    /// Actions handed to the libvirt worker whose answer has not come yet.
+    in_flight: Vec<InFlight>,
+}
+
+/// An action on its way through the libvirt worker.
+struct InFlight {
+    domain: String,
+    moves: String,
+    reason: String,
+    answer: Ticket<Result<(), String>>,
 }
 
 impl PolicyLoop {
@@ -43,6 +54,7 @@ impl PolicyLoop {
             policy: Policy::new(config.clone()),
             repins: BTreeMap::new(),
             plan: Plan::default(),
+            in_flight: Vec::new(),
         })
     }
 
@@ -66,15 +78,10 @@ impl PolicyLoop {
         }
     }
 
-    /// Evaluates this tick's view and, in enforce mode, acts. Returns true when a VM's pins
-    /// were changed (so the caller rescans before the next evaluation).
-    pub fn run(
-        &mut self,
-        topology: &Topology,
-        vms: &[Vm],
-        view: &HostView,
-        libvirt: &mut Libvirt,
-    ) -> bool {
+    /// Evaluates this tick's view and, in enforce mode, hands each action to the libvirt
+    /// worker; [`PolicyLoop::settle`] takes their answers at later ticks. A VM with an action
+    /// on its way is not acted on again until it is answered.
+    pub fn run(&mut self, topology: &Topology, vms: &[Vm], view: &HostView, worker: &mut Worker) {
         let ratios = view.vcpu_remote_ratios();
         let now = unix_now();
         let plan = self.policy.evaluate(&Inputs {
@@ -83,7 +90,6 @@ impl PolicyLoop {
             ratios: &ratios,
             now,
         });
-        let mut changed = false;
         for d in &plan.decisions {
             let act = self.mode == Mode::Enforce && d.verdict == Verdict::Repin;
             if d.new && !act {
@@ -95,27 +101,57 @@ impl PolicyLoop {
             let Some(vm) = vms.iter().find(|vm| vm.name == d.domain) else {
                 continue;
             };
+            if self.in_flight.iter().any(|f| f.domain == d.domain) {
+                continue;
+            }
             self.policy.record_action(&d.domain, now);
-            let result = libvirt
-                .lookup(&d.domain)
-                .map_err(|e| e.to_string())
-                .and_then(|domain| {
-                    let persistent = self.policy.config().persistent;
-                    remediate::apply(&domain, vm, d, persistent, now).map_err(|e| e.to_string())
-                });
+            let (vm, decision) = (vm.clone(), d.clone());
+            let persistent = self.policy.config().persistent;
+            let answer = worker.submit(&format!("repin domain {}", d.domain), move |lv| {
+                let domain = lv.lookup(&vm.name).map_err(|e| e.to_string())?;
+                remediate::apply(&domain, &vm, &decision, persistent, now)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+            self.in_flight.push(InFlight {
+                domain: d.domain.clone(),
+                moves: moves(d),
+                reason: d.reason.clone(),
+                answer,
+            });
+        }
+        self.plan = plan;
+    }
+
+    /// Takes the answers of actions on their way, counting and logging each. Returns true
+    /// when a VM's pins were changed (so the caller rescans before the next evaluation).
+    pub fn settle(&mut self, worker: &Worker) -> bool {
+        let mut changed = false;
+        let mut pending = Vec::new();
+        for mut f in std::mem::take(&mut self.in_flight) {
+            let result = match f.answer.poll(worker) {
+                Poll::Pending => {
+                    pending.push(f);
+                    continue;
+                }
+                Poll::Done(result) => result,
+                // The call hung and its worker was abandoned: the action may still finish
+                // when libvirtd answers again; the state journal says where it stopped.
+                Poll::Lost(why) => Err(format!("libvirt did not answer: {why}")),
+            };
             match result {
-                Ok(_) => {
+                Ok(()) => {
                     changed = true;
-                    self.count(&d.domain, ActionResult::Applied.as_str());
-                    tracing::info!(domain = %d.domain, moves = %moves(d), reason = %d.reason, "repinned");
+                    self.count(&f.domain, ActionResult::Applied.as_str());
+                    tracing::info!(domain = %f.domain, moves = %f.moves, reason = %f.reason, "repinned");
                 }
                 Err(e) => {
-                    self.count(&d.domain, ActionResult::Failed.as_str());
-                    tracing::warn!(domain = %d.domain, moves = %moves(d), error = %e, "repin failed");
+                    self.count(&f.domain, ActionResult::Failed.as_str());
+                    tracing::warn!(domain = %f.domain, moves = %f.moves, error = %e, "repin failed");
                 }
             }
         }
-        self.plan = plan;
+        self.in_flight = pending;
         changed
     }
 

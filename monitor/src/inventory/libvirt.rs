@@ -27,6 +27,14 @@ pub enum LibvirtError {
         /// libvirt's message.
         message: String,
     },
+    /// libvirtd did not answer a round trip.
+    #[error("libvirt at {uri} did not answer: {message}")]
+    Ping {
+        /// Connection URI.
+        uri: String,
+        /// libvirt's message.
+        message: String,
+    },
     /// Listing domains failed (libvirtd went away, say).
     #[error("libvirt at {uri} failed to list domains: {message}")]
     List {
@@ -46,6 +54,11 @@ pub enum Access {
     /// Enforce and restore: pins and pinsight's own state element are written.
     ReadWrite,
 }
+
+/// Seconds between keepalive pings on a connection.
+const KEEPALIVE_INTERVAL: i32 = 2;
+/// Unanswered pings after which libvirt closes the connection.
+const KEEPALIVE_COUNT: u32 = 3;
 
 /// A lazily (re)opened connection to libvirtd.
 pub struct Libvirt {
@@ -90,6 +103,7 @@ impl Libvirt {
             .is_some_and(|c| c.is_alive().unwrap_or(false));
         if !alive {
             self.conn = None;
+            super::worker::heartbeat("connect");
             let opened = match self.access {
                 Access::ReadOnly => Connect::open_read_only(Some(&self.uri)),
                 Access::ReadWrite => Connect::open(Some(&self.uri)),
@@ -98,12 +112,35 @@ impl Libvirt {
                 uri: self.uri.clone(),
                 message: e.message().to_string(),
             })?;
+            // libvirt closes a connection whose daemon misses KEEPALIVE_COUNT pings, which
+            // ends the calls waiting on it. It needs the event loop (lifecycle runs it); without
+            // one the worker's deadline alone bounds the calls.
+            if let Err(e) = conn.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT) {
+                tracing::debug!(uri = %self.uri, error = %e.message(), "no keepalive on the libvirt connection");
+            }
             self.conn = Some(conn);
         }
         self.conn.as_ref().ok_or_else(|| LibvirtError::Connect {
             uri: self.uri.clone(),
             message: "connection lost".into(),
         })
+    }
+
+    /// A round trip to libvirtd (its library version): whether it answers at all.
+    pub fn ping(&mut self) -> Result<(), LibvirtError> {
+        let uri = self.uri.clone();
+        let result = self
+            .connection()?
+            .lib_version()
+            .map(|_| ())
+            .map_err(|e| LibvirtError::Ping {
+                uri,
+                message: e.message().to_string(),
+            });
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
     }
 
     /// The running domain named `name`.
@@ -126,6 +163,7 @@ impl Libvirt {
         paths: &HostPaths,
     ) -> Result<Inventory, LibvirtError> {
         let uri = self.uri.clone();
+        super::worker::heartbeat("list domains");
         let list = self
             .connection()?
             .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
@@ -143,6 +181,7 @@ impl Libvirt {
         let mut inventory = Inventory::default();
         for domain in domains {
             let name = domain.name().unwrap_or_else(|_| "unknown".into());
+            super::worker::heartbeat(&format!("read the XML of domain {name}"));
             // The domain may stop between listing and reading: that is a problem line, not a
             // failed scan.
             let xml = match domain.xml_desc(0) {

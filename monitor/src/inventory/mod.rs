@@ -7,6 +7,7 @@
 pub mod domain_xml;
 mod libvirt;
 mod threads;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 

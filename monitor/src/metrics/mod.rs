@@ -5,6 +5,8 @@
 //! VMs that are gone simply have no series. The HTTP side adds the one family it keeps itself
 //! (its own render time, [`render_scrape_duration`]).
 
+mod health;
+
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
@@ -198,12 +200,6 @@ pub fn render(view: &HostView) -> String {
             f64::from(u8::from(p.attached)),
         );
     }
-    let mut libvirt = Family::new(
-        "pinsight_libvirt_up",
-        GAUGE,
-        "1 when the last libvirt scan succeeded.",
-    );
-    libvirt.push(vec![], f64::from(u8::from(view.libvirt_up)));
     let mut build = Family::new(
         "pinsight_build_info",
         GAUGE,
@@ -260,7 +256,7 @@ pub fn render(view: &HostView) -> String {
     );
     errors.push(vec![], view.probes.map_errors as f64);
 
-    encode(vec![
+    let mut families = vec![
         vcpu_run,
         domain_run,
         migrations,
@@ -273,7 +269,6 @@ pub fn render(view: &HostView) -> String {
         recommended,
         repins,
         attached,
-        libvirt,
         build,
         run_time,
         runs,
@@ -282,7 +277,9 @@ pub fn render(view: &HostView) -> String {
         errors,
         truncated,
         hidden,
-    ])
+    ];
+    families.extend(health::families(view));
+    encode(families)
 }
 
 /// A label value of at most 256 bytes: a longer one (a hostile domain or Nova name) keeps

@@ -162,8 +162,19 @@ pub struct HostView {
     pub tick: u64,
     /// The repin policy's mode.
     pub mode: Mode,
-    /// Whether the last libvirt scan succeeded.
+    /// Whether libvirt answered its last call within the deadline.
     pub libvirt_up: bool,
+    /// When this view was built (Unix seconds): a reader that sees it stop moving knows the
+    /// engine stopped ticking.
+    #[serde(default)]
+    pub tick_unix_seconds: f64,
+    /// When libvirt last gave a whole inventory (Unix seconds); `None` before the first.
+    #[serde(default)]
+    pub inventory_unix_seconds: Option<f64>,
+    /// Why the policy is not deciding now (libvirt down, or its inventory stale); `None`
+    /// while it runs or in observe mode.
+    #[serde(default)]
+    pub policy_paused: Option<String>,
     /// The probes.
     pub probes: ProbesView,
     /// Whether per-vCPU metric families are exported.
@@ -190,6 +201,10 @@ pub struct ViewInputs<'a> {
     pub probes: ProbesView,
     /// Whether libvirt answered.
     pub libvirt_up: bool,
+    /// When the view is built (Unix seconds).
+    pub tick_unix_seconds: f64,
+    /// When libvirt last gave a whole inventory (Unix seconds).
+    pub inventory_unix_seconds: Option<f64>,
     /// Policy mode.
     pub mode: Mode,
     /// Export per-vCPU families.
@@ -231,6 +246,9 @@ impl HostView {
             tick: inputs.tick,
             mode: inputs.mode,
             libvirt_up: inputs.libvirt_up,
+            tick_unix_seconds: inputs.tick_unix_seconds,
+            inventory_unix_seconds: inputs.inventory_unix_seconds,
+            policy_paused: None,
             probes: inputs.probes,
             per_vcpu_metrics: inputs.per_vcpu_metrics,
             cross_socket_penalty: inputs.cross_socket_penalty,
