@@ -9,7 +9,8 @@ use virt::domain::Domain;
 
 use super::CliError;
 use crate::config::{Config, ConfigError, Mode};
-use crate::inventory::{Access, HostPaths, Inventory, Libvirt, Vm};
+use crate::inventory::worker::Worker;
+use crate::inventory::{Access, HostPaths, Inventory, Libvirt, LibvirtError, Vm};
 use crate::topology::Topology;
 
 /// Where the host's facts come from (the flags every host-reading command takes).
@@ -153,12 +154,30 @@ pub fn scan(
     topology: &Topology,
     access: Access,
 ) -> Result<(Libvirt, Inventory), CliError> {
-    let mut libvirt = Libvirt::new(&config.libvirt_uri, access);
-    let inventory = libvirt.scan(topology, &host_paths(config))?;
+    let inventory = scan_inventory(config, topology, access)?;
     for p in &inventory.problems {
         tracing::warn!("{p}");
     }
-    Ok((libvirt, inventory))
+    Ok((Libvirt::new(&config.libvirt_uri, access), inventory))
+}
+
+/// The running VMs, scanned with the daemon's deadline (libvirt_timeout_seconds), so a hung
+/// libvirtd is an error naming the call, not a command that never returns.
+pub fn scan_inventory(
+    config: &Config,
+    topology: &Topology,
+    access: Access,
+) -> Result<Inventory, LibvirtError> {
+    let timeout = std::time::Duration::from_secs_f64(config.libvirt_timeout_seconds);
+    let mut worker = Worker::new(&config.libvirt_uri, access, timeout);
+    let (t, paths) = (topology.clone(), host_paths(config));
+    worker
+        .submit("scan", move |lv| lv.scan(&t, &paths))
+        .wait(&mut worker)
+        .map_err(|reason| LibvirtError::Unanswered {
+            uri: config.libvirt_uri.clone(),
+            reason,
+        })?
 }
 
 /// The running VM called `name` and its libvirt domain.

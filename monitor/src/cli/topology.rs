@@ -4,9 +4,9 @@
 use clap::Args;
 use serde::Serialize;
 
-use super::host::{host_paths, read_topology, HostArgs};
+use super::host::{read_topology, HostArgs};
 use super::{print_json, render, CliError};
-use crate::inventory::{Access, Inventory, Libvirt};
+use crate::inventory::{Access, Inventory};
 use crate::topology::Topology;
 
 /// Arguments of `pinsight topology`.
@@ -35,8 +35,7 @@ pub struct TopologyReport<'a> {
 pub fn execute(args: TopologyArgs) -> Result<(), CliError> {
     let config = args.host.config()?;
     let topology = read_topology(&config)?;
-    let inventory =
-        Libvirt::new(&config.libvirt_uri, Access::ReadOnly).scan(&topology, &host_paths(&config));
+    let inventory = super::host::scan_inventory(&config, &topology, Access::ReadOnly);
     if args.json {
         print_json(&TopologyReport {
             topology: &topology,

@@ -27,6 +27,14 @@ pub enum LibvirtError {
         /// libvirt's message.
         message: String,
     },
+    /// A call ran past its deadline (libvirt_timeout_seconds), or could not be made.
+    #[error("{reason} (libvirt_timeout_seconds bounds every libvirt call)")]
+    Unanswered {
+        /// Connection URI.
+        uri: String,
+        /// What did not answer, and for how long.
+        reason: String,
+    },
     /// libvirtd did not answer a round trip.
     #[error("libvirt at {uri} did not answer: {message}")]
     Ping {
