@@ -31,6 +31,8 @@ pub struct VmOptions {
     pub metadata_xml: Option<String>,
     /// `<vcpu cpuset=...>`: where the vCPUs may run from the start.
     pub vcpu_cpuset: Option<String>,
+    /// QEMU machine type: "pc", or "microvm" (no PCI bus: no USB controller either).
+    pub machine: &'static str,
 }
 
 impl Default for VmOptions {
@@ -41,6 +43,7 @@ impl Default for VmOptions {
             spin_iterations: DEFAULT_SPIN_ITERATIONS,
             metadata_xml: None,
             vcpu_cpuset: None,
+            machine: "pc",
         }
     }
 }
@@ -307,17 +310,25 @@ fn domain_xml(name: &str, opts: &VmOptions, vcpus: usize, kernel: Option<&Path>)
         None => "<boot dev='network'/>".to_string(),
     };
     let metadata = opts.metadata_xml.as_deref().unwrap_or_default();
+    let machine = opts.machine;
+    // microvm has no PCI bus, so libvirt's default USB controller must go ("No PCI buses
+    // available" otherwise); the balloon is off for every machine type.
+    let usb = if machine == "microvm" {
+        "<controller type='usb' model='none'/>"
+    } else {
+        ""
+    };
     format!(
         "<domain type='kvm'>
   <name>{name}</name>
   <metadata>{metadata}</metadata>
   <memory unit='MiB'>128</memory>
   <vcpu placement='static'{cpuset}>{vcpus}</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type>{boot}</os>
+  <os><type arch='x86_64' machine='{machine}'>hvm</type>{boot}</os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
-  <devices><memballoon model='none'/></devices>
+  <devices>{usb}<memballoon model='none'/></devices>
 </domain>
 "
     )
