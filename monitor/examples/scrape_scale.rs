@@ -142,6 +142,7 @@ fn main() {
             extra_problems: Vec::new(),
             measuring: true,
             unmeasured_tids: Default::default(),
+            interrupts: &Default::default(),
         });
         let t = Instant::now();
         let text = render(&view);

@@ -52,6 +52,10 @@ pub struct Engine {
     rescan_wanted: bool,
     /// Why the policy waits, as last logged.
     paused: Option<String>,
+    /// The GPUs' interrupt lines as read this tick.
+    interrupts: crate::interrupts::VfioInterrupts,
+    /// Why they could not be read, if they could not.
+    interrupts_problem: Option<String>,
     /// Problems already logged; pruned to those the last scan still found.
     reported: HashSet<String>,
     /// Which vCPU threads the probes account.
@@ -122,6 +126,8 @@ impl Engine {
             last_scan: None,
             rescan_wanted: false,
             paused: None,
+            interrupts: Default::default(),
+            interrupts_problem: None,
             reported: HashSet::new(),
             tracking: tracking::Tracking::default(),
             notifier: notify::Notifier::from_env(),
@@ -264,12 +270,32 @@ impl Engine {
         } else {
             self.inventory.refresh_affinity();
         }
+        self.read_interrupts();
         match &self.probes {
             Some(p) => p.read().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "reading probe maps failed");
                 BTreeMap::new()
             }),
             None => BTreeMap::new(),
+        }
+    }
+
+    /// The GPUs' interrupt lines (one read of /proc/interrupts, and each vfio line's
+    /// affinity); a failure is a problem line, logged when it starts.
+    fn read_interrupts(&mut self) {
+        match crate::interrupts::read(&self.config.irq_proc_root) {
+            Ok(found) => {
+                self.interrupts = found;
+                self.interrupts_problem = None;
+            }
+            Err(e) => {
+                let problem = format!("GPU interrupts not read: {e}");
+                if self.interrupts_problem.as_ref() != Some(&problem) {
+                    tracing::warn!("{problem}");
+                }
+                self.interrupts = Default::default();
+                self.interrupts_problem = Some(problem);
+            }
         }
     }
 
@@ -324,6 +350,7 @@ impl Engine {
         if let Some(why) = self.libvirt.down_reason() {
             extra_problems.push(why.to_string());
         }
+        extra_problems.extend(self.interrupts_problem.clone());
         HostView::build(ViewInputs {
             topology: &self.topology,
             inventory: &self.inventory,
@@ -344,6 +371,7 @@ impl Engine {
                     .is_some_and(|s| s.attached)
             }),
             unmeasured_tids: self.tracking.unmeasured().collect(),
+            interrupts: &self.interrupts,
         })
     }
 }

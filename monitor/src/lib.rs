@@ -13,6 +13,7 @@ pub mod cpuset;
 pub mod daemon;
 pub mod fatal;
 pub mod http;
+pub mod interrupts;
 pub mod inventory;
 pub mod lifecycle;
 pub mod lock;

@@ -55,6 +55,11 @@ pub fn operator_metadata(gpu: &str, extra: &str) -> String {
     )
 }
 
+/// A host without vfio-pci interrupt lines.
+pub static NO_INTERRUPTS: crate::interrupts::VfioInterrupts = crate::interrupts::VfioInterrupts {
+    by_device: std::collections::BTreeMap::new(),
+};
+
 /// The inputs of a view of `vms` with `totals` on the two-socket fixture (libvirt up, tick 1,
 /// per-vCPU families on, the default 3% penalty); change fields before building.
 pub fn view_inputs<'a>(
@@ -78,6 +83,7 @@ pub fn view_inputs<'a>(
         extra_problems: Vec::new(),
         measuring: true,
         unmeasured_tids: Default::default(),
+        interrupts: &NO_INTERRUPTS,
     }
 }
 

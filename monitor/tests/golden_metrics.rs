@@ -107,6 +107,10 @@ fn metrics_exposition_matches_the_golden_file() {
         vms,
         problems: Vec::new(),
     };
+    let interrupts = pinsight::interrupts::read(Path::new(&format!(
+        "{MANIFEST}/tests/fixtures/proc/two-socket-gpu"
+    )))
+    .expect("the /proc fixture");
     let mut view = HostView::build(ViewInputs {
         topology: &topology,
         inventory: &inventory,
@@ -137,6 +141,7 @@ fn metrics_exposition_matches_the_golden_file() {
         measuring: true,
         // The GPU-less VM's thread could not be tracked (maps full).
         unmeasured_tids: [202].into(),
+        interrupts: &interrupts,
     });
     // The policy's part of the view: vCPU 0 of the GPU VM would be moved, and one opt-out was
     // counted.

@@ -41,7 +41,11 @@ fn a_microvm_guest_is_measured_and_repinned_like_a_pc_guest() {
                 "pinsight_domain_run_seconds_total",
                 &[("domain", &domain), ("locality", "remote")],
             );
-            let exits = metric_sum(&m, "pinsight_domain_kvm_exits_total", &[("domain", &domain)]);
+            let exits = metric_sum(
+                &m,
+                "pinsight_domain_kvm_exits_total",
+                &[("domain", &domain)],
+            );
             (remote > 0.5 && exits > 0.0).then_some(m)
         });
         let ratio = metric_value(&m, "pinsight_domain_remote_ratio", &[("domain", &domain)])

@@ -180,7 +180,7 @@ fn dashboards_have_data_and_the_cross_socket_alert_fires_and_resolves() {
         busy: true,
         spin_iterations: 2000,
         metadata_xml: Some(common::gpu_metadata(GPU)),
-        vcpu_cpuset: None,
+        ..VmOptions::default()
     });
     vm.pin_vcpu(0, "0");
     let domain = vm.name.as_str();

@@ -50,7 +50,7 @@ fn remote_and_local_time_follow_live_repins_and_match_schedstat() {
         busy: true,
         spin_iterations: 2000,
         metadata_xml: Some(common::gpu_metadata(GPU)),
-        vcpu_cpuset: None,
+        ..VmOptions::default()
     });
     vm.pin_vcpu(0, "0");
     let daemon = Daemon::start(

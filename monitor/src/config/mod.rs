@@ -52,6 +52,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Root of sysfs; a fixture directory describes another host's topology.
     pub sysfs_root: PathBuf,
+    /// Root of procfs for /proc/interrupts and /proc/irq (GPU interrupts); a fixture
+    /// directory in tests, since no VFIO device exists there. Threads are always read from /proc.
+    pub irq_proc_root: PathBuf,
     /// libvirt connection URI.
     pub libvirt_uri: String,
     /// Longest a libvirt call may take before libvirt counts as down and the connection is
@@ -177,6 +180,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9812)),
             sysfs_root: PathBuf::from("/sys"),
+            irq_proc_root: PathBuf::from("/proc"),
             libvirt_uri: "qemu:///system".into(),
             libvirt_timeout_seconds: 5.0,
             qemu_run_dir: PathBuf::from("/run/libvirt/qemu"),
@@ -283,6 +287,10 @@ impl Config {
         if new.sysfs_root != self.sysfs_root {
             restart.push("sysfs_root");
             applied.sysfs_root = self.sysfs_root.clone();
+        }
+        if new.irq_proc_root != self.irq_proc_root {
+            restart.push("irq_proc_root");
+            applied.irq_proc_root = self.irq_proc_root.clone();
         }
         if new.libvirt_uri != self.libvirt_uri {
             restart.push("libvirt_uri");

@@ -117,6 +117,7 @@ mod tests {
             policy: None,
             last_action: None,
             repins: Default::default(),
+            gpu_interrupts: Vec::new(),
         }
     }
 

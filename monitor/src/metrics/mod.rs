@@ -6,6 +6,7 @@
 //! (its own render time, [`render_scrape_duration`]).
 
 mod health;
+mod interrupts;
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -189,6 +190,7 @@ pub fn render(view: &HostView) -> String {
         }
     }
 
+    let gpu_interrupts = interrupts::families(&view.vms[..exported], &mut cut);
     let mut attached = Family::new(
         "pinsight_probe_attached",
         GAUGE,
@@ -278,6 +280,7 @@ pub fn render(view: &HostView) -> String {
         truncated,
         hidden,
     ];
+    families.extend(gpu_interrupts);
     families.extend(health::families(view));
     encode(families)
 }

@@ -6,6 +6,8 @@
 //! /, /status.json, `pinsight status` and `pinsight plan` all read this view and never write
 //! it; /status.json is this view serialized.
 
+mod interrupts;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,7 @@ use crate::cpuset::CpuSet;
 use crate::inventory::{Gpu, Inventory, Vm};
 use crate::policy::{Plan, Verdict};
 use crate::topology::{Locality, Topology};
+pub use interrupts::{GpuInterruptsView, IrqLineView};
 
 /// A probe and whether it runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -138,6 +141,9 @@ pub struct VmView {
     pub last_action: Option<String>,
     /// Repin decisions by result label (pinsight_repins_total).
     pub repins: BTreeMap<String, u64>,
+    /// The host interrupt lines of each GPU that has any (vfio-pci).
+    #[serde(default)]
+    pub gpu_interrupts: Vec<GpuInterruptsView>,
 }
 
 impl VmView {
@@ -221,6 +227,8 @@ pub struct ViewInputs<'a> {
     pub measuring: bool,
     /// vCPU threads the probes could not take on, by tid.
     pub unmeasured_tids: BTreeSet<u32>,
+    /// The host's vfio-pci interrupt lines.
+    pub interrupts: &'a crate::interrupts::VfioInterrupts,
 }
 
 impl HostView {
@@ -236,7 +244,10 @@ impl HostView {
                 let measured = |tid: Option<u32>| {
                     inputs.measuring && tid.is_some_and(|t| !inputs.unmeasured_tids.contains(&t))
                 };
-                vm_view(vm, totals, inputs.topology, measured)
+                let mut view = vm_view(vm, totals, inputs.topology, measured);
+                view.gpu_interrupts =
+                    interrupts::gpu_interrupts(vm, inputs.topology, inputs.interrupts);
+                view
             })
             .collect();
         let mut problems = inputs.inventory.problems.clone();
@@ -351,6 +362,7 @@ fn vm_view(
         policy: None,
         last_action: last_action(vm),
         repins: BTreeMap::new(),
+        gpu_interrupts: Vec::new(),
     }
 }
 

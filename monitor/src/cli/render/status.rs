@@ -63,6 +63,35 @@ pub fn status(host: &HostView) -> String {
                 v.cross_socket_migrations
             );
         }
+        for g in &vm.gpu_interrupts {
+            let off: Vec<String> = g
+                .lines
+                .iter()
+                .filter(|l| l.misplaced)
+                .map(|l| {
+                    format!(
+                        "IRQ {} -> CPU {}",
+                        l.irq,
+                        l.delivered_to.as_deref().unwrap_or("?")
+                    )
+                })
+                .collect();
+            let handled =
+                g.handled.local + g.handled.same_socket + g.handled.remote + g.handled.none;
+            let _ = writeln!(
+                out,
+                "  GPU {} interrupts: {} lines, {} handled, {} on a remote socket{}",
+                g.gpu,
+                g.lines.len(),
+                handled,
+                g.handled.remote,
+                if off.is_empty() {
+                    String::new()
+                } else {
+                    format!("; delivered off the GPU's node: {}", off.join(", "))
+                }
+            );
+        }
         if let Some(p) = &vm.policy {
             let _ = writeln!(out, "  policy: {}: {}", p.verdict.as_str(), p.reason);
         }
