@@ -143,6 +143,7 @@ fn main() {
             measuring: true,
             unmeasured_tids: Default::default(),
             interrupts: &Default::default(),
+            memory: &Default::default(),
         });
         let t = Instant::now();
         let text = render(&view);

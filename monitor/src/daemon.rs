@@ -56,6 +56,9 @@ pub struct Engine {
     interrupts: crate::interrupts::VfioInterrupts,
     /// Why they could not be read, if they could not.
     interrupts_problem: Option<String>,
+    /// Each VM's memory by node as read this tick, and the VMs whose could not be.
+    memory: BTreeMap<String, crate::memory::BytesByNode>,
+    memory_problems: Vec<String>,
     /// Problems already logged; pruned to those the last scan still found.
     reported: HashSet<String>,
     /// Which vCPU threads the probes account.
@@ -128,6 +131,8 @@ impl Engine {
             paused: None,
             interrupts: Default::default(),
             interrupts_problem: None,
+            memory: BTreeMap::new(),
+            memory_problems: Vec::new(),
             reported: HashSet::new(),
             tracking: tracking::Tracking::default(),
             notifier: notify::Notifier::from_env(),
@@ -271,6 +276,7 @@ impl Engine {
             self.inventory.refresh_affinity();
         }
         self.read_interrupts();
+        self.read_memory();
         match &self.probes {
             Some(p) => p.read().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "reading probe maps failed");
@@ -295,6 +301,25 @@ impl Engine {
                 }
                 self.interrupts = Default::default();
                 self.interrupts_problem = Some(problem);
+            }
+        }
+    }
+
+    /// Each VM's memory by node from its memory cgroup (two small reads per VM). A VM that
+    /// stopped since the scan simply has none this tick; other failures are problem lines.
+    fn read_memory(&mut self) {
+        self.memory.clear();
+        self.memory_problems.clear();
+        for vm in &self.inventory.vms {
+            match crate::memory::read(&self.paths.proc_root, &self.config.cgroup_root, vm.pid) {
+                Ok(bytes) => {
+                    self.memory.insert(vm.name.clone(), bytes);
+                }
+                Err(e) => {
+                    tracing::debug!(domain = %vm.name, error = %e, "memory by node not read");
+                    self.memory_problems
+                        .push(format!("domain {}: memory by node not read: {e}", vm.name));
+                }
             }
         }
     }
@@ -351,6 +376,7 @@ impl Engine {
             extra_problems.push(why.to_string());
         }
         extra_problems.extend(self.interrupts_problem.clone());
+        extra_problems.extend(self.memory_problems.iter().cloned());
         HostView::build(ViewInputs {
             topology: &self.topology,
             inventory: &self.inventory,
@@ -372,6 +398,7 @@ impl Engine {
             }),
             unmeasured_tids: self.tracking.unmeasured().collect(),
             interrupts: &self.interrupts,
+            memory: &self.memory,
         })
     }
 }

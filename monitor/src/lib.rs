@@ -17,6 +17,7 @@ pub mod interrupts;
 pub mod inventory;
 pub mod lifecycle;
 pub mod lock;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod probes;

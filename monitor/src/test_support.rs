@@ -60,6 +60,10 @@ pub static NO_INTERRUPTS: crate::interrupts::VfioInterrupts = crate::interrupts:
     by_device: std::collections::BTreeMap::new(),
 };
 
+/// No VM memory read.
+pub static NO_MEMORY: std::collections::BTreeMap<String, crate::memory::BytesByNode> =
+    std::collections::BTreeMap::new();
+
 /// The inputs of a view of `vms` with `totals` on the two-socket fixture (libvirt up, tick 1,
 /// per-vCPU families on, the default 3% penalty); change fields before building.
 pub fn view_inputs<'a>(
@@ -84,6 +88,7 @@ pub fn view_inputs<'a>(
         measuring: true,
         unmeasured_tids: Default::default(),
         interrupts: &NO_INTERRUPTS,
+        memory: &NO_MEMORY,
     }
 }
 

@@ -111,6 +111,14 @@ fn metrics_exposition_matches_the_golden_file() {
         "{MANIFEST}/tests/fixtures/proc/two-socket-gpu"
     )))
     .expect("the /proc fixture");
+    // 3 GiB on node 0 (the far socket for gpu-vm-declared), 1 GiB on its GPU's node.
+    let memory = BTreeMap::from([
+        (
+            "gpu-vm-declared".to_string(),
+            BTreeMap::from([(0, 3 << 30), (1, 1 << 30)]),
+        ),
+        ("plain-vm".to_string(), BTreeMap::from([(0, 1 << 20)])),
+    ]);
     let mut view = HostView::build(ViewInputs {
         topology: &topology,
         inventory: &inventory,
@@ -142,6 +150,7 @@ fn metrics_exposition_matches_the_golden_file() {
         // The GPU-less VM's thread could not be tracked (maps full).
         unmeasured_tids: [202].into(),
         interrupts: &interrupts,
+        memory: &memory,
     });
     // The policy's part of the view: vCPU 0 of the GPU VM would be moved, and one opt-out was
     // counted.

@@ -55,6 +55,8 @@ pub struct Config {
     /// Root of procfs for /proc/interrupts and /proc/irq (GPU interrupts); a fixture
     /// directory in tests, since no VFIO device exists there. Threads are always read from /proc.
     pub irq_proc_root: PathBuf,
+    /// Root of the cgroup file systems (VM memory by node: memory.numa_stat).
+    pub cgroup_root: PathBuf,
     /// libvirt connection URI.
     pub libvirt_uri: String,
     /// Longest a libvirt call may take before libvirt counts as down and the connection is
@@ -181,6 +183,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9812)),
             sysfs_root: PathBuf::from("/sys"),
             irq_proc_root: PathBuf::from("/proc"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             libvirt_uri: "qemu:///system".into(),
             libvirt_timeout_seconds: 5.0,
             qemu_run_dir: PathBuf::from("/run/libvirt/qemu"),
@@ -291,6 +294,10 @@ impl Config {
         if new.irq_proc_root != self.irq_proc_root {
             restart.push("irq_proc_root");
             applied.irq_proc_root = self.irq_proc_root.clone();
+        }
+        if new.cgroup_root != self.cgroup_root {
+            restart.push("cgroup_root");
+            applied.cgroup_root = self.cgroup_root.clone();
         }
         if new.libvirt_uri != self.libvirt_uri {
             restart.push("libvirt_uri");

@@ -118,6 +118,7 @@ mod tests {
             last_action: None,
             repins: Default::default(),
             gpu_interrupts: Vec::new(),
+            memory: None,
         }
     }
 

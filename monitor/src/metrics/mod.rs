@@ -7,6 +7,7 @@
 
 mod health;
 mod interrupts;
+mod memory;
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -191,6 +192,7 @@ pub fn render(view: &HostView) -> String {
     }
 
     let gpu_interrupts = interrupts::families(&view.vms[..exported], &mut cut);
+    let vm_memory = memory::families(&view.vms[..exported], &mut cut);
     let mut attached = Family::new(
         "pinsight_probe_attached",
         GAUGE,
@@ -280,6 +282,7 @@ pub fn render(view: &HostView) -> String {
         truncated,
         hidden,
     ];
+    families.extend(vm_memory);
     families.extend(gpu_interrupts);
     families.extend(health::families(view));
     encode(families)

@@ -7,6 +7,7 @@
 //! it; /status.json is this view serialized.
 
 mod interrupts;
+mod memory;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +20,7 @@ use crate::inventory::{Gpu, Inventory, Vm};
 use crate::policy::{Plan, Verdict};
 use crate::topology::{Locality, Topology};
 pub use interrupts::{GpuInterruptsView, IrqLineView};
+pub use memory::{node_locality, MemoryView};
 
 /// A probe and whether it runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -144,6 +146,9 @@ pub struct VmView {
     /// The host interrupt lines of each GPU that has any (vfio-pci).
     #[serde(default)]
     pub gpu_interrupts: Vec<GpuInterruptsView>,
+    /// Where its memory sits; `None` when its memory cgroup could not be read.
+    #[serde(default)]
+    pub memory: Option<MemoryView>,
 }
 
 impl VmView {
@@ -229,6 +234,8 @@ pub struct ViewInputs<'a> {
     pub unmeasured_tids: BTreeSet<u32>,
     /// The host's vfio-pci interrupt lines.
     pub interrupts: &'a crate::interrupts::VfioInterrupts,
+    /// Each VM's resident bytes per NUMA node, by domain name.
+    pub memory: &'a BTreeMap<String, crate::memory::BytesByNode>,
 }
 
 impl HostView {
@@ -247,6 +254,10 @@ impl HostView {
                 let mut view = vm_view(vm, totals, inputs.topology, measured);
                 view.gpu_interrupts =
                     interrupts::gpu_interrupts(vm, inputs.topology, inputs.interrupts);
+                view.memory = inputs
+                    .memory
+                    .get(&vm.name)
+                    .map(|bytes| memory::memory_view(vm, inputs.topology, bytes));
                 view
             })
             .collect();
@@ -363,6 +374,7 @@ fn vm_view(
         last_action: last_action(vm),
         repins: BTreeMap::new(),
         gpu_interrupts: Vec::new(),
+        memory: None,
     }
 }
 

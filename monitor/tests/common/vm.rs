@@ -33,6 +33,9 @@ pub struct VmOptions {
     pub vcpu_cpuset: Option<String>,
     /// QEMU machine type: "pc", or "microvm" (no PCI bus: no USB controller either).
     pub machine: &'static str,
+    /// Guest RAM in MiB, all of it touched at start (`<allocation mode='immediate'/>`), for
+    /// tests that count where memory sits; `None`: 128 MiB, touched as the guest goes.
+    pub preallocated_mib: Option<u32>,
 }
 
 impl Default for VmOptions {
@@ -44,6 +47,7 @@ impl Default for VmOptions {
             metadata_xml: None,
             vcpu_cpuset: None,
             machine: "pc",
+            preallocated_mib: None,
         }
     }
 }
@@ -311,6 +315,13 @@ fn domain_xml(name: &str, opts: &VmOptions, vcpus: usize, kernel: Option<&Path>)
     };
     let metadata = opts.metadata_xml.as_deref().unwrap_or_default();
     let machine = opts.machine;
+    let (memory_mib, backing) = match opts.preallocated_mib {
+        Some(mib) => (
+            mib,
+            "<memoryBacking><allocation mode='immediate'/></memoryBacking>",
+        ),
+        None => (128, ""),
+    };
     // microvm has no PCI bus, so libvirt's default USB controller must go ("No PCI buses
     // available" otherwise); the balloon is off for every machine type.
     let usb = if machine == "microvm" {
@@ -322,7 +333,7 @@ fn domain_xml(name: &str, opts: &VmOptions, vcpus: usize, kernel: Option<&Path>)
         "<domain type='kvm'>
   <name>{name}</name>
   <metadata>{metadata}</metadata>
-  <memory unit='MiB'>128</memory>
+  <memory unit='MiB'>{memory_mib}</memory>{backing}
   <vcpu placement='static'{cpuset}>{vcpus}</vcpu>
   <os><type arch='x86_64' machine='{machine}'>hvm</type>{boot}</os>
   <on_poweroff>destroy</on_poweroff>

@@ -63,6 +63,19 @@ pub fn status(host: &HostView) -> String {
                 v.cross_socket_migrations
             );
         }
+        if let Some(m) = &vm.memory {
+            let nodes: Vec<String> = m
+                .by_node
+                .iter()
+                .map(|(n, b)| format!("node {n} {:.0} MiB", *b as f64 / 1048576.0))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  memory: {}  remote {}",
+                nodes.join(", "),
+                ratio(m.remote_ratio)
+            );
+        }
         for g in &vm.gpu_interrupts {
             let off: Vec<String> = g
                 .lines

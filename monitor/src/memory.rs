@@ -1,0 +1,219 @@
+//! Where a VM's memory sits: the bytes its memory cgroup has on each NUMA node, from
+//! `memory.numa_stat` (cgroup v1, where libvirt puts a VM in
+//! `memory:/machine/qemu-N-NAME.libvirt-qemu`, and v2). Two small reads per VM per tick
+//! (/proc/PID/cgroup and the stat file), never a page-table walk.
+//!
+//! What is counted: the cgroup's `total` (v1: anon, file and unevictable pages) or the sum of
+//! v2's `anon`, `file` and `unevictable` bytes, hierarchical where the kernel offers it. Guest RAM is
+//! anonymous memory of the QEMU process (or file pages for memfd/hugetlbfs backing), charged
+//! to this cgroup when the guest first touches it. Hugetlb pages are not in
+//! `memory.numa_stat`; kernels >= 5.11 have them per node in the hugetlb controller
+//! (`hugetlb.<size>.numa_stat`), which this does not read yet.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A VM's memory cgroup could not be found or read, or is not in the kernel's format.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// A file could not be read (the VM may have just stopped).
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// /proc/PID/cgroup names no memory cgroup.
+    #[error("{}: no memory cgroup (neither a v1 memory line nor a v2 line)", path.display())]
+    NoCgroup {
+        /// The /proc/PID/cgroup file.
+        path: PathBuf,
+    },
+    /// The stat file is not what the kernel writes.
+    #[error("{}: {reason}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The resident bytes of a VM's memory cgroup on each NUMA node.
+pub type BytesByNode = BTreeMap<u32, u64>;
+
+/// Reads the memory of the process `pid` (its cgroup's, that is) by node: /proc/PID/cgroup
+/// under `proc_root`, the stat file under `cgroup_root` (normally /sys/fs/cgroup).
+pub fn read(proc_root: &Path, cgroup_root: &Path, pid: u32) -> Result<BytesByNode, MemoryError> {
+    let cgroup_file = proc_root.join(pid.to_string()).join("cgroup");
+    let text = read_file(&cgroup_file)?;
+    let (v1, relative) = memory_cgroup(&text).ok_or(MemoryError::NoCgroup { path: cgroup_file })?;
+    // libvirt puts QEMU's own threads in an `emulator` child on v2 (and for cpu/cpuset on
+    // v1); the VM's memory is accounted at the domain's level above it.
+    let relative = relative.strip_suffix("/emulator").unwrap_or(relative);
+    let dir = if v1 {
+        cgroup_root.join("memory")
+    } else {
+        cgroup_root.to_path_buf()
+    };
+    let path = dir
+        .join(relative.trim_start_matches('/'))
+        .join("memory.numa_stat");
+    let stat = read_file(&path)?;
+    let parsed = if v1 { parse_v1(&stat) } else { parse_v2(&stat) };
+    parsed.map_err(|reason| MemoryError::Format { path, reason })
+}
+
+fn read_file(path: &Path) -> Result<String, MemoryError> {
+    std::fs::read_to_string(path).map_err(|source| MemoryError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The memory cgroup of a /proc/PID/cgroup text: (is v1, path). v1's memory line wins over
+/// v2's `0::` line (a hybrid host has both, and the memory controller is on v1 then).
+fn memory_cgroup(text: &str) -> Option<(bool, &str)> {
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some((true, path));
+        }
+        if id == "0" && controllers.is_empty() {
+            v2 = Some((false, path));
+        }
+    }
+    v2
+}
+
+/// The page size the v1 counts are in.
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+/// v1: `hierarchical_total=P N0=P N1=P` (pages); `total=` when there is no hierarchical line.
+fn parse_v1(text: &str) -> Result<BytesByNode, String> {
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.split_once('=').is_some_and(|(k, _)| k == key))
+    };
+    let line = line("hierarchical_total")
+        .or_else(|| line("total"))
+        .ok_or("no total= line")?;
+    let page = page_size();
+    let mut nodes = BytesByNode::new();
+    for field in line.split_whitespace().skip(1) {
+        let (node, pages) = node_field(field, '=')?;
+        nodes.insert(node, pages.saturating_mul(page));
+    }
+    Ok(nodes)
+}
+
+/// v2: `anon N0=B N1=B`, `file ...`, `unevictable ...` (bytes), summed per node.
+fn parse_v2(text: &str) -> Result<BytesByNode, String> {
+    let mut nodes = BytesByNode::new();
+    let mut seen = false;
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(key) = fields.next() else { continue };
+        if !matches!(key, "anon" | "file" | "unevictable") {
+            continue;
+        }
+        seen = true;
+        for field in fields {
+            let (node, bytes) = node_field(field, '=')?;
+            *nodes.entry(node).or_default() += bytes;
+        }
+    }
+    if seen {
+        Ok(nodes)
+    } else {
+        Err("no anon, file or unevictable line".into())
+    }
+}
+
+/// `N1=123` -> (1, 123).
+fn node_field(field: &str, sep: char) -> Result<(u32, u64), String> {
+    field
+        .split_once(sep)
+        .and_then(|(n, v)| Some((n.strip_prefix('N')?.parse().ok()?, v.parse().ok()?)))
+        .ok_or_else(|| format!("{field:?} is not N<node>=<count>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "total=3948 N0=3000 N1=948\nfile=0 N0=0 N1=0\nanon=3948 N0=3000 N1=948\n\
+        unevictable=0 N0=0 N1=0\nhierarchical_total=4000 N0=3052 N1=948\n";
+
+    #[test]
+    fn v1_pages_by_node_hierarchical_first() {
+        let page = page_size();
+        let nodes = parse_v1(V1).unwrap();
+        assert_eq!(nodes, BTreeMap::from([(0, 3052 * page), (1, 948 * page)]));
+        let flat = parse_v1("total=10 N0=10\n").unwrap();
+        assert_eq!(flat, BTreeMap::from([(0, 10 * page)]));
+    }
+
+    #[test]
+    fn v2_bytes_summed_over_anon_file_unevictable() {
+        let text = "anon N0=4096 N1=8192\nfile N0=100 N1=0\nkernel_stack N0=5 N1=5\n\
+            unevictable N0=0 N1=1\nshmem N0=7 N1=7\n";
+        let nodes = parse_v2(text).unwrap();
+        assert_eq!(nodes, BTreeMap::from([(0, 4196), (1, 8193)]));
+    }
+
+    #[test]
+    fn unknown_lines_are_ignored_and_bad_ones_named() {
+        assert!(parse_v1("total=1 N0=1\nsomething_new=5 N0=5\n").is_ok());
+        assert!(parse_v1("anon=1 N0=1\n").unwrap_err().contains("no total"));
+        assert!(parse_v1("total=1 N0=x\n").unwrap_err().contains("\"N0=x\""));
+        assert!(parse_v2("").unwrap_err().contains("no anon"));
+        assert!(parse_v2("anon M0=1\n").unwrap_err().contains("\"M0=1\""));
+    }
+
+    #[test]
+    fn finds_the_memory_cgroup_on_v1_v2_and_hybrid_hosts() {
+        let v1 = "4:memory:/machine/qemu-1-vm.libvirt-qemu\n0::/machine/qemu-1-vm.libvirt-qemu/emulator\n";
+        assert_eq!(
+            memory_cgroup(v1),
+            Some((true, "/machine/qemu-1-vm.libvirt-qemu"))
+        );
+        let v2 = "0::/machine.slice/machine-qemu\\x2d1\\x2dvm.scope/libvirt/emulator\n";
+        assert_eq!(
+            memory_cgroup(v2),
+            Some((
+                false,
+                "/machine.slice/machine-qemu\\x2d1\\x2dvm.scope/libvirt/emulator"
+            ))
+        );
+        assert_eq!(memory_cgroup("1:cpu:/\n"), None);
+    }
+
+    #[test]
+    fn reads_a_tree_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (proc_root, cg) = (dir.path().join("proc"), dir.path().join("cgroup"));
+        std::fs::create_dir_all(proc_root.join("42")).unwrap();
+        std::fs::write(proc_root.join("42/cgroup"), "4:memory:/machine/vm\n").unwrap();
+        let err = read(&proc_root, &cg, 42).unwrap_err().to_string();
+        assert!(err.contains("memory/machine/vm/memory.numa_stat"), "{err}");
+        std::fs::create_dir_all(cg.join("memory/machine/vm")).unwrap();
+        std::fs::write(cg.join("memory/machine/vm/memory.numa_stat"), V1).unwrap();
+        assert_eq!(read(&proc_root, &cg, 42).unwrap()[&1], 948 * page_size());
+        // A VM that stopped: its /proc entry is gone.
+        assert!(matches!(
+            read(&proc_root, &cg, 43),
+            Err(MemoryError::Read { .. })
+        ));
+    }
+}

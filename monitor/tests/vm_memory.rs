@@ -1,0 +1,115 @@
+//! Where a VM's memory sits, on real VMs: each guest's 1 GiB is preallocated by QEMU on this
+//! machine's only node (node 0). On the two-socket fixture, a VM declaring GPU 0000:3b:00.0
+//! (node 1) has its memory 100% remote; one declaring 0000:af:00.0 (node 0) has it local.
+//! pinsight's bytes (the memory cgroup's memory.numa_stat) agree within 2% with the pages of
+//! the QEMU process's anonymous mappings in /proc/PID/numa_maps, and with its guest RAM
+//! mapping alone: the cgroup's `file` count is 0 here (QEMU's libraries are charged to
+//! whoever read them first), so its total is its anonymous pages, which are the guest's RAM
+//! plus QEMU's own heap.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{fixture, Daemon};
+use common::{metric_value, require_host, wait_for, TestVm, VmOptions};
+
+/// Bytes per node of `pid`'s anonymous mappings, and of its largest one (the guest's RAM).
+fn numa_maps_anon(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/numa_maps")).expect("numa_maps");
+    let (mut anon, mut largest) = (0u64, 0u64);
+    for line in text.lines().filter(|l| !l.contains(" file=")) {
+        let page_kb: u64 = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("kernelpagesize_kB="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
+        let pages: u64 = line
+            .split_whitespace()
+            .filter_map(|f| f.strip_prefix('N')?.split_once('='))
+            .filter_map(|(_, n)| n.parse::<u64>().ok())
+            .sum();
+        let bytes = pages * page_kb * 1024;
+        anon += bytes;
+        largest = largest.max(bytes);
+    }
+    (anon, largest)
+}
+
+fn within(ours: f64, theirs: f64, share: f64) -> bool {
+    (ours - theirs).abs() <= share * theirs
+}
+
+#[test]
+fn memory_locality_follows_the_gpus_node_and_agrees_with_numa_maps() {
+    require_host();
+    let far = TestVm::start(VmOptions {
+        metadata_xml: Some(common::gpu_metadata("0000:3b:00.0")),
+        preallocated_mib: Some(1024),
+        ..VmOptions::idle("memfar")
+    });
+    let near = TestVm::start(VmOptions {
+        metadata_xml: Some(common::gpu_metadata("0000:af:00.0")),
+        preallocated_mib: Some(1024),
+        ..VmOptions::idle("memnear")
+    });
+    let daemon = Daemon::start(
+        &fixture("two-socket-gpu"),
+        "tick_seconds = 0.25\nrescan_seconds = 0.5\n",
+        &[],
+    );
+    let bytes = |m: &str, vm: &TestVm, locality| {
+        metric_value(
+            m,
+            "pinsight_domain_memory_bytes",
+            &[("domain", &vm.name), ("locality", locality)],
+        )
+    };
+    let m = wait_for(Duration::from_secs(20), "both VMs' memory", || {
+        let m = daemon.metrics();
+        (bytes(&m, &far, "remote").is_some() && bytes(&m, &near, "local").is_some()).then_some(m)
+    });
+    let ratio = |vm: &TestVm| {
+        metric_value(
+            &m,
+            "pinsight_domain_memory_remote_ratio",
+            &[("domain", &vm.name)],
+        )
+    };
+    assert_eq!(
+        ratio(&far),
+        Some(1.0),
+        "GPU on node 1, memory on node 0:\n{m}"
+    );
+    assert_eq!(
+        ratio(&near),
+        Some(0.0),
+        "GPU on node 0, memory on node 0:\n{m}"
+    );
+    assert_eq!(bytes(&m, &far, "local"), Some(0.0));
+    assert_eq!(bytes(&m, &near, "remote"), Some(0.0));
+
+    // Read numa_maps right after a publish; the guests are idle and fully preallocated, so
+    // their memory does not move in between.
+    let ours = bytes(&m, &far, "remote").expect("remote bytes of the far VM");
+    let (anon, ram) = numa_maps_anon(far.pid);
+    eprintln!(
+        "far VM: pinsight {} MiB on node 0; numa_maps anonymous {} MiB, guest RAM {} MiB",
+        ours / 1048576.0,
+        anon >> 20,
+        ram >> 20
+    );
+    assert!(
+        ram >= 1000 << 20,
+        "the guest's RAM is not preallocated ({} MiB)",
+        ram >> 20
+    );
+    assert!(
+        within(ours, anon as f64, 0.02),
+        "pinsight {ours} B vs numa_maps anonymous {anon} B: more than 2% apart"
+    );
+    assert!(
+        within(ours, ram as f64, 0.02),
+        "pinsight {ours} B vs the guest RAM mapping {ram} B: more than 2% apart"
+    );
+}
