@@ -1,13 +1,15 @@
-//! The policy loop inside the engine: evaluate the policy after each accounting round, log
-//! and count every new decision, and in enforce mode act through `remediate`.
+//! The policy loop inside the engine: reconcile any action a previous run left in progress,
+//! evaluate the policy after each accounting round, log and count every new decision, and in
+//! enforce mode act through `remediate`. Domains are looked up by UUID, never by name.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use crate::config::{Mode, PolicyConfig};
 use crate::inventory::{Libvirt, Vm};
-use crate::policy::record::ActionResult;
+use crate::policy::record::{describe, ActionResult, Record};
 use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
-use crate::remediate;
+use crate::remediate::{self, Reconciled, RemediateError};
 use crate::topology::Topology;
 use crate::view::HostView;
 
@@ -19,7 +21,14 @@ pub struct PolicyLoop {
     pub repins: BTreeMap<(String, &'static str), u64>,
     /// The last evaluation.
     pub plan: Plan,
+    /// Interrupted actions already handled or tried, by (UUID, the state element's text), so
+    /// each is reconciled once per rescan that shows it (a failed try is retried after
+    /// `RECONCILE_RETRY`).
+    reconciled: BTreeMap<(String, String), Instant>,
 }
+
+/// How long a reconcile that failed waits before it is tried again.
+const RECONCILE_RETRY: Duration = Duration::from_secs(10);
 
 impl PolicyLoop {
     /// The loop for `config`; `None` in observe mode (nothing is evaluated).
@@ -43,6 +52,7 @@ impl PolicyLoop {
             policy: Policy::new(config.clone()),
             repins: BTreeMap::new(),
             plan: Plan::default(),
+            reconciled: BTreeMap::new(),
         })
     }
 
@@ -75,6 +85,7 @@ impl PolicyLoop {
         view: &HostView,
         libvirt: &mut Libvirt,
     ) -> bool {
+        let mut changed = self.reconcile_interrupted(topology, vms, libvirt);
         let ratios = view.vcpu_remote_ratios();
         let now = unix_now();
         let plan = self.policy.evaluate(&Inputs {
@@ -83,7 +94,6 @@ impl PolicyLoop {
             ratios: &ratios,
             now,
         });
-        let mut changed = false;
         for d in &plan.decisions {
             let act = self.mode == Mode::Enforce && d.verdict == Verdict::Repin;
             if d.new && !act {
@@ -96,26 +106,91 @@ impl PolicyLoop {
                 continue;
             };
             self.policy.record_action(&d.domain, now);
-            let result = libvirt
-                .lookup(&d.domain)
-                .map_err(|e| e.to_string())
+            let persistent = self.policy.config().persistent;
+            let result = remediate::lookup(libvirt, vm)
+                .map_err(|e| (ActionResult::Failed.as_str(), e.to_string()))
                 .and_then(|domain| {
-                    let persistent = self.policy.config().persistent;
-                    remediate::apply(&domain, vm, d, persistent, now).map_err(|e| e.to_string())
+                    remediate::apply(&domain, vm, d, persistent, now).map_err(|e| match e {
+                        // Compare-and-set: moved by someone else since the decision.
+                        RemediateError::Changed { .. } => ("skipped_operator", e.to_string()),
+                        e => (ActionResult::Failed.as_str(), e.to_string()),
+                    })
                 });
+            // Pins or the record may have changed whatever the outcome: rescan first.
+            changed = true;
             match result {
                 Ok(_) => {
-                    changed = true;
                     self.count(&d.domain, ActionResult::Applied.as_str());
                     tracing::info!(domain = %d.domain, moves = %moves(d), reason = %d.reason, "repinned");
                 }
-                Err(e) => {
-                    self.count(&d.domain, ActionResult::Failed.as_str());
-                    tracing::warn!(domain = %d.domain, moves = %moves(d), error = %e, "repin failed");
+                Err((result, e)) => {
+                    self.count(&d.domain, result);
+                    tracing::warn!(domain = %d.domain, moves = %moves(d), result, error = %e, "repin not made");
                 }
             }
         }
         self.plan = plan;
+        changed
+    }
+
+    /// Reconciles every VM whose record (as of the last rescan) holds an action left in
+    /// progress: at the first evaluation after the daemon starts and after each rescan that
+    /// shows one. Only enforce mode writes; the other modes say what awaits. Returns true
+    /// when pins or records changed.
+    fn reconcile_interrupted(
+        &mut self,
+        topology: &crate::topology::Topology,
+        vms: &[Vm],
+        libvirt: &mut Libvirt,
+    ) -> bool {
+        let live: Vec<(String, String)> = vms
+            .iter()
+            .filter_map(|vm| Some((vm.uuid.clone(), vm.spec.state.clone()?)))
+            .collect();
+        self.reconciled.retain(|key, _| live.contains(key));
+        let mut changed = false;
+        for vm in vms {
+            let Some(xml) = vm.spec.state.as_deref() else {
+                continue;
+            };
+            let Ok(record) = Record::parse(xml) else {
+                continue;
+            };
+            let Some(action) = record.in_progress().filter(|_| record.belongs_to(&vm.uuid)) else {
+                continue;
+            };
+            let key = (vm.uuid.clone(), xml.to_string());
+            if self
+                .reconciled
+                .get(&key)
+                .is_some_and(|t| t.elapsed() < RECONCILE_RETRY)
+            {
+                continue;
+            }
+            self.reconciled.insert(key, Instant::now());
+            if self.mode != Mode::Enforce {
+                tracing::warn!(domain = %vm.name, action = %describe(action), "an action was left in progress by a pinsight that stopped mid-way; enforce mode reconciles it, pinsight restore undoes it");
+                continue;
+            }
+            let started = Instant::now();
+            let result = remediate::lookup(libvirt, vm).and_then(|domain| {
+                remediate::reconcile(&domain, vm, topology, self.policy.config(), unix_now())
+            });
+            let seconds = started.elapsed().as_secs_f64();
+            changed = true;
+            match result {
+                Ok(Reconciled::Nothing) => {}
+                Ok(Reconciled::Completed(done)) => {
+                    tracing::info!(domain = %vm.name, uuid = %vm.uuid, outcome = "completed", action = %describe(&done), seconds, "reconciled an interrupted action")
+                }
+                Ok(Reconciled::RolledBack(done)) => {
+                    tracing::warn!(domain = %vm.name, uuid = %vm.uuid, outcome = "rolled_back", action = %describe(&done), seconds, "reconciled an interrupted action")
+                }
+                Err(e) => {
+                    tracing::warn!(domain = %vm.name, uuid = %vm.uuid, error = %e, "reconciling an interrupted action failed; retried later")
+                }
+            }
+        }
         changed
     }
 
