@@ -84,6 +84,15 @@ pub(super) fn current(domain: &impl DomainCalls, vm: &Vm) -> Result<CurrentPins,
         })
 }
 
+/// Whether `pin` takes part in the compare-and-set: every vCPU, and the emulator threads
+/// when the domain pins them explicitly (`<emulatorpin>`). Without one, the policy's "before"
+/// for them is where libvirt would let them run (the `<vcpu cpuset>` or every online CPU),
+/// which QEMU's main thread need not show exactly (a host that confines machine.slice), so
+/// comparing would refuse every repin of such a VM.
+pub(super) fn checked(pin: &Pin, vm: &Vm) -> bool {
+    pin.vcpu.is_some() || vm.spec.emulator_pin.is_some()
+}
+
 /// Compare-and-set: refuses, naming the domain and the vCPU, when a pin's thread is no
 /// longer where the change was decided from.
 pub(super) fn check_unchanged(
@@ -92,7 +101,7 @@ pub(super) fn check_unchanged(
     pins: &[Pin],
 ) -> Result<CurrentPins, RemediateError> {
     let current = current(domain, vm)?;
-    for pin in pins {
+    for pin in pins.iter().filter(|p| checked(p, vm)) {
         let now = pin.now(&current);
         if now != Some(&pin.before) {
             return Err(RemediateError::Changed {

@@ -64,7 +64,7 @@ pub enum RemediateError {
     },
     /// Compare-and-set refused: a thread is no longer where the change was decided from.
     #[error(
-        "domain {domain}: {what} is now on CPUs {now}, not {expected} as when the change was \
+        "domain {domain}: {what}: now on CPUs {now}, not {expected} as when the change was \
          decided: someone else changed it, so pinsight writes nothing over it"
     )]
     Changed {

@@ -128,7 +128,7 @@ fn reconcile_writes_nothing_over_a_pin_someone_else_changed() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "domain gpu-vm: vCPU 1 is now on CPUs 0, not 0-1 (before) or 1 (planned) as when the \
+        "domain gpu-vm: vCPU 1: now on CPUs 0, not 0-1 (before) or 1 (planned) as when the \
          change was decided: someone else changed it, so pinsight writes nothing over it"
     );
     assert_eq!(domain.calls(), [Call::ReadState, Call::ReadPins]);
@@ -143,7 +143,7 @@ fn a_repin_is_not_written_over_a_change_made_after_the_decision() {
     assert!(matches!(err, RemediateError::Changed { .. }), "{err}");
     assert!(
         err.to_string()
-            .starts_with("domain gpu-vm: vCPU 1 is now on CPUs 0, not 0-1"),
+            .starts_with("domain gpu-vm: vCPU 1: now on CPUs 0, not 0-1"),
         "{err}"
     );
     assert_eq!(domain.calls(), [Call::ReadState, Call::ReadPins]);
@@ -238,4 +238,24 @@ fn no_new_action_starts_on_a_record_left_in_progress() {
         ]
     );
     assert_eq!(domain.record().in_progress(), None);
+}
+
+#[test]
+fn emulator_threads_without_an_explicit_pin_do_not_block_a_repin() {
+    // A host that confines QEMU (machine.slice) to CPU 1: the main thread does not show the
+    // policy's "every online CPU", and the VM has no <emulatorpin> to compare with.
+    let domain = Recording::default();
+    domain.pins.borrow_mut().insert(None, cpus("1"));
+    apply(&domain, &vm(), &repin(), false, 1000.0).unwrap();
+    // With an explicit <emulatorpin>, a mismatch is someone else's change.
+    let domain = Recording::default();
+    domain.pins.borrow_mut().insert(None, cpus("1"));
+    let mut pinned = vm();
+    pinned.spec.emulator_pin = Some(cpus("0-1"));
+    let err = apply(&domain, &pinned, &repin(), false, 1000.0).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the emulator threads: now on CPUs 1"),
+        "{err}"
+    );
 }
