@@ -63,11 +63,29 @@ fn record_of(vm: &TestVm) -> Record {
     Record::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"))
 }
 
+/// `text` without the ANSI colour codes the daemon's log carries ("\x1b[3mmade\x1b[0m=1").
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC '[' parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The first line of the daemon's log holding every one of `words`, once there is one.
 fn log_line(daemon: &Daemon, timeout: Duration, words: &[&str]) -> String {
     wait_for(timeout, &format!("a log line with {words:?}"), || {
-        daemon
-            .log_text()
+        plain(&daemon.log_text())
             .lines()
             .find(|l| words.iter().all(|w| l.contains(w)))
             .map(str::to_string)
