@@ -3,7 +3,9 @@
 //! 0000:3b:00.0). A busy VM pinned by hand to CPU 0 is left alone in observe mode, recommended
 //! for a repin in recommend mode, repinned live to CPU 1 in enforce mode (its remote share
 //! then falls and pinsight's state element appears), while an opted-out VM and a VM with
-//! orchestrator (Nova) pins stay where they are; `pinsight restore` puts CPU 0 back.
+//! orchestrator (Nova) pins stay where they are; `pinsight restore` puts CPU 0 back. A VM
+//! re-pinned by hand after pinsight's repin is left alone (`skipped_operator`) across
+//! cooldowns until `policy.reassert = true` is reloaded.
 //!
 //! The daemons run with `policy.opt_in = true`, so VMs of other tests running at the same time
 //! (which do not opt in) are never moved.
@@ -248,4 +250,55 @@ fn no_capacity_when_the_gpu_node_is_reserved() {
         "{}",
         daemon.log_text()
     );
+}
+
+#[test]
+fn a_vm_pinned_by_hand_after_a_repin_is_left_alone_until_reassert() {
+    require_host();
+    let vm = TestVm::start(VmOptions {
+        metadata_xml: Some(operator("on")),
+        vcpu_cpuset: Some("0".into()),
+        ..VmOptions::idle("repin-hand")
+    });
+    let cooldown = 2.0;
+    let config = TEST_CONFIG.replace(
+        "[policy]\n",
+        &format!("[policy]\nmode = \"enforce\"\ncooldown_seconds = {cooldown}\n"),
+    );
+    let daemon = Daemon::start(&fixture("two-socket-gpu"), &config, &[]);
+    wait_for(Duration::from_secs(20), "the VM repinned to CPU 1", || {
+        (vm.allowed_cpus(0) == "1" && vm.allowed_cpus(1) == "1").then_some(())
+    });
+
+    // The operator moves vCPU 0 back to the far socket by hand.
+    vm.pin_vcpu(0, "0");
+    let skipped = wait_for(
+        Duration::from_secs(10),
+        "repins_total{result=skipped_operator}",
+        || repins(&daemon, &vm.name, "skipped_operator"),
+    );
+    assert_eq!(skipped, 1.0, "counted once per situation");
+    // Left alone across more than two cooldowns.
+    std::thread::sleep(Duration::from_secs_f64(2.5 * cooldown));
+    assert_eq!(
+        vm.allowed_cpus(0),
+        "0",
+        "moved back over the operator's pin"
+    );
+    assert_eq!(repins(&daemon, &vm.name, "applied"), Some(1.0));
+    let (ok, status) = pinsight(&["status", "--addr", &daemon.addr]);
+    assert!(ok && status.contains("skipped_operator"), "{status}");
+
+    // policy.reassert = true (a SIGHUP reload): pinsight's placement wins again.
+    let text = std::fs::read_to_string(&daemon.config).expect("read the daemon's config");
+    let reassert = text.replace("[policy]\n", "[policy]\nreassert = true\n");
+    assert_ne!(reassert, text);
+    std::fs::write(&daemon.config, reassert).expect("rewrite the config");
+    daemon.signal(libc::SIGHUP);
+    wait_for(
+        Duration::from_secs(15),
+        "vCPU 0 moved back to CPU 1",
+        || (vm.allowed_cpus(0) == "1").then_some(()),
+    );
+    assert_eq!(repins(&daemon, &vm.name, "applied"), Some(2.0));
 }

@@ -83,7 +83,7 @@ fn undo(
     json: bool,
 ) -> Result<(), CliError> {
     let (vm, domain) = lookup_vm(libvirt, inventory, name)?;
-    let record = crate::remediate::read_record(&domain, name)?;
+    let record = crate::remediate::read_record(&domain, vm)?;
     let current: BTreeMap<_, _> = vm
         .vcpus
         .iter()

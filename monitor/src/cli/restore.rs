@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::host::{lookup_vm, read_topology, scan, HostArgs};
+use super::host::{find_vm, read_topology, scan, HostArgs};
 use super::CliError;
 use crate::inventory::Access;
 use crate::policy::record::describe;
@@ -25,7 +25,9 @@ pub fn execute(args: RestoreArgs) -> Result<(), CliError> {
     let topology = read_topology(&config)?;
     let (mut libvirt, inventory) = scan(&config, &topology, Access::ReadWrite)?;
     let name = &args.domain;
-    let (vm, domain) = lookup_vm(&mut libvirt, &inventory, name)?;
+    let vm = find_vm(&inventory.vms, name, libvirt.uri())?;
+    // By UUID: the VM just read, not another one re-created under its name meanwhile.
+    let domain = crate::remediate::lookup(&mut libvirt, vm)?;
     let action = crate::remediate::restore(&domain, vm, config.policy.persistent, unix_now())?;
     println!("{name}: {}", describe(&action));
     if vm.spec.policy.repin != Some(false) {

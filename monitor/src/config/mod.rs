@@ -149,6 +149,9 @@ pub struct PolicyConfig {
     pub pin_emulator: bool,
     /// Only repin VMs whose operator metadata says `<policy repin="on"/>`.
     pub opt_in: bool,
+    /// Move back a VM whose pins someone else changed after pinsight's last action (off:
+    /// such a VM is reported as `skipped_operator` and left alone).
+    pub reassert: bool,
 }
 
 /// Reads a CPU list ("0-1,8") from a TOML string.
@@ -173,6 +176,7 @@ impl Default for PolicyConfig {
             move_orchestrated: false,
             pin_emulator: true,
             opt_in: false,
+            reassert: false,
         }
     }
 }

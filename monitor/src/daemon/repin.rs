@@ -1,14 +1,18 @@
-//! The policy loop inside the engine: evaluate the policy after each accounting round, log
-//! and count every new decision, and in enforce mode act through `remediate`.
+//! The policy loop inside the engine: reconcile any action a previous run left in progress,
+//! evaluate the policy after each accounting round, log and count every new decision, and in
+//! enforce mode act through `remediate`. Every libvirt call goes to the libvirt worker (with
+//! its deadline); the answers are taken at later ticks by [`PolicyLoop::settle`]. Domains are
+//! looked up by UUID, never by name.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use crate::config::{Mode, PolicyConfig};
 use crate::inventory::worker::{Poll, Ticket, Worker};
 use crate::inventory::Vm;
-use crate::policy::record::ActionResult;
+use crate::policy::record::{describe, ActionResult, Record};
 use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
-use crate::remediate;
+use crate::remediate::{self, Reconciled, RemediateError};
 use crate::topology::Topology;
 use crate::view::HostView;
 
@@ -20,16 +24,36 @@ pub struct PolicyLoop {
     pub repins: BTreeMap<(String, &'static str), u64>,
     /// The last evaluation.
     pub plan: Plan,
+    /// Interrupted actions already handled or tried, by (UUID, the state element's text), so
+    /// each is reconciled once per rescan that shows it (a failed try is retried after
+    /// `RECONCILE_RETRY`).
+    reconciled: BTreeMap<(String, String), Instant>,
     /// Actions handed to the libvirt worker whose answer has not come yet.
     in_flight: Vec<InFlight>,
 }
 
+/// How long a reconcile that failed waits before it is tried again.
+const RECONCILE_RETRY: Duration = Duration::from_secs(10);
+
 /// An action on its way through the libvirt worker.
 struct InFlight {
     domain: String,
-    moves: String,
-    reason: String,
-    answer: Ticket<Result<(), String>>,
+    what: Job,
+    answer: Ticket<Answer>,
+}
+
+/// What was asked of the worker, for the log when the answer comes.
+enum Job {
+    Repin { moves: String, reason: String },
+    Reconcile { uuid: String },
+}
+
+/// The worker's answer to a [`Job`].
+enum Answer {
+    /// Ok, or the repins_total result label and the error.
+    Repin(Result<(), (&'static str, String)>),
+    /// How an interrupted action was reconciled, and how long it took.
+    Reconcile(Result<Reconciled, String>, f64),
 }
 
 impl PolicyLoop {
@@ -47,6 +71,7 @@ impl PolicyLoop {
             max_repins_per_minute = config.max_repins_per_minute,
             reserved_cpus = %config.reserved_cpus,
             max_oversubscription = config.max_oversubscription,
+            reassert = config.reassert,
             "repin policy on"
         );
         Some(PolicyLoop {
@@ -54,6 +79,7 @@ impl PolicyLoop {
             policy: Policy::new(config.clone()),
             repins: BTreeMap::new(),
             plan: Plan::default(),
+            reconciled: BTreeMap::new(),
             in_flight: Vec::new(),
         })
     }
@@ -71,6 +97,7 @@ impl PolicyLoop {
                 running.policy.set_config(config.clone());
                 tracing::info!(
                     mode = config.mode.as_str(),
+                    reassert = config.reassert,
                     "repin policy settings reloaded"
                 );
             }
@@ -78,10 +105,11 @@ impl PolicyLoop {
         }
     }
 
-    /// Evaluates this tick's view and, in enforce mode, hands each action to the libvirt
-    /// worker; [`PolicyLoop::settle`] takes their answers at later ticks. A VM with an action
-    /// on its way is not acted on again until it is answered.
+    /// Reconciles interrupted actions, evaluates this tick's view and, in enforce mode, hands
+    /// each action to the libvirt worker. A VM with an action on its way is not acted on
+    /// again until it is answered.
     pub fn run(&mut self, topology: &Topology, vms: &[Vm], view: &HostView, worker: &mut Worker) {
+        self.reconcile_interrupted(topology, vms, worker);
         let ratios = view.vcpu_remote_ratios();
         let now = unix_now();
         let plan = self.policy.evaluate(&Inputs {
@@ -95,66 +123,159 @@ impl PolicyLoop {
             if d.new && !act {
                 self.report(d);
             }
-            if !act {
+            if !act || self.busy(&d.domain) {
                 continue;
             }
             let Some(vm) = vms.iter().find(|vm| vm.name == d.domain) else {
                 continue;
             };
-            if self.in_flight.iter().any(|f| f.domain == d.domain) {
-                continue;
-            }
             self.policy.record_action(&d.domain, now);
-            let (vm, decision) = (vm.clone(), d.clone());
             let persistent = self.policy.config().persistent;
+            let (vm, decision) = (vm.clone(), d.clone());
             let answer = worker.submit(&format!("repin domain {}", d.domain), move |lv| {
-                let domain = lv.lookup(&vm.name).map_err(|e| e.to_string())?;
-                remediate::apply(&domain, &vm, &decision, persistent, now)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                let result = remediate::lookup(lv, &vm)
+                    .map_err(|e| (ActionResult::Failed.as_str(), e.to_string()))
+                    .and_then(|domain| {
+                        remediate::apply(&domain, &vm, &decision, persistent, now)
+                            .map(|_| ())
+                            .map_err(|e| match e {
+                                // Compare-and-set: moved by someone else since the decision.
+                                RemediateError::Changed { .. } => {
+                                    ("skipped_operator", e.to_string())
+                                }
+                                e => (ActionResult::Failed.as_str(), e.to_string()),
+                            })
+                    });
+                Answer::Repin(result)
             });
             self.in_flight.push(InFlight {
                 domain: d.domain.clone(),
-                moves: moves(d),
-                reason: d.reason.clone(),
+                what: Job::Repin {
+                    moves: moves(d),
+                    reason: d.reason.clone(),
+                },
                 answer,
             });
         }
         self.plan = plan;
     }
 
+    /// Whether an action on `domain` is on its way.
+    fn busy(&self, domain: &str) -> bool {
+        self.in_flight.iter().any(|f| f.domain == domain)
+    }
+
     /// Takes the answers of actions on their way, counting and logging each. Returns true
-    /// when a VM's pins were changed (so the caller rescans before the next evaluation).
+    /// when pins or records may have changed (so the caller rescans before deciding again).
     pub fn settle(&mut self, worker: &Worker) -> bool {
         let mut changed = false;
         let mut pending = Vec::new();
         for mut f in std::mem::take(&mut self.in_flight) {
-            let result = match f.answer.poll(worker) {
+            let answer = match f.answer.poll(worker) {
                 Poll::Pending => {
                     pending.push(f);
                     continue;
                 }
-                Poll::Done(result) => result,
+                Poll::Done(answer) => Ok(answer),
                 // The call hung and its worker was abandoned: the action may still finish
                 // when libvirtd answers again; the state journal says where it stopped.
                 Poll::Lost(why) => Err(format!("libvirt did not answer: {why}")),
             };
-            match result {
-                Ok(()) => {
-                    changed = true;
-                    self.count(&f.domain, ActionResult::Applied.as_str());
-                    tracing::info!(domain = %f.domain, moves = %f.moves, reason = %f.reason, "repinned");
-                }
-                Err(e) => {
-                    self.count(&f.domain, ActionResult::Failed.as_str());
-                    tracing::warn!(domain = %f.domain, moves = %f.moves, error = %e, "repin failed");
-                }
-            }
+            // Pins or the record may have changed whatever the outcome: rescan first.
+            changed = true;
+            self.log_answer(&f.domain, &f.what, answer);
         }
         self.in_flight = pending;
         changed
     }
 
+    fn log_answer(&mut self, domain: &str, what: &Job, answer: Result<Answer, String>) {
+        match (what, answer) {
+            (Job::Repin { moves, reason }, Ok(Answer::Repin(Ok(())))) => {
+                self.count(domain, ActionResult::Applied.as_str());
+                tracing::info!(domain, moves = %moves, reason = %reason, "repinned");
+            }
+            (Job::Repin { moves, .. }, Ok(Answer::Repin(Err((result, e))))) => {
+                self.count(domain, result);
+                tracing::warn!(domain, moves = %moves, result, error = %e, "repin not made");
+            }
+            (Job::Repin { moves, .. }, Err(e)) => {
+                self.count(domain, ActionResult::Failed.as_str());
+                tracing::warn!(domain, moves = %moves, error = %e, "repin not made");
+            }
+            (Job::Reconcile { uuid }, Ok(Answer::Reconcile(result, seconds))) => match result {
+                Ok(Reconciled::Nothing) => {}
+                Ok(Reconciled::Completed(done)) => {
+                    tracing::info!(domain, uuid = %uuid, outcome = "completed", action = %describe(&done), seconds, "reconciled an interrupted action")
+                }
+                Ok(Reconciled::RolledBack(done)) => {
+                    tracing::warn!(domain, uuid = %uuid, outcome = "rolled_back", action = %describe(&done), seconds, "reconciled an interrupted action")
+                }
+                Err(e) => {
+                    tracing::warn!(domain, uuid = %uuid, error = %e, "reconciling an interrupted action failed; retried later")
+                }
+            },
+            (Job::Reconcile { uuid }, Err(e)) => {
+                tracing::warn!(domain, uuid = %uuid, error = %e, "reconciling an interrupted action failed; retried later")
+            }
+            // Each job gets the answer of its own kind.
+            (_, Ok(_)) => {}
+        }
+    }
+
+    /// Reconciles every VM whose record (as of the last rescan) holds an action left in
+    /// progress: at the first evaluation after the daemon starts and after each rescan that
+    /// shows one. Only enforce mode writes; the other modes say what awaits.
+    fn reconcile_interrupted(&mut self, topology: &Topology, vms: &[Vm], worker: &mut Worker) {
+        let live: Vec<(String, String)> = vms
+            .iter()
+            .filter_map(|vm| Some((vm.uuid.clone(), vm.spec.state.clone()?)))
+            .collect();
+        self.reconciled.retain(|key, _| live.contains(key));
+        for vm in vms {
+            let Some(xml) = vm.spec.state.as_deref() else {
+                continue;
+            };
+            let Ok(record) = Record::parse(xml) else {
+                continue;
+            };
+            let Some(action) = record.in_progress().filter(|_| record.belongs_to(&vm.uuid)) else {
+                continue;
+            };
+            let key = (vm.uuid.clone(), xml.to_string());
+            if self.busy(&vm.name)
+                || self
+                    .reconciled
+                    .get(&key)
+                    .is_some_and(|t| t.elapsed() < RECONCILE_RETRY)
+            {
+                continue;
+            }
+            self.reconciled.insert(key, Instant::now());
+            if self.mode != Mode::Enforce {
+                tracing::warn!(domain = %vm.name, action = %describe(action), "an action was left in progress by a pinsight that stopped mid-way; enforce mode reconciles it, pinsight restore undoes it");
+                continue;
+            }
+            let (vm_c, topology, config) =
+                (vm.clone(), topology.clone(), self.policy.config().clone());
+            let answer = worker.submit(&format!("reconcile domain {}", vm.name), move |lv| {
+                let started = Instant::now();
+                let result = remediate::lookup(lv, &vm_c)
+                    .and_then(|domain| {
+                        remediate::reconcile(&domain, &vm_c, &topology, &config, unix_now())
+                    })
+                    .map_err(|e| e.to_string());
+                Answer::Reconcile(result, started.elapsed().as_secs_f64())
+            });
+            self.in_flight.push(InFlight {
+                domain: vm.name.clone(),
+                what: Job::Reconcile {
+                    uuid: vm.uuid.clone(),
+                },
+                answer,
+            });
+        }
+    }
     fn report(&mut self, d: &VmDecision) {
         match d.verdict {
             Verdict::Placed => {

@@ -124,6 +124,9 @@ pub struct NovaInfo {
 pub struct RepinPolicy {
     /// `Some(false)` opts the domain out of repinning; `None` follows the daemon's default.
     pub repin: Option<bool>,
+    /// `reassert="on|off"`: whether pinsight moves this VM back after someone else changed
+    /// its pins; `None` follows `policy.reassert`.
+    pub reassert: Option<bool>,
 }
 
 /// Parses a domain XML as `virsh dumpxml` prints it (live or inactive).

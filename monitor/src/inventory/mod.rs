@@ -17,6 +17,8 @@ use crate::cpuset::CpuSet;
 use crate::topology::Topology;
 pub use domain_xml::{DomainSpec, GpuRef};
 pub use libvirt::{Access, Libvirt, LibvirtError};
+/// The CPUs a thread may run on now (`sched_getaffinity`), `None` when it is gone.
+pub use threads::affinity as thread_affinity;
 pub use threads::ThreadsError;
 
 /// How pinsight knows of a VM's GPU.

@@ -2,7 +2,7 @@
 //! moved, and where to.
 
 use super::placement::{self, Load, Rules};
-use super::record::Record;
+use super::record::{utc, Record};
 use super::{EmulatorMove, Inputs, Plan, Policy, Trigger, VcpuMove, Verdict, VmDecision};
 use crate::cpuset::CpuSet;
 use crate::inventory::Vm;
@@ -114,6 +114,9 @@ fn decide_vm(
     let why = why.join(", ");
     let record = vm.spec.state.as_deref().map(Record::parse).transpose();
     let record = match record {
+        // A record written for another UUID (a domain re-created from a copied XML) says
+        // nothing about this VM.
+        Ok(Some(record)) if !record.belongs_to(&vm.uuid) => Record::default(),
         Ok(record) => record.unwrap_or_default(),
         Err(e) => {
             return verdict(
@@ -132,6 +135,32 @@ fn decide_vm(
                 decision,
                 Verdict::SkippedOrchestrator,
                 format!("{why}; {reason}; not moved (policy.move_orchestrated = false)"),
+            );
+        }
+    }
+    if let Some(action) = record.in_progress() {
+        return verdict(
+            decision,
+            Verdict::Interrupted,
+            format!(
+                "{why}; not moved: pinsight stopped in the middle of its {} of {} (reconciled \
+                 in enforce mode, or undone by pinsight restore)",
+                action.action.as_str(),
+                utc(action.time)
+            ),
+        );
+    }
+    let reassert = vm.spec.policy.reassert.unwrap_or(config.reassert);
+    if !reassert {
+        if let Some(change) = changed_by_someone_else(vm, &record) {
+            return verdict(
+                decision,
+                Verdict::SkippedOperator,
+                format!(
+                    "{why}; not moved: {change} since pinsight's last action, so someone else \
+                     placed it (policy.reassert = false; pinsight restore or \
+                     <pinsight:policy reassert=\"on\"/> hands it back)"
+                ),
             );
         }
     }
@@ -225,6 +254,33 @@ fn opted_out(vm: &Vm, opt_in: bool) -> Option<String> {
         ),
         _ => None,
     }
+}
+
+/// How the VM's pins differ from what pinsight's last action left, if they do ("vCPU 0 is
+/// on 0, pinsight left it on 1"); `None` for a VM pinsight never acted on.
+fn changed_by_someone_else(vm: &Vm, record: &Record) -> Option<String> {
+    let (vcpus, emulator) = record.last.as_ref()?.left_pins()?;
+    let mut changes: Vec<String> = vm
+        .vcpus
+        .iter()
+        .filter_map(|t| {
+            let left = vcpus.get(&t.vcpu)?;
+            (left != &t.allowed_cpus).then(|| {
+                format!(
+                    "vCPU {} is on {}, pinsight left it on {left}",
+                    t.vcpu, t.allowed_cpus
+                )
+            })
+        })
+        .collect();
+    if let (Some(left), Some(now)) = (emulator, vm.spec.emulator_pin.as_ref()) {
+        if &left != now {
+            changes.push(format!(
+                "the emulator threads are on {now}, pinsight left them on {left}"
+            ));
+        }
+    }
+    (!changes.is_empty()).then(|| changes.join(", "))
 }
 
 /// Why an orchestrator owns this VM's pins, if it does: Nova started it and `<cputune>` pins

@@ -88,19 +88,25 @@ pub enum Verdict {
     RateLimited,
     /// pinsight's state element cannot be read, so a change could not be undone.
     Unrecorded,
+    /// Someone else changed the pins pinsight left (`policy.reassert` off): left alone.
+    SkippedOperator,
+    /// pinsight stopped in the middle of an action on this VM; it is reconciled (enforce
+    /// mode) before anything else is decided.
+    Interrupted,
 }
 
 impl Verdict {
     /// The `result` label of pinsight_repins_total, for verdicts that are counted.
     pub fn result_label(self) -> Option<&'static str> {
         match self {
-            Verdict::Placed | Verdict::Repin => None,
+            Verdict::Placed | Verdict::Repin | Verdict::Interrupted => None,
             Verdict::SkippedOptout => Some("skipped_optout"),
             Verdict::SkippedOrchestrator => Some("skipped_orchestrator"),
             Verdict::NoCapacity => Some("no_capacity"),
             Verdict::SkippedCooldown => Some("skipped_cooldown"),
             Verdict::RateLimited => Some("rate_limited"),
             Verdict::Unrecorded => Some("failed"),
+            Verdict::SkippedOperator => Some("skipped_operator"),
         }
     }
 
@@ -109,6 +115,7 @@ impl Verdict {
         match self {
             Verdict::Placed => "ok",
             Verdict::Repin => "repin",
+            Verdict::Interrupted => "interrupted",
             other => other.result_label().unwrap_or("failed"),
         }
     }

@@ -3,12 +3,15 @@
 //! libvirtd cannot be made to produce at a chosen step). [`Domain`] is the real one; the root
 //! `repin` tests drive it against libvirtd and QEMU.
 
+use std::collections::BTreeMap;
+
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
 use virt::sys;
 
 use crate::cpuset::CpuSet;
 use crate::inventory::domain_xml::PINSIGHT_STATE_NS;
+use crate::inventory::{thread_affinity, Libvirt, Vm};
 
 /// Prefix libvirt gives pinsight's state element.
 const STATE_KEY: &str = "pinsight";
@@ -30,8 +33,22 @@ pub struct CallError {
     pub message: String,
 }
 
+/// Where a VM's threads may run right now, read just before pins are written (the
+/// compare-and-set of every change).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CurrentPins {
+    /// Allowed CPUs per vCPU index.
+    pub vcpus: BTreeMap<u32, CpuSet>,
+    /// Allowed CPUs of the emulator threads (QEMU's main thread).
+    pub emulator: Option<CpuSet>,
+}
+
 /// The domain calls `remediate` makes.
 pub trait DomainCalls {
+    /// Where `vm`'s vCPU threads and emulator may run now: the same source the policy
+    /// decided from (each thread's affinity, which `virDomainPinVcpuFlags` and
+    /// `virDomainPinEmulator` set), read fresh.
+    fn current_pins(&self, vm: &Vm) -> Result<CurrentPins, CallError>;
     /// Whether the domain has a persistent definition (a transient one refuses CONFIG).
     fn is_persistent(&self) -> bool;
     /// Pins vCPU `vcpu` to `cpus` (`virDomainPinVcpuFlags`).
@@ -42,6 +59,21 @@ pub trait DomainCalls {
     fn read_state(&self) -> Result<Option<String>, CallError>;
     /// Replaces pinsight's state element with `xml` (`virDomainSetMetadata`).
     fn write_state(&self, xml: &str, scope: Scope) -> Result<(), CallError>;
+}
+
+/// The running domain of `vm`'s UUID: a VM re-created under the same name is another
+/// domain, and pinsight acts only on the one it read.
+pub fn lookup(libvirt: &mut Libvirt, vm: &Vm) -> Result<Domain, super::RemediateError> {
+    let uri = libvirt.uri().to_string();
+    let failed = |message: String| super::RemediateError::Lookup {
+        domain: vm.name.clone(),
+        uuid: vm.uuid.clone(),
+        uri: uri.clone(),
+        message,
+    };
+    let conn = libvirt.connection().map_err(|e| failed(e.to_string()))?;
+    conn.lookup_domain_by_uuid_string(&vm.uuid)
+        .map_err(|e| failed(e.message().to_string()))
 }
 
 /// libvirt's CPU map: bit `cpu % 8` of byte `cpu / 8`.
@@ -68,20 +100,43 @@ fn call_error(e: virt::error::Error) -> CallError {
 }
 
 impl DomainCalls for Domain {
+    fn current_pins(&self, vm: &Vm) -> Result<CurrentPins, CallError> {
+        crate::inventory::worker::heartbeat("read the current pins");
+        let gone = |what: String| CallError {
+            message: format!("cannot read the CPU affinity of {what}: the thread is gone"),
+        };
+        let mut pins = CurrentPins::default();
+        for t in &vm.vcpus {
+            let cpus = thread_affinity(t.tid)
+                .ok_or_else(|| gone(format!("vCPU {} (thread {})", t.vcpu, t.tid)))?;
+            pins.vcpus.insert(t.vcpu, cpus);
+        }
+        // libvirt pins the emulator through the affinity of QEMU's main thread (and the
+        // emulator cgroup), so that thread says where the emulator may run.
+        pins.emulator = Some(
+            thread_affinity(vm.pid)
+                .ok_or_else(|| gone(format!("QEMU's main thread (pid {})", vm.pid)))?,
+        );
+        Ok(pins)
+    }
+
     fn is_persistent(&self) -> bool {
         Domain::is_persistent(self).unwrap_or(false)
     }
 
     fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet, scope: Scope) -> Result<(), CallError> {
+        crate::inventory::worker::heartbeat(&format!("pin vCPU {vcpu} to {cpus}"));
         self.pin_vcpu_flags(vcpu, &cpumap(cpus), flags(scope))
             .map_err(call_error)
     }
 
     fn pin_emulator(&self, cpus: &CpuSet, scope: Scope) -> Result<(), CallError> {
+        crate::inventory::worker::heartbeat(&format!("pin the emulator threads to {cpus}"));
         Domain::pin_emulator(self, &cpumap(cpus), flags(scope)).map_err(call_error)
     }
 
     fn read_state(&self) -> Result<Option<String>, CallError> {
+        crate::inventory::worker::heartbeat("read the state element");
         match self.metadata(
             sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
             Some(PINSIGHT_STATE_NS),
@@ -94,6 +149,7 @@ impl DomainCalls for Domain {
     }
 
     fn write_state(&self, xml: &str, scope: Scope) -> Result<(), CallError> {
+        crate::inventory::worker::heartbeat("write the state element");
         self.set_metadata(
             sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
             Some(xml),

@@ -1,21 +1,30 @@
 //! Acts on the policy's decisions through libvirt: live vCPU and emulator pins
 //! (`virDomainPinVcpuFlags`, `virDomainPinEmulator`), persistent only when configured, and
-//! pinsight's audit record in the domain's `urn:pinsight:state:1` metadata. All or nothing: a
-//! change that cannot be completed and recorded is rolled back, so every change pinsight
-//! leaves behind can be undone with `pinsight restore`.
+//! pinsight's audit record in the domain's `urn:pinsight:state:1` metadata. Every change is
+//! journaled (recorded in progress before the first pin, marked done after the last; see
+//! [`journal`]), written only over the pins it was decided from, and an action a crash cut
+//! short is completed or rolled back by [`reconcile`], so every change pinsight leaves
+//! behind can be undone with `pinsight restore`. Domains are looked up by UUID, and a
+//! record written for another UUID is not trusted.
 
 mod domain;
+mod journal;
+mod reconcile;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_journal;
 
 use std::fmt;
 
-use crate::cpuset::CpuSet;
 use crate::inventory::domain_xml::PINSIGHT_STATE_NS;
 use crate::inventory::Vm;
-use crate::policy::record::{utc, Action, ActionKind, ActionResult, Pins, Record};
+use crate::policy::record::{describe, utc, Action, ActionKind, ActionResult, Pins, Record};
 use crate::policy::VmDecision;
-pub use domain::{cpumap, CallError, DomainCalls, Scope};
+pub use domain::{cpumap, lookup, CallError, CurrentPins, DomainCalls, Scope};
+pub use journal::TEST_PAUSE_ENV;
+use journal::{action_of, check_unchanged, journaled, Pin};
+pub use reconcile::{reconcile, Reconciled};
 
 /// A change that could not be made; names the domain, the step and libvirt's reason.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +49,66 @@ pub enum RemediateError {
         domain: String,
         /// The parse error.
         reason: String,
+    },
+    /// The domain of the VM's UUID is not there (or libvirt failed to say).
+    #[error("libvirt at {uri}: no running domain of UUID {uuid} ({domain}): {message}")]
+    Lookup {
+        /// Domain name as last read.
+        domain: String,
+        /// The UUID looked up.
+        uuid: String,
+        /// Connection URI.
+        uri: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// Compare-and-set refused: a thread is no longer where the change was decided from.
+    #[error(
+        "domain {domain}: {what}: now on CPUs {now}, not {expected} as when the change was \
+         decided: someone else changed it, so pinsight writes nothing over it"
+    )]
+    Changed {
+        /// Domain name.
+        domain: String,
+        /// "vCPU 0" or "the emulator threads".
+        what: String,
+        /// Where it may run now ("gone" for a vCPU that no longer exists).
+        now: String,
+        /// Where the decision saw it.
+        expected: String,
+    },
+    /// Every pin was made but marking the action done failed.
+    #[error(
+        "domain {domain}: every pin was made, but marking the action done in the \
+         {PINSIGHT_STATE_NS} metadata failed: {message}; it stays recorded as in progress and \
+         is reconciled at the next rescan"
+    )]
+    Unmarked {
+        /// Domain name.
+        domain: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// An action pinsight left in progress must be reconciled before another starts.
+    #[error("domain {domain}: an interrupted action is still recorded in progress ({action}); it is reconciled first")]
+    InProgress {
+        /// Domain name.
+        domain: String,
+        /// The action, in words.
+        action: String,
+    },
+    /// The record carries another domain's UUID (a domain re-created from a copied XML).
+    #[error(
+        "domain {domain}: its {PINSIGHT_STATE_NS} metadata was written for the domain of UUID \
+         {recorded}, not this one ({uuid}): its pins are not this VM's and are not used"
+    )]
+    ForeignRecord {
+        /// Domain name.
+        domain: String,
+        /// This domain's UUID.
+        uuid: String,
+        /// The UUID in the record.
+        recorded: String,
     },
     /// `restore` on a domain pinsight has not changed.
     #[error(
@@ -88,116 +157,43 @@ fn scope(domain: &impl DomainCalls, persistent: bool) -> Scope {
     }
 }
 
-/// pinsight's record of `domain`, read live (an absent element is an empty record).
-pub fn read_record(domain: &impl DomainCalls, name: &str) -> Result<Record, RemediateError> {
+/// pinsight's record of `vm`, read live (an absent element is an empty record). A record of
+/// another UUID is an error naming both: the caller decides whether to start afresh.
+pub fn read_record(domain: &impl DomainCalls, vm: &Vm) -> Result<Record, RemediateError> {
+    let name = vm.name.as_str();
     let xml = domain.read_state().map_err(|e| RemediateError::Libvirt {
         domain: name.to_string(),
         step: format!("reading the {PINSIGHT_STATE_NS} metadata"),
         message: e.message,
         rollback: None,
     })?;
-    match xml {
+    let record = match xml {
         Some(xml) => Record::parse(&xml).map_err(|e| RemediateError::Record {
             domain: name.to_string(),
             reason: e.to_string(),
-        }),
-        None => Ok(Record::default()),
-    }
-}
-
-/// Writes `record`; on failure puts back `made` (an unrecorded change could not be undone by
-/// `pinsight restore`).
-fn write_record(
-    domain: &impl DomainCalls,
-    name: &str,
-    record: &Record,
-    scope: Scope,
-    made: &[Pin],
-) -> Result<(), RemediateError> {
-    domain
-        .write_state(&record.to_xml(), scope)
-        .map_err(|e| RemediateError::Libvirt {
+        })?,
+        None => Record::default(),
+    };
+    match &record.uuid {
+        Some(recorded) if !record.belongs_to(&vm.uuid) => Err(RemediateError::ForeignRecord {
             domain: name.to_string(),
-            step: format!("writing the {PINSIGHT_STATE_NS} metadata"),
-            message: e.message,
-            rollback: Some(undo(domain, made, scope)),
-        })
+            uuid: vm.uuid.clone(),
+            recorded: recorded.clone(),
+        }),
+        _ => Ok(record),
+    }
 }
 
-/// One pin to make, with the set to go back to.
-#[derive(Debug, Clone)]
-struct Pin {
-    /// vCPU index, or None for the emulator threads.
-    vcpu: Option<u32>,
-    before: CpuSet,
-    after: CpuSet,
-}
-
-impl Pin {
-    fn describe(&self, to: &CpuSet) -> String {
-        match self.vcpu {
-            Some(v) => format!("pin vCPU {v} to {to}"),
-            None => format!("pin the emulator threads to {to}"),
+/// The record to build a new action on: a foreign one is replaced (this VM is new to
+/// pinsight), with a warning.
+fn own_record(domain: &impl DomainCalls, vm: &Vm) -> Result<Record, RemediateError> {
+    match read_record(domain, vm) {
+        Err(e @ RemediateError::ForeignRecord { .. }) => {
+            tracing::warn!(domain = %vm.name, error = %e, "starting a new record");
+            Ok(Record::default())
         }
+        other => other,
     }
-
-    fn set(&self, domain: &impl DomainCalls, to: &CpuSet, scope: Scope) -> Result<(), CallError> {
-        match self.vcpu {
-            Some(v) => domain.pin_vcpu(v, to, scope),
-            None => domain.pin_emulator(to, scope),
-        }
-    }
-}
-
-/// An applied action that moved `pins` (vCPUs and, if present, the emulator).
-fn applied_action(time: f64, action: ActionKind, reason: String, pins: &[Pin]) -> Action {
-    Action {
-        time,
-        action,
-        result: ActionResult::Applied,
-        reason,
-        vcpus: pins
-            .iter()
-            .filter_map(|p| Some((p.vcpu?, (p.before.clone(), p.after.clone()))))
-            .collect(),
-        emulator: pins
-            .iter()
-            .find(|p| p.vcpu.is_none())
-            .map(|p| (p.before.clone(), p.after.clone())),
-    }
-}
-
-/// Makes `pins` in order; on the first failure puts back the ones already made.
-fn pin_all(
-    domain: &impl DomainCalls,
-    name: &str,
-    pins: &[Pin],
-    scope: Scope,
-) -> Result<(), RemediateError> {
-    for (i, pin) in pins.iter().enumerate() {
-        if let Err(e) = pin.set(domain, &pin.after, scope) {
-            return Err(RemediateError::Libvirt {
-                domain: name.to_string(),
-                step: pin.describe(&pin.after),
-                message: e.message,
-                rollback: Some(undo(domain, &pins[..i], scope)),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Puts `made` back to their `before` sets, last made first, and says how each went.
-fn undo(domain: &impl DomainCalls, made: &[Pin], scope: Scope) -> Rollback {
-    let mut rollback = Rollback::default();
-    for pin in made.iter().rev() {
-        let step = pin.describe(&pin.before);
-        match pin.set(domain, &pin.before, scope) {
-            Ok(()) => rollback.restored.push(step),
-            Err(e) => rollback.failed.push(format!("{step} ({e})")),
-        }
-    }
-    rollback
 }
 
 /// The pins a Repin decision makes.
@@ -223,8 +219,20 @@ fn pins_of(decision: &VmDecision) -> Vec<Pin> {
     pins
 }
 
-/// Applies a Repin decision for `vm` live (and persistently if `persistent`), and records
-/// it. Returns the recorded action. On failure nothing is left changed (or the error says
+/// Refuses to start on a record that still holds an interrupted action.
+fn not_in_progress(vm: &Vm, record: &Record) -> Result<(), RemediateError> {
+    match record.in_progress() {
+        Some(action) => Err(RemediateError::InProgress {
+            domain: vm.name.clone(),
+            action: describe(action),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Applies a Repin decision for `vm` live (and persistently if `persistent`), journaled in
+/// its record. Returns the recorded action. Refuses (compare-and-set) when a thread is no
+/// longer where the decision saw it. On failure nothing is left changed (or the error says
 /// what could not be put back).
 pub fn apply(
     domain: &impl DomainCalls,
@@ -233,21 +241,18 @@ pub fn apply(
     persistent: bool,
     now: f64,
 ) -> Result<Action, RemediateError> {
-    let name = vm.name.as_str();
     let scope = scope(domain, persistent);
-    let read = read_record(domain, name)?;
-    let mut record = read.clone();
+    let mut record = own_record(domain, vm)?;
+    not_in_progress(vm, &record)?;
     let pins = pins_of(decision);
+    let current = check_unchanged(domain, vm, &pins)?;
+    // Read before any pin of this action, so never one pinsight made: the pins of every
+    // vCPU now, plus the earliest known set of everything this action moves.
     let original = record.original.get_or_insert_with(|| Pins {
         time: now,
-        vcpus: vm
-            .vcpus
-            .iter()
-            .map(|t| (t.vcpu, t.allowed_cpus.clone()))
-            .collect(),
+        vcpus: current.vcpus.clone(),
         emulator: None,
     });
-    // Keep the earliest known set of everything this action moves.
     for pin in &pins {
         match pin.vcpu {
             Some(v) => {
@@ -261,38 +266,18 @@ pub fn apply(
             }
         }
     }
-    let mut action = applied_action(now, ActionKind::Repin, decision.reason.clone(), &pins);
-    if let Err(e) = pin_all(domain, name, &pins, scope) {
-        // Nothing changed: record the attempt for other operators (best effort), with the
-        // original pins only if an earlier action set them.
-        let mut failed = read;
-        action.result = ActionResult::Failed;
-        action.reason = format!("{}; {e}", action.reason);
-        failed.last = Some(action);
-        let _ = domain.write_state(&failed.to_xml(), scope);
-        return Err(e);
-    }
-    record.last = Some(action.clone());
-    write_record(domain, name, &record, scope, &pins)?;
-    Ok(action)
+    let action = action_of(
+        now,
+        ActionKind::Repin,
+        ActionResult::InProgress,
+        decision.reason.clone(),
+        &pins,
+    );
+    journaled(domain, vm, record, action, &pins, scope, |_| {})
 }
 
-/// Puts back the pins recorded before pinsight's first action on `vm` and records that.
-pub fn restore(
-    domain: &impl DomainCalls,
-    vm: &Vm,
-    persistent: bool,
-    now: f64,
-) -> Result<Action, RemediateError> {
-    let name = vm.name.as_str();
-    let scope = scope(domain, persistent);
-    let mut record = read_record(domain, name)?;
-    let original = record
-        .original
-        .take()
-        .ok_or_else(|| RemediateError::NothingToRestore {
-            domain: name.to_string(),
-        })?;
+/// The pins that put back `original` from where `vm` is now.
+fn restoring_pins(vm: &Vm, original: &Pins, current: &CurrentPins) -> Vec<Pin> {
     let mut pins: Vec<Pin> = original
         .vcpus
         .iter()
@@ -306,29 +291,46 @@ pub fn restore(
         })
         .collect();
     if let Some(cpus) = &original.emulator {
-        let current = vm
-            .spec
-            .emulator_pin
-            .clone()
-            .or_else(|| vm.spec.vcpu_cpuset.clone())
-            .unwrap_or_else(|| cpus.clone());
+        let now = current.emulator.clone().unwrap_or_else(|| cpus.clone());
         pins.push(Pin {
             vcpu: None,
-            before: current,
+            before: now,
             after: cpus.clone(),
         });
     }
-    pin_all(domain, name, &pins, scope)?;
-    let action = applied_action(
+    pins
+}
+
+/// Puts back the pins recorded before pinsight's first action on `vm` and records that,
+/// journaled like a repin (an interrupted restore is completed at the next start).
+pub fn restore(
+    domain: &impl DomainCalls,
+    vm: &Vm,
+    persistent: bool,
+    now: f64,
+) -> Result<Action, RemediateError> {
+    let name = vm.name.as_str();
+    let scope = scope(domain, persistent);
+    let record = read_record(domain, vm)?;
+    let Some(original) = record.original.clone() else {
+        return Err(RemediateError::NothingToRestore {
+            domain: name.to_string(),
+        });
+    };
+    let current = journal::current(domain, vm)?;
+    let pins = restoring_pins(vm, &original, &current);
+    check_unchanged(domain, vm, &pins)?;
+    let action = action_of(
         now,
         ActionKind::Restore,
+        ActionResult::InProgress,
         format!(
             "pinsight restore: the pins from before pinsight's first action ({})",
             utc(original.time)
         ),
         &pins,
     );
-    record.last = Some(action.clone());
-    write_record(domain, name, &record, scope, &pins)?;
-    Ok(action)
+    journaled(domain, vm, record, action, &pins, scope, |r| {
+        r.original = None;
+    })
 }

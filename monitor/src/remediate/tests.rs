@@ -1,33 +1,38 @@
 //! The all-or-nothing rollback, through a recording double of the domain that fails the
-//! calls it is told to. (The real libvirt path is covered by the root `repin` tests.)
+//! calls it is told to and keeps the pins it was given. (The real libvirt path is covered by
+//! the root `repin` and `journal` tests.)
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::cpuset::CpuSet;
 use crate::inventory::domain_xml::parse_domain_xml;
 use crate::inventory::VcpuThread;
 use crate::policy::{EmulatorMove, Trigger, VcpuMove, Verdict};
 
 /// One call the double saw, with the CPU set it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Call {
+pub(super) enum Call {
     PinVcpu(u32, String),
     PinEmulator(String),
+    ReadPins,
     ReadState,
     WriteState,
 }
 
 /// A domain that records every call and fails those whose 1-based number is in `failing`.
 #[derive(Default)]
-struct Recording {
-    failing: Vec<usize>,
-    calls: RefCell<Vec<Call>>,
-    state: RefCell<Option<String>>,
+pub(super) struct Recording {
+    pub failing: Vec<usize>,
+    pub calls: RefCell<Vec<Call>>,
+    pub state: RefCell<Option<String>>,
+    /// Pins made (vCPU index, None for the emulator); the rest are where the VM says.
+    pub pins: RefCell<BTreeMap<Option<u32>, CpuSet>>,
 }
 
 impl Recording {
-    fn failing(calls: &[usize]) -> Recording {
+    pub fn failing(calls: &[usize]) -> Recording {
         Recording {
             failing: calls.to_vec(),
             ..Recording::default()
@@ -45,11 +50,11 @@ impl Recording {
         Ok(())
     }
 
-    fn calls(&self) -> Vec<Call> {
+    pub fn calls(&self) -> Vec<Call> {
         self.calls.borrow().clone()
     }
 
-    fn record(&self) -> Record {
+    pub fn record(&self) -> Record {
         Record::parse(self.state.borrow().as_deref().unwrap_or("<state/>")).unwrap()
     }
 }
@@ -58,11 +63,36 @@ impl DomainCalls for Recording {
     fn is_persistent(&self) -> bool {
         false
     }
-    fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet, _: Scope) -> Result<(), CallError> {
-        self.call(Call::PinVcpu(vcpu, cpus.to_string()))
+    fn current_pins(&self, vm: &Vm) -> Result<CurrentPins, CallError> {
+        self.call(Call::ReadPins)?;
+        let pins = self.pins.borrow();
+        let vcpus = vm
+            .vcpus
+            .iter()
+            .map(|t| {
+                let now = pins.get(&Some(t.vcpu)).unwrap_or(&t.allowed_cpus);
+                (t.vcpu, now.clone())
+            })
+            .collect();
+        let emulator = pins
+            .get(&None)
+            .cloned()
+            .or_else(|| vm.spec.emulator_pin.clone())
+            .unwrap_or_else(|| cpus("0-1"));
+        Ok(CurrentPins {
+            vcpus,
+            emulator: Some(emulator),
+        })
     }
-    fn pin_emulator(&self, cpus: &CpuSet, _: Scope) -> Result<(), CallError> {
-        self.call(Call::PinEmulator(cpus.to_string()))
+    fn pin_vcpu(&self, vcpu: u32, to: &CpuSet, _: Scope) -> Result<(), CallError> {
+        self.call(Call::PinVcpu(vcpu, to.to_string()))?;
+        self.pins.borrow_mut().insert(Some(vcpu), to.clone());
+        Ok(())
+    }
+    fn pin_emulator(&self, to: &CpuSet, _: Scope) -> Result<(), CallError> {
+        self.call(Call::PinEmulator(to.to_string()))?;
+        self.pins.borrow_mut().insert(None, to.clone());
+        Ok(())
     }
     fn read_state(&self) -> Result<Option<String>, CallError> {
         self.call(Call::ReadState)?;
@@ -75,12 +105,12 @@ impl DomainCalls for Recording {
     }
 }
 
-fn cpus(list: &str) -> CpuSet {
+pub(super) fn cpus(list: &str) -> CpuSet {
     list.parse().unwrap()
 }
 
 /// A VM whose two vCPUs may run on 0-1 (both sockets of the fixture's view).
-fn vm() -> Vm {
+pub(super) fn vm() -> Vm {
     let xml = "<domain type='kvm'><name>gpu-vm</name><uuid>u-1</uuid><vcpu>2</vcpu></domain>";
     Vm {
         name: "gpu-vm".into(),
@@ -101,7 +131,7 @@ fn vm() -> Vm {
 }
 
 /// Move both vCPUs and the emulator from 0-1 to 1.
-fn repin() -> VmDecision {
+pub(super) fn repin() -> VmDecision {
     let far_cpus = cpus("0");
     VmDecision {
         domain: "gpu-vm".into(),
@@ -127,7 +157,7 @@ fn repin() -> VmDecision {
 }
 
 /// The three pins of `repin()`, to `to`, in the order given.
-fn pins(to: &str, order: &[u8]) -> Vec<Call> {
+pub(super) fn pins(to: &str, order: &[u8]) -> Vec<Call> {
     order
         .iter()
         .map(|i| match i {
@@ -137,16 +167,22 @@ fn pins(to: &str, order: &[u8]) -> Vec<Call> {
         .collect()
 }
 
+/// The calls of an action before its first pin: the record, the pins now, the intent.
+pub(super) fn intent() -> Vec<Call> {
+    vec![Call::ReadState, Call::ReadPins, Call::WriteState]
+}
+
 #[test]
-fn an_applied_repin_pins_everything_then_records_it() {
+fn an_applied_repin_records_its_intent_pins_everything_then_marks_it_done() {
     let domain = Recording::default();
     let action = apply(&domain, &vm(), &repin(), false, 1000.0).unwrap();
-    let mut expected = vec![Call::ReadState];
+    let mut expected = intent();
     expected.extend(pins("1", &[0, 1, 2]));
     expected.push(Call::WriteState);
     assert_eq!(domain.calls(), expected);
     assert_eq!(action.result, ActionResult::Applied);
     let record = domain.record();
+    assert_eq!(record.uuid.as_deref(), Some("u-1"));
     let original = record.original.unwrap();
     assert_eq!(
         original.vcpus,
@@ -158,22 +194,25 @@ fn an_applied_repin_pins_everything_then_records_it() {
 
 #[test]
 fn a_failed_pin_puts_back_the_ones_made_in_reverse_and_records_the_failure() {
-    // Calls: 1 read, 2 vCPU 0, 3 vCPU 1, 4 emulator (fails).
-    let domain = Recording::failing(&[4]);
+    // Calls: 1 read, 2 pins now, 3 intent, 4 vCPU 0, 5 vCPU 1, 6 emulator (fails), 7 pins
+    // now (compare-and-set of the rollback), 8-9 back, 10 the failure.
+    let domain = Recording::failing(&[6]);
     let err = apply(&domain, &vm(), &repin(), false, 1000.0).unwrap_err();
-    let mut expected = vec![Call::ReadState];
+    let mut expected = intent();
     expected.extend(pins("1", &[0, 1, 2]));
+    expected.push(Call::ReadPins);
     expected.extend(pins("0-1", &[1, 0]));
     expected.push(Call::WriteState);
     assert_eq!(domain.calls(), expected);
     assert_eq!(
         err.to_string(),
-        "domain gpu-vm: pin the emulator threads to 1 failed: injected failure of call 4; \
+        "domain gpu-vm: pin the emulator threads to 1 failed: injected failure of call 6; \
          rolled back: pin vCPU 1 to 0-1, pin vCPU 0 to 0-1"
     );
-    // The attempt is on record for other operators; no pins from before are claimed.
+    // The attempt is on record for other operators, with the pins from before it (read
+    // before any pin, so never ones pinsight made).
     let record = domain.record();
-    assert_eq!(record.original, None);
+    assert_eq!(record.original.unwrap().vcpus[&0], cpus("0-1"));
     let last = record.last.unwrap();
     assert_eq!(
         (last.action, last.result),
@@ -188,16 +227,11 @@ fn a_failed_pin_puts_back_the_ones_made_in_reverse_and_records_the_failure() {
 
 #[test]
 fn a_first_pin_that_fails_changed_nothing_and_says_so() {
-    let domain = Recording::failing(&[2]);
+    let domain = Recording::failing(&[4]);
     let err = apply(&domain, &vm(), &repin(), false, 1000.0).unwrap_err();
-    assert_eq!(
-        domain.calls(),
-        [
-            Call::ReadState,
-            Call::PinVcpu(0, "1".into()),
-            Call::WriteState
-        ]
-    );
+    let mut expected = intent();
+    expected.extend([Call::PinVcpu(0, "1".into()), Call::WriteState]);
+    assert_eq!(domain.calls(), expected);
     assert!(
         err.to_string().ends_with("; nothing had been changed"),
         "{err}"
@@ -205,57 +239,73 @@ fn a_first_pin_that_fails_changed_nothing_and_says_so() {
 }
 
 #[test]
-fn an_unrecorded_change_is_taken_back_whole() {
-    // Calls: 1 read, 2-4 pins, 5 the record (fails), then all three back.
-    let domain = Recording::failing(&[5]);
+fn an_intent_that_cannot_be_recorded_stops_before_any_pin() {
+    let domain = Recording::failing(&[3]);
     let err = apply(&domain, &vm(), &repin(), false, 1000.0).unwrap_err();
-    let mut expected = vec![Call::ReadState];
-    expected.extend(pins("1", &[0, 1, 2]));
-    expected.push(Call::WriteState);
-    expected.extend(pins("0-1", &[2, 1, 0]));
-    assert_eq!(domain.calls(), expected);
-    let err = err.to_string();
+    assert_eq!(domain.calls(), intent());
     assert!(
-        err.contains(
-            "writing the urn:pinsight:state:1 metadata failed: injected failure of call 5"
-        ) && err.ends_with(
-            "rolled back: pin the emulator threads to 0-1, pin vCPU 1 to 0-1, \
-                 pin vCPU 0 to 0-1"
-        ),
+        err.to_string().contains("recording the intent")
+            && err.to_string().ends_with("nothing had been changed"),
         "{err}"
     );
     assert_eq!(domain.state.borrow().as_deref(), None, "nothing recorded");
 }
 
 #[test]
+fn a_done_mark_that_fails_leaves_the_intent_for_reconcile() {
+    // Calls: 1 read, 2 pins now, 3 intent, 4-6 pins, 7 the done mark (fails).
+    let domain = Recording::failing(&[7]);
+    let err = apply(&domain, &vm(), &repin(), false, 1000.0).unwrap_err();
+    assert!(matches!(err, RemediateError::Unmarked { .. }), "{err}");
+    assert!(
+        err.to_string().contains("reconciled at the next rescan"),
+        "{err}"
+    );
+    let record = domain.record();
+    let last = record.in_progress().expect("the intent stays recorded");
+    assert_eq!(last.vcpus[&0], (cpus("0-1"), cpus("1")));
+    assert_eq!(record.original.unwrap().vcpus[&1], cpus("0-1"));
+}
+
+#[test]
 fn a_pin_that_cannot_be_put_back_is_named_with_the_ones_that_were() {
-    // Calls: 1 read, 2 vCPU 0, 3 vCPU 1, 4 emulator (fails), 5 vCPU 1 back, 6 vCPU 0 back
-    // (fails).
-    let domain = Recording::failing(&[4, 6]);
+    // Calls: 1-3 before, 4 vCPU 0, 5 vCPU 1, 6 emulator (fails), 7 pins now, 8 vCPU 1
+    // back, 9 vCPU 0 back (fails).
+    let domain = Recording::failing(&[6, 9]);
     let err = apply(&domain, &vm(), &repin(), false, 1000.0)
         .unwrap_err()
         .to_string();
     assert!(
         err.ends_with(
             "; rolled back: pin vCPU 1 to 0-1; \
-             NOT rolled back: pin vCPU 0 to 0-1 (injected failure of call 6)"
+             NOT rolled back: pin vCPU 0 to 0-1 (injected failure of call 9)"
         ),
         "{err}"
     );
+}
+
+/// The VM as pinsight's repin left it.
+pub(super) fn moved() -> Vm {
+    let mut moved = vm();
+    for t in &mut moved.vcpus {
+        t.allowed_cpus = cpus("1");
+    }
+    moved.spec.emulator_pin = Some(cpus("1"));
+    moved
 }
 
 #[test]
 fn restore_puts_back_the_original_pins_and_forgets_them() {
     let domain = Recording::default();
     apply(&domain, &vm(), &repin(), false, 1000.0).unwrap();
-    let mut moved = vm();
-    for t in &mut moved.vcpus {
-        t.allowed_cpus = cpus("1");
-    }
-    moved.spec.emulator_pin = Some(cpus("1"));
     domain.calls.borrow_mut().clear();
-    let action = restore(&domain, &moved, false, 2000.0).unwrap();
-    let mut expected = vec![Call::ReadState];
+    let action = restore(&domain, &moved(), false, 2000.0).unwrap();
+    let mut expected = vec![
+        Call::ReadState,
+        Call::ReadPins,
+        Call::ReadPins,
+        Call::WriteState,
+    ];
     expected.extend(pins("0-1", &[0, 1, 2]));
     expected.push(Call::WriteState);
     assert_eq!(domain.calls(), expected);
@@ -266,41 +316,10 @@ fn restore_puts_back_the_original_pins_and_forgets_them() {
     assert_eq!(action.vcpus[&0], (cpus("1"), cpus("0-1")));
     let record = domain.record();
     assert_eq!((record.original, record.last), (None, Some(action)));
-    let again = restore(&domain, &moved, false, 3000.0).unwrap_err();
+    let again = restore(&domain, &moved(), false, 3000.0).unwrap_err();
     assert!(
         matches!(again, RemediateError::NothingToRestore { .. }),
         "{again}"
-    );
-}
-
-#[test]
-fn a_restore_that_cannot_be_recorded_is_taken_back() {
-    let domain = Recording::default();
-    apply(&domain, &vm(), &repin(), false, 1000.0).unwrap();
-    let recorded = domain.state.borrow().clone();
-    let mut moved = vm();
-    for t in &mut moved.vcpus {
-        t.allowed_cpus = cpus("1");
-    }
-    moved.spec.emulator_pin = Some(cpus("1"));
-    // A fresh domain holding that record. Calls: 1 read, 2-4 pins back to 0-1, 5 the record
-    // (fails), then the three pins taken back.
-    let domain = Recording::failing(&[5]);
-    *domain.state.borrow_mut() = recorded.clone();
-    let err = restore(&domain, &moved, false, 2000.0)
-        .unwrap_err()
-        .to_string();
-    assert_eq!(domain.calls()[5..], pins("1", &[2, 1, 0]));
-    assert!(
-        err.ends_with(
-            "rolled back: pin the emulator threads to 1, pin vCPU 1 to 1, pin vCPU 0 to 1"
-        ),
-        "{err}"
-    );
-    assert_eq!(
-        *domain.state.borrow(),
-        recorded,
-        "the record still holds the original pins"
     );
 }
 

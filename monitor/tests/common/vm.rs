@@ -72,7 +72,7 @@ impl VmOptions {
     }
 }
 
-/// A running transient libvirt domain, destroyed by name on drop.
+/// A running libvirt domain, destroyed (and undefined, if defined) by name on drop.
 #[derive(Debug)]
 pub struct TestVm {
     pub name: String,
@@ -81,6 +81,8 @@ pub struct TestVm {
     pub pid: u32,
     /// Thread id of vCPU N at index N (threads named `CPU N/KVM`).
     pub vcpu_tids: Vec<u32>,
+    /// Defined with an inactive config (see `TestVm::start_defined`).
+    pub persistent: bool,
 }
 
 static VM_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -89,6 +91,16 @@ static REAP_STALE: Once = Once::new();
 impl TestVm {
     /// Starts a transient domain `pinsight-test-<hint>-<pid>-<n>` and waits for its vCPU threads.
     pub fn start(opts: VmOptions) -> TestVm {
+        TestVm::start_as(opts, false)
+    }
+
+    /// Like [`TestVm::start`], but defined (`virsh define` + `start`, so it has an inactive
+    /// config) instead of transient (`virsh create`); undefined on drop.
+    pub fn start_defined(opts: VmOptions) -> TestVm {
+        TestVm::start_as(opts, true)
+    }
+
+    fn start_as(opts: VmOptions, persistent: bool) -> TestVm {
         assert!(
             !opts.name_hint.is_empty()
                 && opts
@@ -108,19 +120,25 @@ impl TestVm {
         let xml_path = scratch_dir().join(format!("{name}.xml"));
         std::fs::write(&xml_path, &xml)
             .unwrap_or_else(|e| panic!("write {}: {e}", xml_path.display()));
-        let created = virsh(&["create", path_str(&xml_path)]);
+        let verb = if persistent { "define" } else { "create" };
+        let created = virsh(&[verb, path_str(&xml_path)]);
         let _ = std::fs::remove_file(&xml_path);
         if let Err(e) = created {
-            panic!("virsh create of {name} failed: {e}\n--- domain XML ---\n{xml}");
+            panic!("virsh {verb} of {name} failed: {e}\n--- domain XML ---\n{xml}");
         }
 
-        // From here on the guard exists, so a panic below still destroys the domain.
+        // From here on the guard exists, so a panic below still destroys (and undefines) the
+        // domain.
         let mut vm = TestVm {
             name,
             uuid: String::new(),
             pid: 0,
             vcpu_tids: Vec::new(),
+            persistent,
         };
+        if persistent {
+            virsh_ok(&["start", &vm.name]);
+        }
         vm.uuid = virsh_ok(&["domuuid", &vm.name]).trim().to_string();
         let pid_file = format!("/run/libvirt/qemu/{}.pid", vm.name);
         vm.pid = wait_for(
@@ -231,6 +249,11 @@ impl TestVm {
         virsh(&["metadata", &self.name, "--uri", ns_uri, "--live"]).ok()
     }
 
+    /// The inactive (persistent) domain XML (`virsh dumpxml --inactive`).
+    pub fn inactive_xml(&self) -> String {
+        virsh_ok(&["dumpxml", "--inactive", &self.name])
+    }
+
     /// The live domain XML (`virsh dumpxml`).
     pub fn dumpxml(&self) -> String {
         virsh_ok(&["dumpxml", &self.name])
@@ -247,6 +270,11 @@ impl Drop for TestVm {
         // A panic here while the test already unwinds would abort the whole test binary.
         if let Err(e) = destroy(&self.name) {
             eprintln!("warning: could not destroy test domain {}: {e}", self.name);
+        }
+        if self.persistent {
+            if let Err(e) = virsh(&["undefine", &self.name]) {
+                eprintln!("warning: could not undefine test domain {}: {e}", self.name);
+            }
         }
     }
 }

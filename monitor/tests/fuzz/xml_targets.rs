@@ -238,7 +238,12 @@ fn record() -> impl Strategy<Value = Record> {
     let action = (
         time(),
         prop::sample::select(vec![ActionKind::Repin, ActionKind::Restore]),
-        prop::sample::select(vec![ActionResult::Applied, ActionResult::Failed]),
+        prop::sample::select(vec![
+            ActionResult::InProgress,
+            ActionResult::Applied,
+            ActionResult::Failed,
+            ActionResult::RolledBack,
+        ]),
         odd_text(),
         prop::collection::btree_map(0u32..512, (cpus(), cpus()), 0..8),
         prop::option::of((cpus(), cpus())),
@@ -251,8 +256,14 @@ fn record() -> impl Strategy<Value = Record> {
             vcpus,
             emulator,
         });
-    (prop::option::of(pins), prop::option::of(action))
-        .prop_map(|(original, last)| Record { original, last })
+    let uuid = prop::option::of("[0-9a-f]{8}-[0-9a-f]{4}");
+    (uuid, prop::option::of(pins), prop::option::of(action)).prop_map(|(uuid, original, last)| {
+        Record {
+            uuid,
+            original,
+            last,
+        }
+    })
 }
 
 #[test]
@@ -267,7 +278,7 @@ fn fuzz_state_record() {
             if prefixed {
                 // As libvirt stores it: every element of the namespace prefixed.
                 xml = xml
-                    .replacen("<state>", "<ps:state xmlns:ps='urn:pinsight:state:1'>", 1)
+                    .replacen("<state", "<ps:state xmlns:ps='urn:pinsight:state:1'", 1)
                     .replace("</", "</ps:")
                     .replace("<original", "<ps:original")
                     .replace("<last", "<ps:last")

@@ -110,7 +110,14 @@ fn read_operator_element(element: Node, domain: &str, found: &mut Metadata) {
                     Some(v) if v.eq_ignore_ascii_case("on") => policy.repin = Some(true),
                     Some(v) if v.eq_ignore_ascii_case("off") => policy.repin = Some(false),
                     Some(v) => warn(format!("repin {v:?} is neither \"on\" nor \"off\"")),
+                    None if child.attribute("reassert").is_some() => {}
                     None => warn("has no repin attribute".to_string()),
+                }
+                match child.attribute("reassert").map(str::trim) {
+                    Some(v) if v.eq_ignore_ascii_case("on") => policy.reassert = Some(true),
+                    Some(v) if v.eq_ignore_ascii_case("off") => policy.reassert = Some(false),
+                    Some(v) => warn(format!("reassert {v:?} is neither \"on\" nor \"off\"")),
+                    None => {}
                 }
             }
             _ => warn("is not a known element (known: gpu, policy)".to_string()),

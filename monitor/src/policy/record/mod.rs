@@ -1,7 +1,9 @@
-//! pinsight's own audit record in a domain's metadata (`urn:pinsight:state:1`): the pins a VM
-//! had before pinsight first acted on it (so `pinsight restore` can put them back) and the last
-//! action (what, when, why, from what to what). Pure: the types here, their XML form in
-//! [`xml`], no libvirt.
+//! pinsight's own audit record in a domain's metadata (`urn:pinsight:state:1`): the UUID of
+//! the domain it belongs to, the pins a VM had before pinsight first acted on it (so `pinsight
+//! restore` can put them back) and the last action (what, when, why, from what to what). The
+//! last action is a journal entry: written `in_progress` with the planned pins before the first
+//! pin call and marked done after the last, so an action cut short by a crash is found and
+//! reconciled at the next start. Pure: the types here, their XML form in [`xml`], no libvirt.
 
 mod xml;
 
@@ -42,14 +44,20 @@ pub enum ActionKind {
     Restore,
 }
 
-/// How an action went; written as `result="applied"` / `"failed"`.
+/// How an action went; written as `state="in_progress"`, or `state="done"` with
+/// `result="applied"` / `"failed"` / `"rolled_back"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ActionResult {
+    /// Recorded before the first pin call and not yet marked done: if pinsight finds this,
+    /// it stopped mid-action and the pins may be half moved (see `remediate::reconcile`).
+    InProgress,
     /// Every pin was made and recorded.
     Applied,
     /// A pin failed; the ones made were put back (the reason says how that went).
     Failed,
+    /// An interrupted action whose targets were no longer valid, put back to its "before".
+    RolledBack,
 }
 
 impl ActionKind {
@@ -66,8 +74,10 @@ impl ActionResult {
     /// The spelling in the state element, in messages and as a metric label.
     pub fn as_str(self) -> &'static str {
         match self {
+            ActionResult::InProgress => "in_progress",
             ActionResult::Applied => "applied",
             ActionResult::Failed => "failed",
+            ActionResult::RolledBack => "rolled_back",
         }
     }
 }
@@ -89,9 +99,29 @@ pub struct Action {
     pub emulator: Option<(CpuSet, CpuSet)>,
 }
 
+impl Action {
+    /// What pinsight left each vCPU it moved (and the emulator) pinned to: the "after" of an
+    /// applied action, the "before" of one that failed or was rolled back; `None` for an
+    /// action still in progress (the pins may be half moved).
+    pub fn left_pins(&self) -> Option<(BTreeMap<u32, CpuSet>, Option<CpuSet>)> {
+        let pick = |(before, after): &(CpuSet, CpuSet)| match self.result {
+            ActionResult::Applied => after.clone(),
+            _ => before.clone(),
+        };
+        if self.result == ActionResult::InProgress {
+            return None;
+        }
+        let vcpus = self.vcpus.iter().map(|(v, m)| (*v, pick(m))).collect();
+        Some((vcpus, self.emulator.as_ref().map(pick)))
+    }
+}
+
 /// The whole state element.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Record {
+    /// UUID of the domain this record was written for; `None` in records of older versions.
+    /// A record carrying another UUID (a domain re-created from a copied XML) is not trusted.
+    pub uuid: Option<String>,
     /// Pins before pinsight's first action since the last restore; `None`: nothing to undo.
     pub original: Option<Pins>,
     /// The last action.
@@ -99,6 +129,21 @@ pub struct Record {
 }
 
 impl Record {
+    /// Whether this record may be trusted for the domain of UUID `uuid` (the same UUID, or an
+    /// older record that names none).
+    pub fn belongs_to(&self, uuid: &str) -> bool {
+        self.uuid
+            .as_deref()
+            .is_none_or(|own| own.eq_ignore_ascii_case(uuid))
+    }
+
+    /// The action left in progress, if pinsight stopped in the middle of one.
+    pub fn in_progress(&self) -> Option<&Action> {
+        self.last
+            .as_ref()
+            .filter(|a| a.result == ActionResult::InProgress)
+    }
+
     /// The CPUs pinsight itself pinned each vCPU to in its last applied action.
     pub fn pinned_by_pinsight(&self) -> BTreeMap<u32, CpuSet> {
         match &self.last {

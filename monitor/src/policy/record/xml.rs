@@ -35,7 +35,10 @@ impl Record {
                 root.tag_name().name()
             )));
         }
-        let mut record = Record::default();
+        let mut record = Record {
+            uuid: root.attribute("uuid").map(|u| u.trim().to_string()),
+            ..Record::default()
+        };
         for child in children(root) {
             if let Some(why) = element_over_limits(0, children(child).count()) {
                 return Err(err(format!("<{}> {why}", child.tag_name().name())));
@@ -67,12 +70,7 @@ impl Record {
                             &[ActionKind::Repin, ActionKind::Restore],
                             |k| k.as_str(),
                         )?,
-                        result: word_attr(
-                            child,
-                            "result",
-                            &[ActionResult::Applied, ActionResult::Failed],
-                            |r| r.as_str(),
-                        )?,
+                        result: result_attr(child)?,
                         reason: child.attribute("reason").unwrap_or("").to_string(),
                         vcpus: BTreeMap::new(),
                         emulator: None,
@@ -97,7 +95,10 @@ impl Record {
 
     /// The element to hand to `virDomainSetMetadata` (no prefix: libvirt adds it).
     pub fn to_xml(&self) -> String {
-        let mut out = String::from("<state>");
+        let mut out = match &self.uuid {
+            Some(uuid) => format!("<state uuid=\"{}\">", escape(uuid)),
+            None => String::from("<state>"),
+        };
         if let Some(pins) = &self.original {
             let _ = write!(
                 out,
@@ -114,13 +115,16 @@ impl Record {
             out.push_str("</original>");
         }
         if let Some(a) = &self.last {
+            let state = match a.result {
+                ActionResult::InProgress => "state=\"in_progress\"".to_string(),
+                done => format!("state=\"done\" result=\"{}\"", done.as_str()),
+            };
             let _ = write!(
                 out,
-                "<last time=\"{:.3}\" utc=\"{}\" action=\"{}\" result=\"{}\" reason=\"{}\">",
+                "<last time=\"{:.3}\" utc=\"{}\" action=\"{}\" {state} reason=\"{}\">",
                 a.time,
                 utc(a.time),
                 a.action.as_str(),
-                a.result.as_str(),
                 escape(&a.reason)
             );
             for (vcpu, (before, after)) in &a.vcpus {
@@ -186,6 +190,27 @@ fn word_attr<T: Copy>(
         })
 }
 
+/// `state="in_progress"`, or `state="done"` (or no state: records of older versions) with
+/// its `result`.
+fn result_attr(node: Node) -> Result<ActionResult, RecordError> {
+    match node.attribute("state") {
+        Some("in_progress") => Ok(ActionResult::InProgress),
+        None | Some("done") => word_attr(
+            node,
+            "result",
+            &[
+                ActionResult::Applied,
+                ActionResult::Failed,
+                ActionResult::RolledBack,
+            ],
+            |r| r.as_str(),
+        ),
+        Some(other) => Err(RecordError {
+            reason: format!("<last state={other:?}> is not one of in_progress, done"),
+        }),
+    }
+}
+
 fn vcpu_attr(node: Node) -> Result<u32, RecordError> {
     let text = node.attribute("id").unwrap_or("");
     text.trim().parse().map_err(|_| RecordError {
@@ -243,8 +268,8 @@ mod tests {
     fn as_libvirt_stores_it(written: &str) -> String {
         written
             .replace(
-                "<state>",
-                "<pinsight:state xmlns:pinsight=\"urn:pinsight:state:1\">",
+                "<state",
+                "<pinsight:state xmlns:pinsight=\"urn:pinsight:state:1\"",
             )
             .replace("</", "</pinsight:")
             .replace("<original", "<pinsight:original")
@@ -256,6 +281,7 @@ mod tests {
     #[test]
     fn round_trips_through_libvirts_prefixed_form() {
         let record = Record {
+            uuid: Some("8f0c2a7e-0000-4000-8000-000000000001".into()),
             original: Some(Pins {
                 time: 1_764_055_200.5,
                 vcpus: BTreeMap::from([(0, cpus("0")), (1, cpus("0-1"))]),
@@ -288,6 +314,61 @@ mod tests {
             "2025-11-25T07:20:01Z repin applied: vCPU 0 0 -> 1, emulator 0-1 -> 1 \
              (vCPU 0 remote share 0.97 >= 0.50 & \"more\")"
         );
+    }
+
+    #[test]
+    fn a_journal_entry_in_progress_round_trips_and_is_told_apart() {
+        let mut record = Record {
+            uuid: Some("u-1".into()),
+            last: Some(Action {
+                time: 10.0,
+                action: ActionKind::Repin,
+                result: ActionResult::InProgress,
+                reason: "planned".into(),
+                vcpus: BTreeMap::from([(0, (cpus("0"), cpus("1"))), (1, (cpus("0"), cpus("1")))]),
+                emulator: None,
+            }),
+            ..Record::default()
+        };
+        let xml = record.to_xml();
+        assert!(
+            xml.starts_with("<state uuid=\"u-1\">")
+                && xml.contains("state=\"in_progress\"")
+                && !xml.contains("result="),
+            "{xml}"
+        );
+        let parsed = Record::parse(&as_libvirt_stores_it(&xml)).unwrap();
+        assert_eq!(parsed, record);
+        assert!(parsed.in_progress().is_some() && parsed.belongs_to("U-1"));
+        assert!(!parsed.belongs_to("u-2"), "another domain's record");
+        assert!(
+            Record::default().belongs_to("u-2"),
+            "an older record names no UUID"
+        );
+        assert_eq!(
+            parsed.last.unwrap().left_pins(),
+            None,
+            "half moved: unknown"
+        );
+        for (result, pins) in [
+            (ActionResult::Applied, "1"),
+            (ActionResult::RolledBack, "0"),
+        ] {
+            let last = record.last.as_mut().unwrap();
+            last.result = result;
+            let xml = record.to_xml();
+            assert!(
+                xml.contains(&format!("state=\"done\" result=\"{}\"", result.as_str())),
+                "{xml}"
+            );
+            let parsed = Record::parse(&xml).unwrap();
+            assert!(parsed.in_progress().is_none());
+            let (left, _) = parsed.last.unwrap().left_pins().unwrap();
+            assert_eq!(left[&1], cpus(pins));
+        }
+        let bad = xml.replace("in_progress", "halfway");
+        let e = Record::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("<last state=\"halfway\">"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! cooldown, rate limit, opt-out, orchestrator, unreadable state).
 
 mod guards;
+mod operator;
 mod placement;
 
 pub(super) use std::collections::BTreeMap;
