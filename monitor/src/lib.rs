@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
 pub mod policy;
+pub mod privilege;
 pub mod probes;
 pub mod remediate;
 pub mod topology;
