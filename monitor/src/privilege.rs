@@ -126,12 +126,13 @@ pub fn drop_after_attach() {
     }
 }
 
-/// Every capability index any thread of the process holds in any set.
+/// Every capability index any thread of the process holds (permitted, effective or ambient;
+/// the bounding set is reported on its own).
 fn held_by_process() -> Result<BTreeSet<u8>, PrivilegeError> {
     let mut held = BTreeSet::new();
     for tid in threads()? {
         if let Some(sets) = ThreadCaps::read(tid)? {
-            let any = sets.effective | sets.permitted | sets.bounding | sets.ambient;
+            let any = sets.effective | sets.permitted | sets.ambient;
             held.extend((0..64u8).filter(|i| any & (1 << i) != 0));
         }
     }
