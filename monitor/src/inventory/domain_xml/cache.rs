@@ -74,18 +74,15 @@ impl SpecCache {
 /// the VM: a change it could not undo) or records pins to CPUs the host cannot have.
 fn check_state(spec: &DomainSpec, possible: &CpuSet) -> Option<String> {
     let text = spec.state.as_deref()?;
+    let record = match Record::parse(text) {
+        // The record's error names the element; the VM is still watched.
+        Err(e) => return Some(format!("domain {}: {e}; the VM is not moved", spec.name)),
+        Ok(record) => record,
+    };
     let what = format!(
         "domain {}: pinsight state element in {PINSIGHT_STATE_NS}",
         spec.name
     );
-    let record = match Record::parse(text) {
-        Ok(record) => record,
-        Err(e) => {
-            return Some(format!(
-                "{what} cannot be read ({e}); the VM is watched, not moved"
-            ))
-        }
-    };
     let original = record.original?;
     let mut pins: Vec<(String, &CpuSet)> = original
         .vcpus
@@ -156,7 +153,9 @@ mod tests {
         assert_eq!(spec.warnings.len(), 1, "{:?}", spec.warnings);
         let w = &spec.warnings[0];
         assert!(
-            w.starts_with("domain bombed: pinsight state element") && w.contains("1048575"),
+            w.starts_with("domain bombed: pinsight state element (urn:pinsight:state:1)")
+                && w.contains("1048575")
+                && w.ends_with("the VM is not moved"),
             "{w}"
         );
         let outside = format!(
