@@ -83,18 +83,28 @@ fn check_state(spec: &DomainSpec, possible: &CpuSet) -> Option<String> {
         "domain {}: pinsight state element in {PINSIGHT_STATE_NS}",
         spec.name
     );
-    let original = record.original?;
-    let mut pins: Vec<(String, &CpuSet)> = original
-        .vcpus
-        .iter()
-        .map(|(vcpu, cpus)| (format!("vCPU {vcpu}"), cpus))
-        .collect();
-    pins.extend(
-        original
-            .emulator
-            .iter()
-            .map(|c| ("the emulator".to_string(), c)),
-    );
+    // Every CPU set the record holds: the original pins (what a restore goes back to) and
+    // the last action's before and after.
+    let mut pins: Vec<(String, &CpuSet)> = Vec::new();
+    if let Some(original) = &record.original {
+        pins.extend(original.vcpus.iter().map(|(v, c)| (format!("vCPU {v}"), c)));
+        pins.extend(
+            original
+                .emulator
+                .iter()
+                .map(|c| ("the emulator".to_string(), c)),
+        );
+    }
+    if let Some(last) = &record.last {
+        for (vcpu, (before, after)) in &last.vcpus {
+            pins.push((format!("vCPU {vcpu} (last action)"), before));
+            pins.push((format!("vCPU {vcpu} (last action)"), after));
+        }
+        if let Some((before, after)) = &last.emulator {
+            pins.push(("the emulator (last action)".to_string(), before));
+            pins.push(("the emulator (last action)".to_string(), after));
+        }
+    }
     pins.into_iter().find_map(|(who, cpus)| {
         let impossible = cpus.difference(possible);
         (!impossible.is_empty()).then(|| {
@@ -167,6 +177,17 @@ mod tests {
             .unwrap();
         assert!(
             spec.warnings[0].contains("records vCPU 0 on CPUs 7, not among the host's possible"),
+            "{:?}",
+            spec.warnings
+        );
+        let last = format!(
+            "<metadata><s:state xmlns:s='{PINSIGHT_STATE_NS}'><s:last time='1' action='repin' \
+             result='applied'><s:vcpu id='1' before='0' after='5-6'/></s:last></s:state>\
+             </metadata>"
+        );
+        let spec = cache.parse(&domain("last", &last), &possible).unwrap();
+        assert!(
+            spec.warnings[0].contains("records vCPU 1 (last action) on CPUs 5-6"),
             "{:?}",
             spec.warnings
         );
