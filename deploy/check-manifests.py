@@ -2,7 +2,7 @@
 """Check deploy/kubernetes/daemonset.yaml without a cluster.
 
 1. Structure: the properties pinsight depends on and promises (host PID namespace, metrics
-   port, read-only host mounts, the same two capabilities as deploy/pinsight.service, CPU and
+   port, read-only host mounts, the same capabilities as deploy/pinsight.service, each explained in the unit's header, CPU and
    memory requests within their limits, Prometheus annotations, tolerations) are there and
    agree with each other.
 2. Schema: every object is validated against the Kubernetes OpenAPI schemas, strictly
@@ -51,8 +51,18 @@ def unit_capabilities(path):
         for line in f:
             m = re.match(r"\s*CapabilityBoundingSet=(.*)", line)
             if m:
-                return {c.removeprefix("CAP_") for c in m.group(1).split()}
-    raise ValueError(f"{path}: no CapabilityBoundingSet= line")
+                caps = {c.removeprefix("CAP_") for c in m.group(1).split()}
+                break
+        else:
+            raise ValueError(f"{path}: no CapabilityBoundingSet= line")
+    # Every capability the unit grants has its "# - CAP_X ..." reason in the header.
+    with open(path, encoding="utf-8") as f:
+        explained = set(re.findall(r"^# - CAP_([A-Z_]+)", f.read(), re.M))
+    unexplained = caps - explained
+    if unexplained:
+        raise ValueError(f"{path}: capabilities without a '# - CAP_X' reason in the header: "
+                         f"{sorted(unexplained)}")
+    return caps
 
 
 def quantity(text):

@@ -52,6 +52,16 @@ impl CpuSet {
         })
     }
 
+    /// CPUs `first` to `last`, inclusive (empty when `last < first`).
+    pub fn from_range(first: u32, last: u32) -> CpuSet {
+        let ranges = if last < first {
+            Vec::new()
+        } else {
+            vec![(first, last)]
+        };
+        CpuSet { ranges }
+    }
+
     /// Whether `cpu` is in the set.
     pub fn contains(&self, cpu: u32) -> bool {
         self.range_index(cpu).is_ok()

@@ -20,6 +20,7 @@ pub mod lock;
 pub mod memory;
 pub mod metrics;
 pub mod policy;
+pub mod privilege;
 pub mod probes;
 pub mod remediate;
 pub mod topology;

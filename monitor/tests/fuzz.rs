@@ -3,6 +3,8 @@
 //! Each input must parse without a panic, within 100 ms and 64 MiB; each target prints how
 //! many inputs it executed.
 
+#[path = "fuzz/deep_targets.rs"]
+mod deep_targets;
 #[path = "fuzz/engine.rs"]
 mod engine;
 #[path = "fuzz/sysfs_tree.rs"]

@@ -1,13 +1,16 @@
 //! Least privilege, as libvirt itself sees the daemon: in observe mode every connection
 //! pinsight holds is read-only (libvirt refuses it every call that changes something); only
-//! enforce mode opens a read-write one.
+//! enforce mode opens a read-write one. And as the kernel sees it: once the probes are
+//! attached, no thread of the daemon holds a capability the steady state does not need
+//! (none on kernels >= 5.19), while the probes' counters keep advancing.
 
 mod common;
 
 use std::time::Duration;
 
 use common::daemon::{fixture, Daemon};
-use common::{require_host, wait_for};
+use common::{metric_sum, require_host, wait_for, TestVm, VmOptions};
+use pinsight::privilege::{needed_in_steady_state, ThreadCaps};
 
 /// `readonly` of every libvirtd client whose process is `pid`, from `virt-admin client-info`.
 fn client_access(pid: u32) -> Vec<bool> {
@@ -74,4 +77,126 @@ fn observe_mode_holds_only_read_only_libvirt_connections_and_enforce_a_read_writ
         seen.iter().any(|read_only| !*read_only),
         "enforce mode has no read-write connection to act with: {seen:?}"
     );
+}
+
+/// The capability mask the daemon keeps on this kernel (0 from 5.19 on).
+fn expected_mask() -> u64 {
+    let release =
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("/proc/sys/kernel/osrelease");
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    needed_in_steady_state(release.trim(), disabled)
+        .iter()
+        .fold(0, |mask, k| mask | k.cap.bitmask())
+}
+
+/// Asserts the process `pid` and every one of its threads hold exactly the kept set in
+/// CapEff, CapPrm and CapBnd, and nothing in CapInh and CapAmb; returns the thread names.
+fn assert_only_kept_capabilities(pid: u32) -> Vec<String> {
+    let expected = expected_mask();
+    let want = ThreadCaps {
+        effective: expected,
+        permitted: expected,
+        inheritable: 0,
+        bounding: expected,
+        ambient: 0,
+    };
+    let process =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon's status");
+    assert_eq!(ThreadCaps::parse(&process), want, "/proc/{pid}/status");
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads") {
+        let dir = task.expect("a thread entry").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
+            continue; // the thread exited meanwhile
+        };
+        assert_eq!(
+            ThreadCaps::parse(&status),
+            want,
+            "{}/status ({})",
+            dir.display(),
+            comm.trim()
+        );
+        names.push(comm.trim().to_string());
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn after_attach_no_thread_holds_a_capability_and_the_counters_keep_advancing() {
+    require_host();
+    // The test starts the daemon as root with every capability, so all 41 must go.
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_ne!(
+        ThreadCaps::parse(&own).effective,
+        0,
+        "precondition: the test must run as root with capabilities"
+    );
+    let vm = TestVm::start(VmOptions::busy("caps"));
+    let daemon = Daemon::start(
+        &fixture("two-socket-gpu"),
+        "tick_seconds = 0.25\nrescan_seconds = 0.5\n",
+        &["--bpf-stats"],
+    );
+    let domain = vm.name.clone();
+    let run_time = |m: &str| {
+        metric_sum(
+            m,
+            "pinsight_vcpu_run_seconds_total",
+            &[("domain", &domain), ("vcpu", "0")],
+        )
+    };
+    let first = wait_for(Duration::from_secs(20), "the VM's run time", || {
+        let r = run_time(&daemon.metrics());
+        (r > 0.0).then_some(r)
+    });
+    let threads = assert_only_kept_capabilities(daemon.pid());
+    for name in [
+        "pinsight",
+        "pinsight-engine",
+        "pinsight-events",
+        "tokio-rt-worker",
+    ] {
+        assert!(
+            threads.iter().any(|t| t == name),
+            "thread {name} not among {threads:?}"
+        );
+    }
+    // After the drop the engine still reads the probes' maps and /proc of QEMU: the busy
+    // vCPU's run time keeps growing.
+    std::thread::sleep(Duration::from_secs(2));
+    let later = run_time(&daemon.metrics());
+    assert!(
+        later > first + 0.5,
+        "run time went from {first} to {later} in 2 s of a busy vCPU"
+    );
+    // A SIGHUP reload (the config file re-read) and threads started later stay dropped too.
+    daemon.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the reload in the log", || {
+        daemon
+            .log_text()
+            .contains("SIGHUP: configuration")
+            .then_some(())
+    });
+    assert_only_kept_capabilities(daemon.pid());
+    // Without the terminal colours the log has around "=".
+    let log = daemon
+        .log_text()
+        .replace("\u{1b}[0m", "")
+        .replace("\u{1b}[2m", "")
+        .replace("\u{1b}[3m", "");
+    let line = log
+        .lines()
+        .find(|l| l.contains("capabilities dropped on every thread"))
+        .unwrap_or_else(|| panic!("no capability line in the log:\n{log}"));
+    assert!(
+        line.contains("CAP_SYS_ADMIN") && line.contains("CAP_BPF") && line.contains("CAP_PERFMON"),
+        "{line}"
+    );
+    if expected_mask() == 0 {
+        assert!(line.contains("kept=none"), "{line}");
+    }
 }

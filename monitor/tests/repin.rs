@@ -301,7 +301,9 @@ fn a_vm_pinned_by_hand_after_a_repin_is_left_alone_until_reassert() {
         || (vm.allowed_cpus(0) == "1").then_some(()),
     );
     // The worker answers the engine at its next tick: the count follows the pins.
-    wait_for(Duration::from_secs(5), "repins_total{result=applied} 2", || {
-        (repins(&daemon, &vm.name, "applied") == Some(2.0)).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "repins_total{result=applied} 2",
+        || (repins(&daemon, &vm.name, "applied") == Some(2.0)).then_some(()),
+    );
 }

@@ -112,6 +112,7 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
         // The engine is created inside the runtime so aya-log can read the probes' log buffer.
         let engine = crate::daemon::Engine::new(config, topology, shared.clone());
         // The probes are attached (or reported as skipped) by now.
+        crate::privilege::drop_after_attach();
         crate::daemon::notify::ready("started; first tick pending");
         let engine_stop = stop.clone();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();

@@ -12,6 +12,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::cpuset::CpuSet;
 
+pub use cache::SpecCache;
 pub use limits::{
     cut_label_value, MAX_ATTRIBUTES_PER_ELEMENT, MAX_DOMAIN_XML_BYTES, MAX_DOMAIN_XML_NODES,
     MAX_LABEL_VALUE_BYTES, MAX_METADATA_ELEMENT_BYTES, MAX_METADATA_ENTRIES,
@@ -129,8 +130,17 @@ pub struct RepinPolicy {
     pub reassert: Option<bool>,
 }
 
-/// Parses a domain XML as `virsh dumpxml` prints it (live or inactive).
+/// Parses a domain XML as `virsh dumpxml` prints it (live or inactive), taking any CPU id
+/// below [`crate::cpuset::MAX_CPUS`]; the daemon uses [`parse_domain_xml_within`].
 pub fn parse_domain_xml(xml: &str) -> Result<DomainSpec, DomainXmlError> {
+    let any = CpuSet::from_range(0, crate::cpuset::MAX_CPUS - 1);
+    parse_domain_xml_within(xml, &any)
+}
+
+/// Parses a domain XML, refusing CPU lists (`<vcpu cpuset>`, `<vcpupin>`, `<emulatorpin>`)
+/// with CPUs outside `possible` (the host's possible CPUs): a pin to a CPU the host cannot
+/// have is a misread domain, and pinsight does not act on one.
+pub fn parse_domain_xml_within(xml: &str, possible: &CpuSet) -> Result<DomainSpec, DomainXmlError> {
     if let Some(why) = text_over_limits(xml, MAX_DOMAIN_XML_BYTES) {
         return Err(DomainXmlError::Invalid {
             domain: guess_name(xml).unwrap_or_else(|| UNKNOWN_DOMAIN.to_string()),
@@ -167,8 +177,8 @@ pub fn parse_domain_xml(xml: &str) -> Result<DomainSpec, DomainXmlError> {
         element: "uuid",
     })?;
 
-    let (vcpus, vcpu_cpuset) = read_vcpu(root).map_err(invalid)?;
-    let (vcpu_pins, emulator_pin) = read_cputune(root).map_err(invalid)?;
+    let (vcpus, vcpu_cpuset) = read_vcpu(root, possible).map_err(invalid)?;
+    let (vcpu_pins, emulator_pin) = read_cputune(root, possible).map_err(invalid)?;
     let mut gpus = read_hostdevs(root).map_err(invalid)?;
 
     let metadata = metadata::read_metadata(xml, root, &name);
@@ -222,7 +232,7 @@ pub fn pci_address_from_parts(
 }
 
 /// The vCPU count in use and the default cpuset from `<vcpu>`.
-fn read_vcpu(root: Node) -> Result<(u32, Option<CpuSet>), String> {
+fn read_vcpu(root: Node, possible: &CpuSet) -> Result<(u32, Option<CpuSet>), String> {
     // libvirt gives a domain without <vcpu> one vCPU, and always prints the element.
     let Some(vcpu) = child_elements(root, "vcpu").next() else {
         return Ok((1, None));
@@ -239,7 +249,7 @@ fn read_vcpu(root: Node) -> Result<(u32, Option<CpuSet>), String> {
         .ok_or_else(|| format!("<vcpu> count {count:?} is not a positive number"))?;
     let cpuset = vcpu
         .attribute("cpuset")
-        .map(|s| parse_libvirt_cpuset(s).map_err(|e| format!("<vcpu cpuset>: {e}")))
+        .map(|s| parse_libvirt_cpuset(s, possible).map_err(|e| format!("<vcpu cpuset>: {e}")))
         .transpose()?;
     Ok((vcpus, cpuset))
 }
@@ -248,7 +258,7 @@ fn read_vcpu(root: Node) -> Result<(u32, Option<CpuSet>), String> {
 type Cputune = (BTreeMap<u32, CpuSet>, Option<CpuSet>);
 
 /// Reads `<cputune>`'s `<vcpupin>` and `<emulatorpin>` elements.
-fn read_cputune(root: Node) -> Result<Cputune, String> {
+fn read_cputune(root: Node, possible: &CpuSet) -> Result<Cputune, String> {
     let mut pins = BTreeMap::new();
     let mut emulator = None;
     for tune in child_elements(root, "cputune") {
@@ -258,38 +268,36 @@ fn read_cputune(root: Node) -> Result<Cputune, String> {
                 .trim()
                 .parse()
                 .map_err(|_| format!("<vcpupin vcpu={vcpu_text:?}> is not a vCPU number"))?;
-            let cpuset = required_cpuset(pin, &format!("<vcpupin vcpu='{vcpu}'>"))?;
+            let cpuset = required_cpuset(pin, &format!("<vcpupin vcpu='{vcpu}'>"), possible)?;
             if pins.insert(vcpu, cpuset).is_some() {
                 return Err(format!("<cputune> pins vCPU {vcpu} twice"));
             }
         }
         if let Some(pin) = child_elements(tune, "emulatorpin").next() {
-            emulator = Some(required_cpuset(pin, "<emulatorpin>")?);
+            emulator = Some(required_cpuset(pin, "<emulatorpin>", possible)?);
         }
     }
     Ok((pins, emulator))
 }
 
 /// The `cpuset` attribute of a pin element, which must be present and valid.
-fn required_cpuset(pin: Node, what: &str) -> Result<CpuSet, String> {
+fn required_cpuset(pin: Node, what: &str, possible: &CpuSet) -> Result<CpuSet, String> {
     let text = pin
         .attribute("cpuset")
         .ok_or_else(|| format!("{what} has no cpuset"))?;
-    parse_libvirt_cpuset(text).map_err(|e| format!("{what}: {e}"))
+    parse_libvirt_cpuset(text, possible).map_err(|e| format!("{what}: {e}"))
 }
 
-/// libvirt's cpuset syntax: the kernel list form plus "^N" exclusions ("0-5,^3").
-fn parse_libvirt_cpuset(text: &str) -> Result<CpuSet, String> {
+/// libvirt's cpuset syntax: the kernel list form plus "^N" exclusions ("0-5,^3"); the CPUs
+/// included must be among `possible`.
+fn parse_libvirt_cpuset(text: &str, possible: &CpuSet) -> Result<CpuSet, String> {
     let (excluded, included): (Vec<&str>, Vec<&str>) = text
         .split(',')
         .map(str::trim)
         .partition(|item| item.starts_with('^'));
-    let include: CpuSet = included
-        .join(",")
-        .parse()
-        .map_err(|e: crate::cpuset::CpuSetError| {
-            format!("invalid CPU list {text:?}: {}", e.reason)
-        })?;
+    let include = CpuSet::parse_within(&included.join(","), possible).map_err(
+        |e: crate::cpuset::CpuSetError| format!("invalid CPU list {text:?}: {}", e.reason),
+    )?;
     let mut exclude = CpuSet::new();
     for item in &excluded {
         // partition() put only items starting with the one-byte '^' here.
@@ -380,6 +388,7 @@ fn guess_name(xml: &str) -> Option<String> {
     plausible.then(|| name.to_string())
 }
 
+mod cache;
 mod limits;
 mod metadata;
 #[cfg(test)]

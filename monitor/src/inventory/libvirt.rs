@@ -73,6 +73,8 @@ pub struct Libvirt {
     uri: String,
     access: Access,
     conn: Option<Connect>,
+    /// Domain XMLs already parsed: an unchanged domain is not parsed again.
+    specs: domain_xml::SpecCache,
 }
 
 impl Libvirt {
@@ -85,6 +87,7 @@ impl Libvirt {
             uri: uri.to_string(),
             access,
             conn: None,
+            specs: domain_xml::SpecCache::default(),
         }
     }
 
@@ -201,7 +204,7 @@ impl Libvirt {
                     continue;
                 }
             };
-            let spec = match domain_xml::parse_domain_xml(&xml) {
+            let spec = match self.specs.parse(&xml, &topology.possible_cpus) {
                 Ok(spec) => spec,
                 Err(e) => {
                     inventory.problems.push(e.to_string());
@@ -213,6 +216,7 @@ impl Libvirt {
                 Err(problem) => inventory.problems.push(problem.to_string()),
             }
         }
+        self.specs.prune();
         inventory.vms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(inventory)
     }

@@ -4,8 +4,8 @@
 
 use pinsight::cpuset::{CpuSet, MAX_CPUS};
 use pinsight::inventory::domain_xml::{
-    cut_label_value, parse_domain_xml, MAX_LABEL_VALUE_BYTES, MAX_METADATA_ENTRIES, NOVA_NS,
-    NOVA_NS_LEGACY,
+    cut_label_value, parse_domain_xml, SpecCache, MAX_LABEL_VALUE_BYTES, MAX_METADATA_ENTRIES,
+    NOVA_NS, NOVA_NS_LEGACY,
 };
 use pinsight::policy::record::{Action, ActionKind, ActionResult, Pins, Record};
 use proptest::prelude::*;
@@ -83,6 +83,34 @@ fn check_domain(xml: &str) -> Result<(), TestCaseError> {
             spec.warnings.len()
         );
     }
+    // As the daemon reads it (through the cache): CPU lists within a 4-CPU host's possible
+    // CPUs, and the same answer from the cache as from a parse.
+    let possible = CpuSet::from_range(0, 3);
+    // bounded() may run the parse again on a slow machine: a repeat is a cache hit.
+    let cache = std::cell::RefCell::new(SpecCache::default());
+    let cached = bounded("domain xml (cache)", || {
+        cache.borrow_mut().parse(xml, &possible)
+    });
+    if let Ok(spec) = &cached {
+        let sets = spec
+            .vcpu_pins
+            .values()
+            .chain(&spec.emulator_pin)
+            .chain(&spec.vcpu_cpuset);
+        for set in sets {
+            prop_assert!(set.is_subset(&possible), "{set} outside {possible}");
+        }
+    }
+    let mut cache = cache.into_inner();
+    let again = cache.parse(xml, &possible);
+    prop_assert_eq!(
+        cached
+            .as_ref()
+            .map(|s| &s.name)
+            .map_err(ToString::to_string),
+        again.as_ref().map(|s| &s.name).map_err(ToString::to_string)
+    );
+    prop_assert_eq!(cache.parses(), 1);
     Ok(())
 }
 
