@@ -299,7 +299,7 @@ impl Engine {
         if let Some(f) = &self.probe_failure {
             extra_problems.push(format!("probes not loaded: {f}"));
         }
-        HostView::build(ViewInputs {
+        let mut view = HostView::build(ViewInputs {
             topology: &self.topology,
             inventory: &self.inventory,
             totals: self.accounting.domains(),
@@ -317,7 +317,9 @@ impl Engine {
                     .is_some_and(|s| s.attached)
             }),
             unmeasured_tids: self.tracking.unmeasured().collect(),
-        })
+        });
+        view.topology.reserved_cpus = self.config.policy.reserved_cpus.clone();
+        view
     }
 }
 
