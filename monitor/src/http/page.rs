@@ -98,7 +98,7 @@ pub fn index(status: &HostView) -> String {
 <p>Measures how much of each VM's vCPU time runs on the socket of its GPUs, and on the other one.</p>\n\
 <p><a href=\"/metrics\">/metrics</a> (Prometheus) &middot; <a href=\"/status.json\">/status.json</a> (pinsight status)</p>\n\
 <p>libvirt: {libvirt} &middot; probes: {probes}</p>\n\
-<p>{vms} running VM(s), {with_gpu} with GPUs, {misplaced} of them with more than half of their recent vCPU time on the wrong socket.</p>\n\
+<p id=\"summary\">{vms} running VM(s), {with_gpu} with GPUs, {misplaced} of them with more than half of their recent vCPU time on the wrong socket.</p>\n\
 {problems}\
 <p id=\"status\">waiting for the first update (the map needs JavaScript)</p>\n\
 {LEGEND}\
@@ -196,6 +196,31 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("sched_switch attached"), "{page}");
+    }
+
+    #[test]
+    fn the_map_is_embedded_and_its_legend_does_not_rely_on_colour() {
+        let page = index(&HostView::default());
+        assert!(
+            page.contains(&format!("<script src=\"{SCRIPT_PATH}\">")),
+            "{page}"
+        );
+        assert!(page.contains(&format!("href=\"{STYLE_PATH}\"")), "{page}");
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "{page}"
+        );
+        for glyph in [
+            "\u{25cf}</span> local",
+            "\u{25c6}</span> same socket",
+            "\u{25b2}</span> remote",
+        ] {
+            assert!(page.contains(glyph), "{glyph} in {page}");
+        }
+        // The script fetches the page's own origin only.
+        assert!(SCRIPT.contains("fetch(\"/status.json\""));
+        assert!(!SCRIPT.contains("http") || !SCRIPT.contains("://"));
+        assert!(STYLE.contains(".vcpu.remote"));
     }
 
     #[test]

@@ -85,3 +85,40 @@ impl TopologyView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::topo;
+
+    #[test]
+    fn smt_siblings_share_a_core_and_gpus_sit_on_their_node() {
+        let view = TopologyView::of(&topo("two-socket-smt"));
+        assert_eq!(view.sockets.len(), 2);
+        let node1 = &view.sockets[1].nodes[0];
+        assert_eq!(node1.id, 1);
+        assert_eq!(
+            node1.cores,
+            vec![vec![4, 12], vec![5, 13], vec![6, 14], vec![7, 15]]
+        );
+        assert_eq!(node1.gpus, vec!["0000:3b:00.0".to_string()]);
+        assert!(view.sockets[0].nodes[0].gpus.is_empty());
+        assert!(view.other_nodes.is_empty());
+    }
+
+    #[test]
+    fn memory_only_nodes_and_offline_cpus_are_kept() {
+        let snc = TopologyView::of(&topo("snc"));
+        let nodes: Vec<Vec<u32>> = snc
+            .sockets
+            .iter()
+            .map(|s| s.nodes.iter().map(|n| n.id).collect())
+            .collect();
+        assert_eq!(nodes, vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(snc.other_nodes.len(), 1);
+        assert_eq!(snc.other_nodes[0].id, 4);
+        assert!(snc.other_nodes[0].cores.is_empty());
+        let offline = TopologyView::of(&topo("offline-cpu"));
+        assert_eq!(offline.offline_cpus.to_string(), "3");
+    }
+}

@@ -145,6 +145,10 @@ function render(view) {
   document.getElementById("map").replaceWith(drawMap(view, where));
   document.getElementById("panel").replaceWith(drawPanel(view));
   document.getElementById("vms").replaceWith(drawList(view));
+  const withGpu = view.vms.filter((vm) => vm.remote_ratio != null).length;
+  const misplaced = view.vms.filter((vm) => vm.remote_ratio > 0.5).length;
+  document.getElementById("summary").textContent = view.vms.length + " running VM(s), " + withGpu +
+    " with GPUs, " + misplaced + " of them with more than half of their recent vCPU time on the wrong socket.";
   const status = document.getElementById("status");
   status.className = "";
   status.dataset.tick = view.tick;
