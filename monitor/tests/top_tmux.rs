@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::daemon::{fixture, Daemon};
 use common::{require_host, wait_for, TestVm, VmOptions};
@@ -42,13 +42,19 @@ impl Tmux {
 
     /// Waits until the screen satisfies `ok`; the failure shows the last screen.
     fn wait_screen(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        let found = wait_for(Duration::from_secs(20), what, || {
-            last = self.screen();
-            ok(&last).then(|| last.clone())
-        });
-        eprintln!("--- {what}:\n{found}");
-        found
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.screen();
+            if ok(&screen) {
+                eprintln!("--- {what}:\n{screen}");
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 20 s waiting for {what}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
@@ -60,13 +66,14 @@ impl Drop for Tmux {
     }
 }
 
-/// The row of the table that names `domain`, and its position among the VM rows.
-fn row_of(screen: &str, domain: &str) -> Option<(usize, String)> {
+/// The row of the table whose VM name contains `hint` (names are cut to the column's
+/// width in 80 columns; the hint is near their start), and its position among the VM rows.
+fn row_of(screen: &str, hint: &str) -> Option<(usize, String)> {
     screen
         .lines()
         .filter(|l| l.starts_with("+ ") || l.starts_with("- "))
         .enumerate()
-        .find(|(_, l)| l.contains(domain))
+        .find(|(_, l)| l.contains(hint))
         .map(|(i, l)| (i, l.to_string()))
 }
 
@@ -115,7 +122,7 @@ fn top_shows_the_remote_vm_sorts_expands_and_quits_cleanly() {
     tmux.run(&["set-option", "-w", "-t", "top", "remain-on-exit", "on"]);
 
     let screen = tmux.wait_screen("the far VM's remote share, leading", |s| {
-        let far_row = row_of(s, &far.name);
+        let far_row = row_of(s, "-topz-");
         far_row.as_ref().is_some_and(|(i, l)| {
             *i == 0
                 && l.split_whitespace().nth(2).is_some_and(|r| {
@@ -124,19 +131,19 @@ fn top_shows_the_remote_vm_sorts_expands_and_quits_cleanly() {
                             .parse::<f64>()
                             .is_ok_and(|p| p > 90.0)
                 })
-        }) && row_of(s, &near.name).is_some()
+        }) && row_of(s, "-topa-").is_some()
     });
     assert!(screen.contains("sort: remote"), "{screen}");
     assert!(screen.lines().count() <= 24 && screen.lines().all(|l| l.chars().count() <= 80));
 
     tmux.run(&["send-keys", "-t", "top", "m"]);
     tmux.wait_screen("moves/s order: by name on a tie", |s| {
-        s.contains("sort: moves/s") && row_of(s, &near.name).is_some_and(|(i, _)| i == 0)
+        s.contains("sort: moves/s") && row_of(s, "-topa-").is_some_and(|(i, _)| i == 0)
     });
 
     tmux.run(&["send-keys", "-t", "top", "Enter"]);
     tmux.wait_screen("the first VM's vCPUs", |s| {
-        row_of(s, &near.name).is_some_and(|(_, l)| l.starts_with("- ")) && s.contains("vCPU 1")
+        row_of(s, "-topa-").is_some_and(|(_, l)| l.starts_with("- ")) && s.contains("vCPU 1")
     });
 
     tmux.run(&["send-keys", "-t", "top", "q"]);

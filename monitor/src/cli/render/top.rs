@@ -248,13 +248,13 @@ pub fn draw(
     let table = Table::new(
         all.into_iter().map(|(_, cells)| Row::new(cells)),
         [
-            Constraint::Min(20),
+            Constraint::Fill(3),
             Constraint::Length(7),
             Constraint::Length(7),
             Constraint::Length(8),
             Constraint::Length(8),
             Constraint::Length(4),
-            Constraint::Fill(1),
+            Constraint::Fill(2),
         ],
     )
     .header(header)
