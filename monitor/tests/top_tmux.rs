@@ -103,10 +103,14 @@ fn top_shows_the_remote_vm_sorts_expands_and_quits_cleanly() {
     let tmux = Tmux {
         socket: format!("pinsight-test-top-{}", std::process::id()),
     };
+    // top's exit status goes to a file: tmux 3.3 at times marks the pane dead without ever
+    // recording #{pane_dead_status} (seen 2 in 6 tries by hand).
+    let status_file = tempfile::NamedTempFile::new().expect("a status file");
     let command = format!(
-        "{} top --addr {} --interval 0.5",
+        "{} top --addr {} --interval 0.5; echo $? > {}",
         env!("CARGO_BIN_EXE_pinsight"),
-        daemon.addr
+        daemon.addr,
+        status_file.path().display()
     );
     tmux.run(&[
         "new-session",
@@ -148,16 +152,10 @@ fn top_shows_the_remote_vm_sorts_expands_and_quits_cleanly() {
 
     tmux.run(&["send-keys", "-t", "top", "q"]);
     let status = wait_for(Duration::from_secs(10), "top to exit", || {
-        let s = tmux.run(&[
-            "display-message",
-            "-p",
-            "-t",
-            "top",
-            "#{pane_dead} #{pane_dead_status}",
-        ]);
-        s.starts_with('1').then(|| s.trim().to_string())
+        let written = std::fs::read_to_string(status_file.path()).unwrap_or_default();
+        (!written.trim().is_empty()).then(|| written.trim().to_string())
     });
-    assert_eq!(status, "1 0", "top's exit status");
+    assert_eq!(status, "0", "top's exit status");
     let after = tmux.screen();
     assert!(
         !after.contains("pinsight top") && !after.contains("REMOTE"),

@@ -176,7 +176,7 @@ pub fn rows(
                         String::new(),
                         String::new(),
                         format!(
-                            "pinned {} ran on {}",
+                            "pin {} on {}",
                             v.allowed_cpus,
                             if ran.is_empty() {
                                 "-".into()

@@ -80,7 +80,7 @@ fn filter_expand_and_quit_keys() {
     let shown = rows(&now, &none, &state);
     assert_eq!(shown.len(), 2, "{shown:?}");
     assert_eq!(shown[1].1[0], "    vCPU 0");
-    assert_eq!(shown[1].1[6], "pinned 1 ran on 1");
+    assert_eq!(shown[1].1[6], "pin 1 on 1");
     assert!(handle_key(&mut state, &now, &none, KeyCode::Char('q')));
 }
 
