@@ -60,9 +60,20 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
+        let tmux = |args: &[&str]| {
+            Command::new("tmux")
+                .args(["-L", &self.socket])
+                .args(args)
+                .output()
+                .ok()
+        };
+        // tmux 3.3 leaves its socket file behind after kill-server: remove it too.
+        let socket = tmux(&["display-message", "-p", "#{socket_path}"])
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+        tmux(&["kill-server"]);
+        if let Some(path) = socket.filter(|p| !p.is_empty()) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
