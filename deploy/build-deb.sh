@@ -57,6 +57,7 @@ declare -A want=(
   [./usr/lib/systemd/system/pinsight.service]=-rw-r--r--
   [./etc/pinsight/pinsight.toml]=-rw-r--r--
   [./usr/share/pinsight/pinsight.rules.yml]=-rw-r--r--
+  [./usr/share/pinsight/pinsight.recording.yml]=-rw-r--r--
   [./usr/share/pinsight/prometheus-scrape.yml]=-rw-r--r--
   [./usr/share/pinsight/dashboards/pinsight-host.json]=-rw-r--r--
   [./usr/share/pinsight/dashboards/pinsight-vm.json]=-rw-r--r--
@@ -85,6 +86,7 @@ same() { cmp -s "$1" "$tmp/$2" || die "$2 in the package differs from $1"; }
 same deploy/pinsight.service usr/lib/systemd/system/pinsight.service
 same deploy/pinsight.toml etc/pinsight/pinsight.toml
 same deploy/pinsight.rules.yml usr/share/pinsight/pinsight.rules.yml
+same deploy/pinsight.recording.yml usr/share/pinsight/pinsight.recording.yml
 same deploy/prometheus-scrape.yml usr/share/pinsight/prometheus-scrape.yml
 same dashboards/pinsight-host.json usr/share/pinsight/dashboards/pinsight-host.json
 same dashboards/pinsight-vm.json usr/share/pinsight/dashboards/pinsight-vm.json

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the alert rules (syntax, lint), runs their unit tests, and checks the scrape config
+# Checks the alert and recording rules (syntax, lint), runs their unit tests, and checks the scrape config
 # snippet (which loads the rules) with promtool.
 # Usage: deploy/check-rules.sh        (from anywhere; exits non-zero on any failure)
 set -euo pipefail
@@ -13,7 +13,7 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 echo "check-rules: $(promtool --version 2>&1 | head -n1)"
-promtool check rules "$here/pinsight.rules.yml"
-promtool test rules "$here/tests/pinsight.rules.test.yml"
+promtool check rules "$here/pinsight.rules.yml" "$here/pinsight.recording.yml"
+promtool test rules "$here/tests/pinsight.rules.test.yml" "$here/tests/pinsight.recording.test.yml"
 promtool check config "$here/prometheus-scrape.yml"
 echo "check-rules: OK"

@@ -13,9 +13,12 @@ export DEBIAN_FRONTEND=noninteractive
 # bpftool and linux-perf (probe cost and independent event counts), prometheus (promtool,
 # and the end-to-end test), binutils (assembles the busy test guest), curl (tests scrape),
 # dpkg-dev (dpkg-shlibdeps: cargo-deb derives the package's Depends from the binary).
+# chromium + chromium-driver (the page's browser test, headless over WebDriver) and tmux
+# (the `pinsight top` test).
 PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 pkg-config
           bpftool linux-perf prometheus binutils curl ca-certificates systemd python3 python3-yaml
-          dpkg-dev python3-pip)
+          dpkg-dev python3-pip
+          chromium chromium-driver tmux)
 # One dpkg-query for all of them (one per package costs ~35 ms each on a re-run).
 installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null \
   | awk '$2 == "install" && $3 == "ok" && $4 == "installed" { print $1 }')

@@ -114,6 +114,9 @@ pub struct VcpuTotals {
     pub exits: BTreeMap<(Locality, &'static str), u64>,
     /// Remote share of run time over the window (None: did not run, or no GPU).
     pub remote_ratio: Option<f64>,
+    /// On-CPU seconds by CPU id since the previous reading: where it ran just now (the
+    /// placement map draws it there).
+    pub last_cpu_seconds: BTreeMap<u32, f64>,
 }
 
 /// Cumulative figures of one VM (the sum of its vCPUs, departed threads included).
@@ -201,6 +204,11 @@ impl Accounting {
     ) {
         self.domains
             .retain(|name, _| vms.iter().any(|vm| &vm.name == name));
+        for totals in self.domains.values_mut() {
+            for vcpu in totals.vcpus.values_mut() {
+                vcpu.last_cpu_seconds.clear();
+            }
+        }
         for vm in vms {
             let totals = self.domains.entry(vm.name.clone()).or_default();
             for thread in &vm.vcpus {
@@ -313,6 +321,7 @@ fn apply_delta(
         if delta > 0 {
             let locality = topology.locality(cpu as u32, gpu_nodes);
             *vcpu.run_seconds.get_mut(locality) += delta as f64 / 1e9;
+            *vcpu.last_cpu_seconds.entry(cpu as u32).or_default() += delta as f64 / 1e9;
         }
     }
     vcpu.cross_socket_migrations += current

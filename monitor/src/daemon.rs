@@ -377,7 +377,7 @@ impl Engine {
         }
         extra_problems.extend(self.interrupts_problem.clone());
         extra_problems.extend(self.memory_problems.iter().cloned());
-        HostView::build(ViewInputs {
+        let mut view = HostView::build(ViewInputs {
             topology: &self.topology,
             inventory: &self.inventory,
             totals: self.accounting.domains(),
@@ -399,7 +399,9 @@ impl Engine {
             unmeasured_tids: self.tracking.unmeasured().collect(),
             interrupts: &self.interrupts,
             memory: &self.memory,
-        })
+        });
+        view.topology.reserved_cpus = self.config.policy.reserved_cpus.clone();
+        view
     }
 }
 

@@ -4,15 +4,20 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pinsight::cli::logging::LogFormat;
 use pinsight::cli::{
     check::CheckArgs, plan::PlanArgs, restore::RestoreArgs, run::RunArgs, status::StatusArgs,
-    topology::TopologyArgs,
+    top::TopArgs, topology::TopologyArgs,
 };
 
 /// Sees, explains and fixes GPU VMs whose vCPUs run on the other socket than their GPU.
 #[derive(Parser)]
 #[command(name = "pinsight", version, about, long_about = None)]
 struct Cli {
+    /// Log line format on stderr (text: human-readable; logfmt and json for log collectors).
+    /// Colours only when stderr is a terminal; the level is RUST_LOG (default info).
+    #[arg(long = "log.format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,19 +34,15 @@ enum Command {
     Check(CheckArgs),
     /// What the repin policy in enforce mode would do now, and why; changes nothing.
     Plan(PlanArgs),
+    /// A live terminal view of a running daemon: VMs by remote ratio, overhead or exits.
+    Top(TopArgs),
     /// Put back the pins a VM had before pinsight first acted on it (live), and record that.
     Restore(RestoreArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    pinsight::cli::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => pinsight::cli::run::execute(args),
         Command::Topology(args) => pinsight::cli::topology::execute(args),
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         Command::Check(args) => pinsight::cli::check::execute(args),
         Command::Plan(args) => pinsight::cli::plan::execute(args),
         Command::Restore(args) => pinsight::cli::restore::execute(args),
+        Command::Top(args) => pinsight::cli::top::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

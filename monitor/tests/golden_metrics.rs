@@ -157,7 +157,9 @@ fn metrics_exposition_matches_the_golden_file() {
     view.vms[0].vcpus[0].repin_recommended = Some(true);
     view.vms[0].repins.insert("skipped_optout".to_string(), 1);
     let rendered = (render(&view) + &render_scrape_duration(0.001))
-        .replace(env!("CARGO_PKG_VERSION"), "VERSION");
+        .replace(env!("CARGO_PKG_VERSION"), "VERSION")
+        .replace(pinsight::metrics::exporter::COMMIT, "COMMIT")
+        .replace(pinsight::metrics::exporter::RUSTC_VERSION, "RUSTC");
     let golden_path = format!("{MANIFEST}/tests/golden/metrics.prom");
     if std::env::var_os("PINSIGHT_UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden_path, &rendered).unwrap();

@@ -1,8 +1,9 @@
 //! End to end with a real Prometheus: Debian's `prometheus` scrapes the real daemon, which
 //! watches a real busy KVM guest whose fixture GPU sits on socket 1 (two-socket-gpu fixture).
 //! With the vCPU pinned to CPU 0 (the far socket) every query of every dashboard panel must
-//! return data and the cross-socket alert (a copy of deploy/pinsight.rules.yml with a short
-//! `for`) must fire; after `virsh vcpupin` to CPU 1 (the GPU's node) the alert must resolve.
+//! return data (the fleet panels from deploy/pinsight.recording.yml, loaded beside the alerts)
+//! and the cross-socket alert (a copy of deploy/pinsight.rules.yml with a short `for`) must
+//! fire; after `virsh vcpupin` to CPU 1 (the GPU's node) the alert must resolve.
 //! The landing page `/` is checked on the way.
 
 mod common;
@@ -209,9 +210,16 @@ fn dashboards_have_data_and_the_cross_socket_alert_fires_and_resolves() {
 
     let shipped = std::fs::read_to_string(repo_root().join("deploy/pinsight.rules.yml"))
         .expect("read deploy/pinsight.rules.yml");
+    // The fleet's recording rules too: the host dashboard reads their series.
+    let recording = std::fs::read_to_string(repo_root().join("deploy/pinsight.recording.yml"))
+        .expect("read deploy/pinsight.recording.yml");
+    let recording_groups = recording
+        .split_once("\ngroups:\n")
+        .map(|(_, groups)| groups)
+        .expect("deploy/pinsight.recording.yml has a top-level groups: list");
     let prometheus = Prometheus::start(
         &daemon.addr,
-        &rules_with_short_for(&shipped, ALERT, TEST_FOR),
+        &(rules_with_short_for(&shipped, ALERT, TEST_FOR) + recording_groups),
     );
     let listening = listening_addresses(prometheus.pid());
     assert!(

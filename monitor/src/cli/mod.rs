@@ -1,5 +1,5 @@
 //! The `pinsight` commands, one module each with its clap arguments beside it: `run` (the
-//! daemon), `topology`, `status`, `check`, `plan` and `restore`. What they share lives here:
+//! daemon), `topology`, `status`, `top`, `check`, `plan` and `restore`. What they share lives here:
 //! how a configuration is resolved and a VM is found ([`host`]), the client of a running
 //! daemon ([`client`]), the terminal renderers ([`render`]) and the one error type.
 //!
@@ -8,11 +8,13 @@
 pub mod check;
 pub mod client;
 pub mod host;
+pub mod logging;
 pub mod plan;
 pub mod render;
 pub mod restore;
 pub mod run;
 pub mod status;
+pub mod top;
 pub mod topology;
 
 use std::path::PathBuf;
@@ -118,6 +120,12 @@ pub enum CliError {
     /// The listen address cannot be bound (before anything else starts).
     #[error(transparent)]
     Bind(#[from] crate::http::BindError),
+    /// The terminal could not be set up, read or drawn on (`pinsight top`).
+    #[error("the terminal: {source} (pinsight top needs an interactive terminal)")]
+    Terminal {
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A report could not be turned into JSON (a bug).
     #[error("printing JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -58,6 +58,8 @@ struct AppState {
     view: Shared,
     /// Seconds the previous /metrics render took, as f64 bits.
     last_render: Arc<AtomicU64>,
+    /// The daemon's own process_* and build_info families.
+    exporter: Arc<crate::metrics::exporter::Exporter>,
 }
 
 impl AppState {
@@ -77,6 +79,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut body = crate::metrics::render(&state.view());
     let previous = f64::from_bits(state.last_render.load(Ordering::Relaxed));
     body.push_str(&crate::metrics::render_scrape_duration(previous));
+    body.push_str(&state.exporter.render());
     state
         .last_render
         .store(started.elapsed().as_secs_f64().to_bits(), Ordering::Relaxed);
@@ -95,6 +98,22 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn index(State(state): State<AppState>) -> Html<String> {
     Html(page::index(&state.view()))
+}
+
+/// The map's embedded script.
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        page::SCRIPT,
+    )
+}
+
+/// The map's embedded style sheet.
+async fn style() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        page::STYLE,
+    )
 }
 
 /// Basic auth and the configured headers, in front of every route (404s included).
@@ -141,11 +160,14 @@ fn router(shared: Shared, web: SharedWebConfig, options: Options) -> Router {
     if !options.metrics_only {
         app = app
             .route("/", get(index))
+            .route(page::SCRIPT_PATH, get(script))
+            .route(page::STYLE_PATH, get(style))
             .route("/status.json", get(status));
     }
     app.with_state(AppState {
         view: shared,
         last_render: Arc::new(AtomicU64::new(0)),
+        exporter: Arc::default(),
     })
     .layer(axum::middleware::from_fn_with_state(web, guard))
 }

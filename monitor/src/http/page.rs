@@ -1,7 +1,29 @@
-//! The daemon's own page at `/`: what pinsight is, its version, links and one row per VM.
-//! All HTML lives here.
+//! The daemon's own page at `/`: what pinsight is, its version, links, the placement map and
+//! one row per VM. All HTML lives here; the map's script and style sheet are embedded in the
+//! binary (`assets/`, served at [`SCRIPT_PATH`] and [`STYLE_PATH`]): no CDN, no build step.
+//!
+//! The server renders the summary and the table, so the page says what matters without
+//! JavaScript (and to curl); the script draws the map from /status.json and keeps all of it
+//! live.
 
 use crate::view::HostView;
+
+/// Where the map's script is served.
+pub const SCRIPT_PATH: &str = "/assets/map.js";
+/// Where the map's style sheet is served.
+pub const STYLE_PATH: &str = "/assets/map.css";
+/// The map's script.
+pub const SCRIPT: &str = include_str!("assets/map.js");
+/// The map's style sheet.
+pub const STYLE: &str = include_str!("assets/map.css");
+
+/// What the map's glyphs and marks mean; colour is never the only signal.
+const LEGEND: &str = "<p class=\"legend\">Each vCPU is drawn on the CPUs it ran on since the daemon's \
+previous reading (one tick); an idle vCPU pinned to at most 4 CPUs is drawn faded on them, one allowed more \
+is not drawn. Locality to the VM's GPU: <span class=\"vcpu local\">\u{25cf}</span> local (the GPU's node), \
+<span class=\"vcpu same_socket\">\u{25c6}</span> same socket, <span class=\"vcpu remote\">\u{25b2}</span> \
+remote (another socket), <span class=\"vcpu none\">?</span> unknown (no GPU). CPU cells: R reserved \
+(policy.reserved_cpus), off offline. Memory per node, emulator and I/O threads are not measured yet.</p>\n";
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -70,14 +92,19 @@ pub fn index(status: &HostView) -> String {
         format!("<p>Problems found in the last scan:</p><ul>{problems}</ul>\n")
     };
     format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>pinsight</title></head><body>\n\
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>pinsight</title>\
+<meta name=\"viewport\" content=\"width=device-width\"><link rel=\"stylesheet\" href=\"{STYLE_PATH}\"></head><body>\n\
 <h1>pinsight {version}</h1>\n\
 <p>Measures how much of each VM's vCPU time runs on the socket of its GPUs, and on the other one.</p>\n\
 <p><a href=\"/metrics\">/metrics</a> (Prometheus) &middot; <a href=\"/status.json\">/status.json</a> (pinsight status)</p>\n\
 <p>libvirt: {libvirt} &middot; probes: {probes}</p>\n\
-<p>{vms} running VM(s), {with_gpu} with GPUs, {misplaced} of them with more than half of their recent vCPU time on the wrong socket.</p>\n\
+<p id=\"summary\">{vms} running VM(s), {with_gpu} with GPUs, {misplaced} of them with more than half of their recent vCPU time on the wrong socket.</p>\n\
 {problems}\
-<table border=1 cellpadding=4><tr><th>VM</th><th>GPUs (node)</th><th>vCPUs</th><th>remote ratio (recent)</th></tr>\n{rows}</table>\n\
+<p id=\"status\">waiting for the first update (the map needs JavaScript)</p>\n\
+{LEGEND}\
+<div id=\"map\"></div>\n<div id=\"panel\"></div>\n\
+<table id=\"vms\" border=1 cellpadding=4><tr><th>VM</th><th>GPUs (node)</th><th>vCPUs</th><th>remote ratio (recent)</th></tr>\n{rows}</table>\n\
+<script src=\"{SCRIPT_PATH}\"></script>\n\
 </body></html>\n",
         version = escape(&status.version),
         libvirt = if status.libvirt_up { "up" } else { "DOWN" },
@@ -171,6 +198,31 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("sched_switch attached"), "{page}");
+    }
+
+    #[test]
+    fn the_map_is_embedded_and_its_legend_does_not_rely_on_colour() {
+        let page = index(&HostView::default());
+        assert!(
+            page.contains(&format!("<script src=\"{SCRIPT_PATH}\">")),
+            "{page}"
+        );
+        assert!(page.contains(&format!("href=\"{STYLE_PATH}\"")), "{page}");
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "{page}"
+        );
+        for glyph in [
+            "\u{25cf}</span> local",
+            "\u{25c6}</span> same socket",
+            "\u{25b2}</span> remote",
+        ] {
+            assert!(page.contains(glyph), "{glyph} in {page}");
+        }
+        // The script fetches the page's own origin only.
+        assert!(SCRIPT.contains("fetch(\"/status.json\""));
+        assert!(!SCRIPT.contains("http") || !SCRIPT.contains("://"));
+        assert!(STYLE.contains(".vcpu.remote"));
     }
 
     #[test]

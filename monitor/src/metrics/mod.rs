@@ -5,6 +5,7 @@
 //! VMs that are gone simply have no series. The HTTP side adds the one family it keeps itself
 //! (its own render time, [`render_scrape_duration`]).
 
+pub mod exporter;
 mod health;
 mod interrupts;
 mod memory;
@@ -207,9 +208,16 @@ pub fn render(view: &HostView) -> String {
     let mut build = Family::new(
         "pinsight_build_info",
         GAUGE,
-        "Version of the running pinsight.",
+        "A constant 1 labeled by the version, git commit and rustc version pinsight was built from.",
     );
-    build.push(vec![("version", env!("CARGO_PKG_VERSION").into())], 1.0);
+    build.push(
+        vec![
+            ("version", env!("CARGO_PKG_VERSION").into()),
+            ("commit", exporter::COMMIT.into()),
+            ("rustc_version", exporter::RUSTC_VERSION.into()),
+        ],
+        1.0,
+    );
     let mut run_time = Family::new(
         "pinsight_probe_run_seconds_total",
         COUNTER,

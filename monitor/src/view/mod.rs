@@ -22,6 +22,9 @@ use crate::topology::{Locality, Topology};
 pub use interrupts::{GpuInterruptsView, IrqLineView};
 pub use memory::{node_locality, MemoryView};
 
+mod topology;
+pub use topology::{NodeView, SocketView, TopologyView};
+
 /// A probe and whether it runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProbeView {
@@ -101,6 +104,10 @@ pub struct VcpuView {
     /// Whether the probes account its thread; false when they cannot (maps full, probes
     /// not loaded), so a run time of 0 is never mistaken for an idle vCPU.
     pub measured: bool,
+    /// On-CPU seconds by CPU id since the previous reading (the latest tick): where it ran
+    /// just now. Empty when it did not run (or is not measured).
+    #[serde(default)]
+    pub recent_cpus: BTreeMap<u32, f64>,
 }
 
 /// The policy's verdict on one VM.
@@ -198,6 +205,9 @@ pub struct HostView {
     pub vms: Vec<VmView>,
     /// Problems found in the last scan (and probes that could not be loaded).
     pub problems: Vec<String>,
+    /// The host's sockets, nodes, cores and GPUs (the placement map at `/` draws it).
+    #[serde(default)]
+    pub topology: TopologyView,
 }
 
 /// What one view is built from.
@@ -277,6 +287,7 @@ impl HostView {
             max_exported_vms: inputs.max_exported_vms,
             vms,
             problems,
+            topology: TopologyView::of(inputs.topology),
         }
     }
 
@@ -354,6 +365,7 @@ fn vm_view(
                 remote_ratio: t.remote_ratio,
                 repin_recommended: None,
                 measured: measured(thread.map(|t| t.tid)),
+                recent_cpus: t.last_cpu_seconds,
             }
         })
         .collect();
