@@ -105,7 +105,7 @@ impl PolicyLoop {
             let Some(vm) = vms.iter().find(|vm| vm.name == d.domain) else {
                 continue;
             };
-            self.policy.record_action(&d.domain, now);
+            self.policy.record_action(&vm.uuid, now);
             let persistent = self.policy.config().persistent;
             let result = remediate::lookup(libvirt, vm)
                 .map_err(|e| (ActionResult::Failed.as_str(), e.to_string()))
