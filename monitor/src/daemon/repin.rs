@@ -22,9 +22,10 @@ pub struct PolicyLoop {
     /// The last evaluation.
     pub plan: Plan,
     /// Interrupted actions already handled or tried, by (UUID, the state element's text), so
-    /// each is reconciled once per rescan that shows it (a failed try is retried after
-    /// `RECONCILE_RETRY`).
-    reconciled: BTreeMap<(String, String), Instant>,
+    /// each is reconciled (or reported) once: `Some(t)`, a try at `t` that failed for a
+    /// passing reason, retried after `RECONCILE_RETRY`; `None`, not again until the record
+    /// or the mode changes (reported in recommend mode; someone else moved a vCPU).
+    reconciled: BTreeMap<(String, String), Option<Instant>>,
 }
 
 /// How long a reconcile that failed waits before it is tried again.
@@ -65,6 +66,10 @@ impl PolicyLoop {
                 *current = None;
             }
             Some(running) => {
+                if running.mode != config.mode {
+                    // Enforce now reconciles what recommend only reported.
+                    running.reconciled.clear();
+                }
                 running.mode = config.mode;
                 running.policy.set_config(config.clone());
                 tracing::info!(
@@ -160,15 +165,13 @@ impl PolicyLoop {
                 continue;
             };
             let key = (vm.uuid.clone(), xml.to_string());
-            if self
-                .reconciled
-                .get(&key)
-                .is_some_and(|t| t.elapsed() < RECONCILE_RETRY)
-            {
-                continue;
+            match self.reconciled.get(&key) {
+                Some(None) => continue,
+                Some(Some(t)) if t.elapsed() < RECONCILE_RETRY => continue,
+                _ => {}
             }
-            self.reconciled.insert(key, Instant::now());
             if self.mode != Mode::Enforce {
+                self.reconciled.insert(key, None);
                 tracing::warn!(domain = %vm.name, action = %describe(action), "an action was left in progress by a pinsight that stopped mid-way; enforce mode reconciles it, pinsight restore undoes it");
                 continue;
             }
@@ -178,6 +181,12 @@ impl PolicyLoop {
             });
             let seconds = started.elapsed().as_secs_f64();
             changed = true;
+            let retry = match &result {
+                // Someone else moved a vCPU: retrying cannot help; the verdict says so.
+                Err(RemediateError::Changed { .. }) => None,
+                _ => Some(Instant::now()),
+            };
+            self.reconciled.insert(key, retry);
             match result {
                 Ok(Reconciled::Nothing) => {}
                 Ok(Reconciled::Completed(done)) => {
@@ -187,7 +196,7 @@ impl PolicyLoop {
                     tracing::warn!(domain = %vm.name, uuid = %vm.uuid, outcome = "rolled_back", action = %describe(&done), seconds, "reconciled an interrupted action")
                 }
                 Err(e) => {
-                    tracing::warn!(domain = %vm.name, uuid = %vm.uuid, error = %e, "reconciling an interrupted action failed; retried later")
+                    tracing::warn!(domain = %vm.name, uuid = %vm.uuid, error = %e, "reconciling an interrupted action failed (retried after a failed call, not over someone else's change: pinsight restore ends it)")
                 }
             }
         }
