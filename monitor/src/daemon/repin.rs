@@ -25,9 +25,10 @@ pub struct PolicyLoop {
     /// The last evaluation.
     pub plan: Plan,
     /// Interrupted actions already handled or tried, by (UUID, the state element's text), so
-    /// each is reconciled once per rescan that shows it (a failed try is retried after
-    /// `RECONCILE_RETRY`).
-    reconciled: BTreeMap<(String, String), Instant>,
+    /// each is reconciled (or reported) once: `Some(t)`, a try at `t` (retried after
+    /// `RECONCILE_RETRY` if it failed for a passing reason); `None`, not again until the
+    /// record or the mode changes (reported in recommend mode; someone else moved a vCPU).
+    reconciled: BTreeMap<(String, String), Option<Instant>>,
     /// Actions handed to the libvirt worker whose answer has not come yet.
     in_flight: Vec<InFlight>,
 }
@@ -44,16 +45,24 @@ struct InFlight {
 
 /// What was asked of the worker, for the log when the answer comes.
 enum Job {
-    Repin { moves: String, reason: String },
-    Reconcile { uuid: String },
+    Repin {
+        moves: String,
+        reason: String,
+    },
+    Reconcile {
+        uuid: String,
+        /// The `reconciled` key of this try.
+        key: (String, String),
+    },
 }
 
 /// The worker's answer to a [`Job`].
 enum Answer {
     /// Ok, or the repins_total result label and the error.
     Repin(Result<(), (&'static str, String)>),
-    /// How an interrupted action was reconciled, and how long it took.
-    Reconcile(Result<Reconciled, String>, f64),
+    /// How an interrupted action was reconciled (or why not, and whether because someone
+    /// else moved a vCPU), and how long it took.
+    Reconcile(Result<Reconciled, (bool, String)>, f64),
 }
 
 impl PolicyLoop {
@@ -93,6 +102,10 @@ impl PolicyLoop {
                 *current = None;
             }
             Some(running) => {
+                if running.mode != config.mode {
+                    // Enforce now reconciles what recommend only reported.
+                    running.reconciled.clear();
+                }
                 running.mode = config.mode;
                 running.policy.set_config(config.clone());
                 tracing::info!(
@@ -129,7 +142,7 @@ impl PolicyLoop {
             let Some(vm) = vms.iter().find(|vm| vm.name == d.domain) else {
                 continue;
             };
-            self.policy.record_action(&d.domain, now);
+            self.policy.record_action(&vm.uuid, now);
             let persistent = self.policy.config().persistent;
             let (vm, decision) = (vm.clone(), d.clone());
             let answer = worker.submit(&format!("repin domain {}", d.domain), move |lv| {
@@ -203,19 +216,28 @@ impl PolicyLoop {
                 self.count(domain, ActionResult::Failed.as_str());
                 tracing::warn!(domain, moves = %moves, error = %e, "repin not made");
             }
-            (Job::Reconcile { uuid }, Ok(Answer::Reconcile(result, seconds))) => match result {
-                Ok(Reconciled::Nothing) => {}
-                Ok(Reconciled::Completed(done)) => {
-                    tracing::info!(domain, uuid = %uuid, outcome = "completed", action = %describe(&done), seconds, "reconciled an interrupted action")
+            (Job::Reconcile { uuid, key }, Ok(Answer::Reconcile(result, seconds))) => {
+                // Someone else moved a vCPU: retrying cannot help; the verdict says so.
+                let retry = match &result {
+                    Err((true, _)) => None,
+                    _ => Some(Instant::now()),
+                };
+                self.reconciled.insert(key.clone(), retry);
+                match result {
+                    Ok(Reconciled::Nothing) => {}
+                    Ok(Reconciled::Completed(done)) => {
+                        tracing::info!(domain, uuid = %uuid, outcome = "completed", action = %describe(&done), seconds, "reconciled an interrupted action")
+                    }
+                    Ok(Reconciled::RolledBack(done)) => {
+                        tracing::warn!(domain, uuid = %uuid, outcome = "rolled_back", action = %describe(&done), seconds, "reconciled an interrupted action")
+                    }
+                    Err((_, e)) => {
+                        tracing::warn!(domain, uuid = %uuid, error = %e, "reconciling an interrupted action failed (retried after a failed call, not over someone else's change: pinsight restore ends it)")
+                    }
                 }
-                Ok(Reconciled::RolledBack(done)) => {
-                    tracing::warn!(domain, uuid = %uuid, outcome = "rolled_back", action = %describe(&done), seconds, "reconciled an interrupted action")
-                }
-                Err(e) => {
-                    tracing::warn!(domain, uuid = %uuid, error = %e, "reconciling an interrupted action failed; retried later")
-                }
-            },
-            (Job::Reconcile { uuid }, Err(e)) => {
+            }
+            (Job::Reconcile { uuid, key }, Err(e)) => {
+                self.reconciled.insert(key.clone(), Some(Instant::now()));
                 tracing::warn!(domain, uuid = %uuid, error = %e, "reconciling an interrupted action failed; retried later")
             }
             // Each job gets the answer of its own kind.
@@ -243,16 +265,18 @@ impl PolicyLoop {
                 continue;
             };
             let key = (vm.uuid.clone(), xml.to_string());
-            if self.busy(&vm.name)
-                || self
-                    .reconciled
-                    .get(&key)
-                    .is_some_and(|t| t.elapsed() < RECONCILE_RETRY)
-            {
+            if self.busy(&vm.name) {
                 continue;
             }
-            self.reconciled.insert(key, Instant::now());
+            match self.reconciled.get(&key) {
+                Some(None) => continue,
+                Some(Some(t)) if t.elapsed() < RECONCILE_RETRY => continue,
+                _ => {}
+            }
+            // Not again while this try is on its way (settle records how it ended).
+            self.reconciled.insert(key.clone(), Some(Instant::now()));
             if self.mode != Mode::Enforce {
+                self.reconciled.insert(key, None);
                 tracing::warn!(domain = %vm.name, action = %describe(action), "an action was left in progress by a pinsight that stopped mid-way; enforce mode reconciles it, pinsight restore undoes it");
                 continue;
             }
@@ -264,13 +288,14 @@ impl PolicyLoop {
                     .and_then(|domain| {
                         remediate::reconcile(&domain, &vm_c, &topology, &config, unix_now())
                     })
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| (matches!(e, RemediateError::Changed { .. }), e.to_string()));
                 Answer::Reconcile(result, started.elapsed().as_secs_f64())
             });
             self.in_flight.push(InFlight {
                 domain: vm.name.clone(),
                 what: Job::Reconcile {
                     uuid: vm.uuid.clone(),
+                    key,
                 },
                 answer,
             });

@@ -204,7 +204,7 @@ fn decide_vm(
         .as_ref()
         .map(|a| a.time)
         .into_iter()
-        .chain(policy.acted.get(&vm.name).copied())
+        .chain(policy.acted.get(&vm.uuid).copied())
         .fold(None, |acc: Option<f64>, t| {
             Some(acc.map_or(t, |a| a.max(t)))
         });

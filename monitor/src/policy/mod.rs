@@ -192,7 +192,8 @@ pub struct Policy {
     /// Hysteresis: (domain, vCPU) -> its last remote share, from crossing `remote_ratio_high`
     /// until falling to `remote_ratio_clear` (absent: not misplaced by its share).
     hot: BTreeMap<(String, u32), f64>,
-    /// Last action per domain in this process (the state element carries it across restarts).
+    /// Last action per domain UUID in this process (the state element carries it across
+    /// restarts); by UUID, so a VM re-created under the same name starts without a cooldown.
     acted: BTreeMap<String, f64>,
     /// Times of recent actions on the host, oldest first.
     actions: VecDeque<f64>,
@@ -229,17 +230,18 @@ impl Policy {
         decide::evaluate(self, inputs)
     }
 
-    /// Notes that the daemon acted (or tried to) on `domain` at `now`: starts its cooldown and
-    /// uses one unit of the rate limit.
-    pub fn record_action(&mut self, domain: &str, now: f64) {
-        self.acted.insert(domain.to_string(), now);
+    /// Notes that the daemon acted (or tried to) on the domain of UUID `uuid` at `now`: starts
+    /// its cooldown and uses one unit of the rate limit.
+    pub fn record_action(&mut self, uuid: &str, now: f64) {
+        self.acted.insert(uuid.to_string(), now);
         self.actions.push_back(now);
     }
 
     fn forget_gone(&mut self, vms: &[Vm]) {
         let running = |name: &str| vms.iter().any(|vm| vm.name == name);
         self.hot.retain(|(domain, _), _| running(domain));
-        self.acted.retain(|domain, _| running(domain));
+        self.acted
+            .retain(|uuid, _| vms.iter().any(|vm| &vm.uuid == uuid));
         self.reported.retain(|domain, _| running(domain));
     }
 }

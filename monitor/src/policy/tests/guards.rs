@@ -62,7 +62,7 @@ fn cooldown_from_this_process_and_from_the_state_element() {
     let t = topo("two-socket-gpu");
     let vms = [vm("vm", &[1], &["0"])];
     let mut policy = Policy::new(config());
-    policy.record_action("vm", NOW);
+    policy.record_action("uuid-vm", NOW);
     let d = eval_at(&mut policy, &t, &vms, &[], NOW + 10.0)
         .decisions
         .remove(0);
@@ -131,8 +131,8 @@ fn host_wide_rate_limit_over_a_sliding_minute() {
         eval_at(&mut policy, &t, &vms, &[], NOW).decisions[1].verdict,
         Verdict::Repin
     );
-    policy.record_action("a", NOW);
-    policy.record_action("b", NOW + 1.0);
+    policy.record_action("uuid-a", NOW);
+    policy.record_action("uuid-b", NOW + 1.0);
     let only_c = [vms[2].clone()];
     let at = |p: &mut Policy, dt: f64| eval_at(p, &t, &only_c, &[], NOW + dt).decisions[0].verdict;
     assert_eq!(at(&mut policy, 59.0), Verdict::RateLimited);

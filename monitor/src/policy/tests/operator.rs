@@ -139,3 +139,18 @@ fn an_action_left_in_progress_is_not_decided_over() {
         d.reason
     );
 }
+
+#[test]
+fn a_vm_recreated_under_the_same_name_starts_without_the_old_cooldown() {
+    let t = topo("two-socket-gpu");
+    let mut policy = Policy::new(config());
+    policy.record_action("uuid-vm", NOW);
+    let old = [vm("vm", &[1], &["0"])];
+    let verdict = |p: &mut Policy, vms: &[Vm], dt: f64| {
+        eval_at(p, &t, vms, &[], NOW + dt).decisions[0].verdict
+    };
+    assert_eq!(verdict(&mut policy, &old, 10.0), Verdict::SkippedCooldown);
+    let mut new = old.clone();
+    new[0].uuid = "uuid-vm-2".into();
+    assert_eq!(verdict(&mut policy, &new, 11.0), Verdict::Repin);
+}
