@@ -119,6 +119,7 @@ impl VmBuilder {
                     nova: None,
                     policy: RepinPolicy::default(),
                     state: None,
+                    state_record: None,
                     warnings: Vec::new(),
                 },
             },
@@ -163,7 +164,7 @@ impl VmBuilder {
 
     /// pinsight's state element (`urn:pinsight:state:1`) as read from the domain XML.
     pub fn state(mut self, xml: &str) -> VmBuilder {
-        self.vm.spec.state = Some(xml.into());
+        self.vm.spec.set_state(xml);
         self
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Mode, PolicyConfig};
 use crate::inventory::worker::{Poll, Ticket, Worker};
 use crate::inventory::Vm;
-use crate::policy::record::{describe, ActionResult, Record};
+use crate::policy::record::{describe, ActionResult};
 use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
 use crate::remediate::{self, Reconciled, RemediateError};
 use crate::topology::Topology;
@@ -258,7 +258,7 @@ impl PolicyLoop {
             let Some(xml) = vm.spec.state.as_deref() else {
                 continue;
             };
-            let Ok(record) = Record::parse(xml) else {
+            let Some(Ok(record)) = &vm.spec.state_record else {
                 continue;
             };
             let Some(action) = record.in_progress().filter(|_| record.belongs_to(&vm.uuid)) else {

@@ -83,8 +83,22 @@ pub struct DomainSpec {
     pub policy: RepinPolicy,
     /// Raw XML of pinsight's own state element, if any.
     pub state: Option<String>,
+    /// That element parsed, once with the rest of the XML (the inventory's cache parses a
+    /// domain's XML once per change), so no tick parses it again.
+    #[serde(skip)]
+    pub state_record:
+        Option<Result<crate::policy::record::Record, crate::policy::record::RecordError>>,
     /// Skipped operator declarations and ignored elements, each naming the domain and value.
     pub warnings: Vec<String>,
+}
+
+impl DomainSpec {
+    /// Sets pinsight's state element and its parsed record together.
+    pub fn set_state(&mut self, xml: impl Into<String>) {
+        let xml = xml.into();
+        self.state_record = Some(crate::policy::record::Record::parse(&xml));
+        self.state = Some(xml);
+    }
 }
 
 /// A GPU (or a device that may be one: sysfs decides) attached to or declared for a domain.
@@ -201,6 +215,10 @@ pub fn parse_domain_xml_within(xml: &str, possible: &CpuSet) -> Result<DomainSpe
         vcpu_cpuset,
         nova: metadata.nova,
         policy: metadata.policy,
+        state_record: metadata
+            .state
+            .as_deref()
+            .map(crate::policy::record::Record::parse),
         state: metadata.state,
         warnings: metadata.warnings,
     })

@@ -112,7 +112,7 @@ fn decide_vm(
         .map(|m| format!("vCPU {} {}", m.vcpu, m.trigger))
         .collect();
     let why = why.join(", ");
-    let record = vm.spec.state.as_deref().map(Record::parse).transpose();
+    let record = vm.spec.state_record.clone().transpose();
     let record = match record {
         // A record written for another UUID (a domain re-created from a copied XML) says
         // nothing about this VM.

@@ -392,8 +392,7 @@ fn vm_view(
 
 /// pinsight's last action on `vm` in one line, or what is wrong with its record.
 fn last_action(vm: &Vm) -> Option<String> {
-    let xml = vm.spec.state.as_deref()?;
-    match crate::policy::record::Record::parse(xml) {
+    match vm.spec.state_record.as_ref()? {
         Ok(record) => record.last.as_ref().map(crate::policy::record::describe),
         Err(e) => Some(format!("unreadable: {e}")),
     }

@@ -81,7 +81,7 @@ fn cooldown_from_this_process_and_from_the_state_element() {
 
     // A fresh process (daemon restart) reads the last action's time from the domain.
     let mut vms = vms;
-    vms[0].spec.state = Some(format!(
+    vms[0].spec.set_state(format!(
         "<p:state xmlns:p=\"urn:pinsight:state:1\"><p:last time=\"{}\" action=\"repin\" \
          result=\"applied\"/></p:state>",
         NOW - 60.0
@@ -208,10 +208,9 @@ fn orchestrator_pins_are_reported_not_moved_unless_configured() {
     );
     // Pins pinsight itself set (its state element says so) are not an orchestrator's.
     let mut ours = vms[0].clone();
-    ours.spec.state = Some(
+    ours.spec.set_state(
         "<p:state xmlns:p=\"urn:pinsight:state:1\"><p:last time=\"1\" action=\"repin\" \
-         result=\"applied\"><p:vcpu id=\"0\" before=\"0-1\" after=\"0\"/></p:last></p:state>"
-            .into(),
+         result=\"applied\"><p:vcpu id=\"0\" before=\"0-1\" after=\"0\"/></p:last></p:state>",
     );
     assert_eq!(
         eval(config(), &t, &[ours]).decisions[0].verdict,
@@ -223,8 +222,8 @@ fn orchestrator_pins_are_reported_not_moved_unless_configured() {
 fn an_unreadable_state_element_keeps_the_vm_unmoved() {
     let t = topo("two-socket-gpu");
     let mut bad = vm("bad", &[1], &["0"]);
-    bad.spec.state =
-        Some("<p:state xmlns:p=\"urn:pinsight:state:1\"><p:last time=\"x\"/></p:state>".into());
+    bad.spec
+        .set_state("<p:state xmlns:p=\"urn:pinsight:state:1\"><p:last time=\"x\"/></p:state>");
     let d = eval(config(), &t, &[bad]).decisions.remove(0);
     assert_eq!(d.verdict, Verdict::Unrecorded);
     assert_eq!(d.verdict.result_label(), Some("failed"));

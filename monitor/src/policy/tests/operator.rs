@@ -19,7 +19,8 @@ fn record(uuid: &str, action: &str, state: &str, after: &str, secs: f64) -> Stri
 fn hand_pinned(action: &str, after: &str) -> Vm {
     let mut vm = vm("vm", &[1], &["0"]);
     let state = "state=\"done\" result=\"applied\"";
-    vm.spec.state = Some(record("uuid-vm", action, state, after, 600.0));
+    vm.spec
+        .set_state(record("uuid-vm", action, state, after, 600.0));
     vm
 }
 
@@ -102,7 +103,9 @@ fn vms_pinsight_never_moved_or_put_back_itself_are_placed_as_ever() {
     // A failed repin left vCPU 0 where it was (its "before"): not someone else's change.
     let mut failed = vm("vm", &[1], &["0"]);
     let state = "state=\"done\" result=\"failed\"";
-    failed.spec.state = Some(record("uuid-vm", "repin", state, "1", 600.0));
+    failed
+        .spec
+        .set_state(record("uuid-vm", "repin", state, "1", 600.0));
     assert_eq!(
         eval(config(), &t, &[failed]).decisions[0].verdict,
         Verdict::Repin
@@ -111,7 +114,9 @@ fn vms_pinsight_never_moved_or_put_back_itself_are_placed_as_ever() {
     // no cooldown and no hand pins to respect.
     let mut recreated = vm("vm", &[1], &["0"]);
     let state = "state=\"done\" result=\"applied\"";
-    recreated.spec.state = Some(record("uuid-old", "repin", state, "1", 1.0));
+    recreated
+        .spec
+        .set_state(record("uuid-old", "repin", state, "1", 1.0));
     assert_eq!(
         eval(config(), &t, &[recreated]).decisions[0].verdict,
         Verdict::Repin
@@ -122,7 +127,7 @@ fn vms_pinsight_never_moved_or_put_back_itself_are_placed_as_ever() {
 fn an_action_left_in_progress_is_not_decided_over() {
     let t = topo("two-socket-gpu");
     let mut vm = vm("vm", &[1], &["0"]);
-    vm.spec.state = Some(record(
+    vm.spec.set_state(record(
         "uuid-vm",
         "repin",
         "state=\"in_progress\"",
