@@ -43,6 +43,37 @@ function locality(cpu, vm, where) {
   return "remote";
 }
 
+// The same rule as view::node_locality, for memory on `node`.
+function memoryLocality(node, vm, where) {
+  if (!where.nodes.has(node) || !vm.gpu_nodes.some((n) => where.nodes.has(n))) return "none";
+  if (vm.gpu_nodes.includes(node)) return "local";
+  if (vm.gpu_nodes.some((n) => where.nodes.get(n) === where.nodes.get(node))) return "same_socket";
+  return "remote";
+}
+
+function mib(bytes) { return (bytes / 1048576).toFixed(0) + " MiB"; }
+
+// A node's memory line: the selected VM's bytes there as a bar (share of the VM's memory),
+// or, with nothing selected, how much VM memory the node holds.
+function memoryHere(view, sel, node, where) {
+  const bytes = (vm) => (vm.memory && vm.memory.by_node && vm.memory.by_node[node]) || 0;
+  if (sel) {
+    const all = Object.values((sel.memory && sel.memory.by_node) || {}).reduce((a, b) => a + b, 0);
+    if (!sel.memory) return el("div", { class: "mem" }, "memory of " + sel.domain + ": not read");
+    const here = bytes(sel);
+    const loc = memoryLocality(node, sel, where);
+    const share = all ? here / all : 0;
+    return el("div", { class: "mem " + loc, "data-memory-node": node, "data-locality": loc,
+      title: sel.domain + ": " + mib(here) + " on node " + node + " (" + WORD[loc] + ")" },
+      el("span", { class: "bar", style: "width:" + (100 * share).toFixed(0) + "%" }),
+      el("span", { class: "label" }, GLYPH[loc] + " " + mib(here) + " (" + pct(share) + " of its memory)"));
+  }
+  const vms = view.vms.filter((vm) => bytes(vm) > 0);
+  const total = vms.reduce((a, vm) => a + bytes(vm), 0);
+  return el("div", { class: "mem", "data-memory-node": node },
+    vms.length ? "VM memory here: " + mib(total) + " of " + vms.length + " VM(s)" : "no VM memory here");
+}
+
 function pct(x) { return x == null ? "n/a" : (100 * x).toFixed(1) + "%"; }
 
 // Where each vCPU is drawn: [{cpu, share, idle}].
@@ -78,7 +109,7 @@ function drawMap(view, where) {
     }))));
     const isSel = sel && sel.gpu_nodes.includes(n.id);
     return el("div", { class: "node" + (isSel ? " sel" : ""), "data-node": n.id }, el("h3", {}, "node " + n.id + (n.cores.length ? "" : " (memory only)")), gpus, cores,
-      el("div", { class: "mem" }, "memory by VM: not measured yet"));
+      memoryHere(view, sel, n.id, where));
   };
   const map = el("div", { id: "map" },
     ...t.sockets.map((s) => el("div", { class: "socket", "data-socket": s.id }, el("h2", {}, "socket " + s.id), ...s.nodes.map(node))));
@@ -119,7 +150,11 @@ function drawPanel(view) {
     " \u00b7 GPUs ", (vm.gpus.map((g) => g.address + "@node" + (g.node ?? "?")).join(", ") || "none"),
     el("div", { class: "verdict" }, "policy: ", vm.policy ? vm.policy.verdict + " \u2014 " + vm.policy.reason : "not evaluated"),
     el("div", { class: "action" }, "last action: ", vm.last_action || "none"),
-    el("div", {}, "memory per node, emulator and I/O threads: not measured yet"),
+    el("div", { class: "memory" }, "memory: ", vm.memory
+      ? Object.entries(vm.memory.by_node).map(([n, b]) => "node " + n + " " + mib(b)).join(", ") +
+        " (remote " + pct(vm.memory.remote_ratio) + ")"
+      : "not read"),
+    el("div", {}, "emulator and I/O threads: not measured yet"),
     el("table", {}, el("tr", {}, ...["vCPU", "pinned to", "ran on (latest tick)", "remote (window)", "repin?"].map((h) => el("th", {}, h))), ...rows));
 }
 
