@@ -110,6 +110,7 @@ impl VmBuilder {
                     state: None,
                     warnings: Vec::new(),
                 },
+                vmm: crate::inventory::Vmm::Libvirt,
             },
         }
     }

@@ -305,7 +305,11 @@ mod tests {
 
     /// A worker whose jobs never touch libvirt (the connection opens only when a job asks).
     fn worker(timeout_ms: u64) -> Worker {
-        Worker::new("test:///default", Access::ReadOnly, Duration::from_millis(timeout_ms))
+        Worker::new(
+            "test:///default",
+            Access::ReadOnly,
+            Duration::from_millis(timeout_ms),
+        )
     }
 
     fn answer<R>(mut ticket: Ticket<R>, worker: &Worker) -> Poll<R> {
@@ -357,7 +361,10 @@ mod tests {
         assert_eq!(answer(w.submit("next", |_| 7), &w), Poll::Done(7));
         // The abandoned call, once it returns, ends its thread without running "behind".
         release.send(()).expect("the stuck job still waits");
-        assert!(matches!(answer(stuck, &w), Poll::Done(true) | Poll::Lost(_)));
+        assert!(matches!(
+            answer(stuck, &w),
+            Poll::Done(true) | Poll::Lost(_)
+        ));
         let until = Instant::now() + Duration::from_secs(5);
         while w.stuck.load(Ordering::SeqCst) > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));

@@ -100,7 +100,7 @@ pub fn render(view: &HostView) -> String {
     );
     let mut ratio = Family::new("pinsight_domain_remote_ratio", GAUGE, "Share (0..1) of the VM's vCPU run time spent on another socket than its GPUs, over the recent window (remote_ratio_window_seconds).");
     let mut overhead = Family::new("pinsight_domain_estimated_overhead_ratio", GAUGE, "Estimated share of performance lost to cross-socket placement: remote ratio x cross_socket_penalty (an estimate, not a measurement).");
-    let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, GPU PCI addresses and their NUMA nodes, Nova names.");
+    let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, VMM (libvirt or qemu), GPU PCI addresses and their NUMA nodes, Nova names.");
     let mut vcpu_exits = Family::new("pinsight_vcpu_kvm_exits_total", COUNTER, "KVM exits of a vCPU thread by locality of the CPU it exited on and by reason (a bounded set, other for the rest).");
     let mut domain_exits = Family::new(
         "pinsight_domain_kvm_exits_total",
@@ -124,6 +124,7 @@ pub fn render(view: &HostView) -> String {
             vec![
                 ("domain", domain_label.clone()),
                 ("uuid", label(&vm.uuid)),
+                ("vmm", vm.vmm.as_str().into()),
                 (
                     "gpus",
                     label(&join(vm.gpus.iter().map(|g| g.address.clone()).collect())),
