@@ -64,6 +64,8 @@ pub struct Engine {
     policy: Option<repin::PolicyLoop>,
     /// libvirt domain events (VM started, pins changed): a rescan at once.
     lifecycle: Option<Lifecycle>,
+    // QMP-MERGE (temporary, branch qmp, until the lead's worker): QEMU VMs without libvirt.
+    qmp: crate::inventory::qmp::Background,
 }
 
 impl Engine {
@@ -105,6 +107,13 @@ impl Engine {
             }
         };
         Engine {
+            // QMP-MERGE (temporary): scans the [qmp] sockets on a thread of its own.
+            qmp: crate::inventory::qmp::Background::start(
+                config.qmp.clone(),
+                topology.clone(),
+                paths.clone(),
+                Duration::from_secs_f64(config.rescan_seconds),
+            ),
             policy: repin::PolicyLoop::new(&config.policy),
             lifecycle,
             libvirt: libvirt_source::LibvirtSource::new(
@@ -258,7 +267,8 @@ impl Engine {
             self.last_scan = Some(now);
             self.rescan_wanted = false;
         }
-        if let Some(inventory) = self.libvirt.poll(now) {
+        if let Some(mut inventory) = self.libvirt.poll(now) {
+            self.qmp.merge_into(&mut inventory); // QMP-MERGE (temporary)
             self.log_changes(&inventory);
             self.sync_tracking(inventory);
         } else {

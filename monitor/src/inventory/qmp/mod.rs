@@ -9,6 +9,7 @@
 //! its name and UUID from its command line; a problem line names the socket, why it could
 //! not be used and which facts are missing. A QEMU that exits mid-scan is simply not listed.
 
+mod background;
 mod client;
 mod glob;
 mod peer;
@@ -25,6 +26,7 @@ use serde_json::json;
 use super::{HostPaths, Inventory, ThreadsError, VcpuThread};
 use crate::config::QmpConfig;
 use crate::topology::Topology;
+pub use background::Background;
 pub use client::QmpError;
 use reply::{CpuInfoFast, NameInfo, QomProperty, UuidInfo, VFIO_PCI_CHILD};
 pub use source::{Answer, ControlSocket, Vmm};

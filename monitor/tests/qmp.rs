@@ -1,0 +1,423 @@
+//! QEMU without libvirt, end to end on the real host: a `qemu-system-x86_64` started here with
+//! KVM, the busy guest and a QMP socket (no libvirt domain), its vCPU thread pinned with
+//! `taskset` to CPU 0 (socket 0 of the two-socket fixture, whose GPU sits on node 1), and the
+//! real daemon told of the socket in `[qmp]`. The VM must show in /metrics with vmm="qemu"
+//! and run time by locality that agrees with schedstat; sockets that hang, speak garbage or
+//! are held by another client must each be a problem line naming the socket, in time.
+//!
+//! Each QEMU has a second QMP socket of the test's own (not in the daemon's globs) for
+//! `stop`/`cont` and `query-cpus-fast`, so the test never keeps the daemon out of its socket.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::daemon::{fixture, Daemon};
+use common::{http_get, metric_sum, metric_value, require_host, spin_guest, wait_for};
+
+const GPU: &str = "0000:3b:00.0";
+const TICK: f64 = 0.25;
+/// The daemon's per-socket deadline in these tests.
+const QMP_TIMEOUT: f64 = 1.0;
+/// Same bars as tests/vm_locality.rs, for the same reasons (see there): the probe sees a
+/// subset of the stints schedstat counts, never more.
+const OVER_SLACK_SECONDS: f64 = 0.001;
+const UNDER_SLACK_SHARE: f64 = 0.05;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A QEMU process this test started, killed by its pid on drop; its directory (sockets,
+/// log) removed with it.
+struct QemuVm {
+    child: Child,
+    name: String,
+    dir: PathBuf,
+    /// The socket the daemon is told of.
+    qmp: PathBuf,
+    /// The test's own control socket.
+    control: PathBuf,
+    vcpu_tid: u32,
+}
+
+impl QemuVm {
+    /// Starts a 1-vCPU busy guest; `debug_threads` names its vCPU thread "CPU 0/KVM".
+    fn start(hint: &str, debug_threads: bool) -> QemuVm {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("pinsight-qmp-{hint}-{}-{n}", std::process::id());
+        let dir = PathBuf::from(format!("/tmp/{name}"));
+        std::fs::create_dir_all(&dir).expect("create the VM's directory");
+        let (qmp, control) = (dir.join("vm.qmp"), dir.join("control.qmp"));
+        let log = std::fs::File::create(dir.join("qemu.log")).expect("create qemu.log");
+        let name_arg = if debug_threads {
+            format!("guest={name},debug-threads=on")
+        } else {
+            name.clone()
+        };
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-enable-kvm", "-machine", "pc", "-m", "128", "-smp", "1"])
+            .args(["-nodefaults", "-nographic", "-display", "none"])
+            .args(["-name", &name_arg, "-uuid", &uuid(n)])
+            .arg("-kernel")
+            .arg(spin_guest(common::DEFAULT_SPIN_ITERATIONS))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", control.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn qemu-system-x86_64 (install qemu-system-x86: scripts/setup.sh)");
+        let mut vm = QemuVm {
+            child,
+            name,
+            dir,
+            qmp,
+            control,
+            vcpu_tid: 0,
+        };
+        let control = vm.control.clone();
+        let log = vm.dir.join("qemu.log");
+        let tid = wait_for(Duration::from_secs(20), "QEMU's control socket", || {
+            if !control.exists() {
+                return None;
+            }
+            let reply = Control::open(&control).execute("query-cpus-fast");
+            let reply: serde_json::Value = serde_json::from_str(&reply).ok()?;
+            let tid = reply.pointer("/return/0/thread-id")?.as_u64()?;
+            u32::try_from(tid).ok()
+        });
+        assert!(
+            vm.child.try_wait().expect("try_wait on QEMU").is_none(),
+            "QEMU exited: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        vm.vcpu_tid = tid;
+        vm
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Pins the vCPU thread with taskset (no libvirt to ask).
+    fn pin(&self, cpus: &str) {
+        let out = Command::new("taskset")
+            .args(["-pc", cpus, &self.vcpu_tid.to_string()])
+            .output()
+            .expect("run taskset");
+        assert!(out.status.success(), "taskset: {out:?}");
+    }
+
+    fn task_file(&self, file: &str) -> String {
+        let path = format!("/proc/{}/task/{}/{file}", self.pid(), self.vcpu_tid);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+    }
+
+    fn schedstat_run_ns(&self) -> u64 {
+        let s = self.task_file("schedstat");
+        let first = s.split_whitespace().next().unwrap_or_default();
+        first
+            .parse()
+            .unwrap_or_else(|e| panic!("bad schedstat {s:?}: {e}"))
+    }
+
+    /// QMP `stop`, then waits until the vCPU thread sleeps: the fence of an interval.
+    fn stop(&self) {
+        Control::open(&self.control).execute("stop");
+        wait_for(Duration::from_secs(5), "the stopped vCPU to sleep", || {
+            let stat = self.task_file("stat");
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            (state != 'R').then_some(())
+        });
+    }
+
+    fn cont(&self) {
+        Control::open(&self.control).execute("cont");
+    }
+}
+
+impl Drop for QemuVm {
+    fn drop(&mut self) {
+        // SAFETY: kill on the pid of our own child, not yet reaped (wait below reaps it).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn uuid(n: u32) -> String {
+    format!(
+        "5e1f0000-0000-4000-8000-{:012x}",
+        std::process::id() * 100 + n
+    )
+}
+
+/// The test's QMP client on its control socket.
+struct Control {
+    reader: BufReader<UnixStream>,
+}
+
+impl Control {
+    fn open(socket: &Path) -> Control {
+        let stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("{socket:?}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("set a read timeout");
+        let mut control = Control {
+            reader: BufReader::new(stream),
+        };
+        control.line();
+        control.execute("qmp_capabilities");
+        control
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a QMP line");
+        line
+    }
+
+    /// Sends `command`; its reply line (events skipped).
+    fn execute(&mut self, command: &str) -> String {
+        let request = format!("{{\"execute\": \"{command}\"}}\n");
+        self.reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .expect("write to the control socket");
+        loop {
+            let line = self.line();
+            if !line.contains("\"event\"") {
+                assert!(line.contains("\"return\""), "{command}: {line}");
+                return line;
+            }
+        }
+    }
+}
+
+fn daemon(sockets: &[&Path], gpus: &[(&str, &str)]) -> Daemon {
+    let list: Vec<String> = sockets
+        .iter()
+        .map(|s| format!("{:?}", s.display().to_string()))
+        .collect();
+    let table: String = gpus
+        .iter()
+        .map(|(vm, gpu)| format!("\"{vm}\" = [\"{gpu}\"]\n"))
+        .collect();
+    let config = format!(
+        "tick_seconds = {TICK}\nrescan_seconds = 0.5\nremote_ratio_window_seconds = 2.0\n\
+         [qmp]\nsockets = [{}]\ntimeout_seconds = {QMP_TIMEOUT}\n[qmp.gpus]\n{table}",
+        list.join(", ")
+    );
+    // Daemon::settled tells fresh publishes by the probe run counts.
+    Daemon::start(&fixture("two-socket-gpu"), &config, &["--bpf-stats"])
+}
+
+fn run_total(metrics: &str, domain: &str) -> f64 {
+    metric_sum(
+        metrics,
+        "pinsight_vcpu_run_seconds_total",
+        &[("domain", domain), ("vcpu", "0")],
+    )
+}
+
+fn run_at(metrics: &str, domain: &str, locality: &str) -> f64 {
+    metric_value(
+        metrics,
+        "pinsight_vcpu_run_seconds_total",
+        &[("domain", domain), ("vcpu", "0"), ("locality", locality)],
+    )
+    .unwrap_or_default()
+}
+
+#[test]
+fn a_qemu_without_libvirt_is_measured_by_locality_and_agrees_with_schedstat() {
+    require_host();
+    let vm = QemuVm::start("locality", false);
+    vm.pin("0");
+    let daemon = daemon(&[&vm.qmp], &[(&vm.name, GPU)]);
+    let domain = vm.name.as_str();
+    let uuid = uuid(0);
+    wait_for(
+        Duration::from_secs(20),
+        "the QEMU VM in pinsight_domain_info",
+        || {
+            let m = daemon.metrics();
+            let labels = [
+                ("domain", domain),
+                ("vmm", "qemu"),
+                ("gpus", GPU),
+                ("gpu_nodes", "1"),
+            ];
+            metric_value(&m, "pinsight_domain_info", &labels)
+        },
+    );
+    let m = daemon.metrics();
+    let info = m
+        .lines()
+        .find(|l| l.starts_with("pinsight_domain_info") && l.contains(domain));
+    assert!(info.is_some_and(|l| l.contains(&uuid[..8])), "{info:?}");
+
+    // Fenced by QMP stop/cont like vm_locality.rs fences with virsh suspend/resume: the
+    // paused thread does not run, so both counters cover the same stints.
+    vm.stop();
+    let total = |m: &str| run_total(m, domain);
+    let (ours0, m0) = daemon.settled("run time of the stopped vCPU", total);
+    let k0 = vm.schedstat_run_ns();
+    vm.cont();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    vm.stop();
+    let (ours1, m1) = daemon.settled("run time of the stopped vCPU", total);
+    let k1 = vm.schedstat_run_ns();
+    vm.cont();
+    let kernel = (k1 - k0) as f64 / 1e9;
+    let ours = ours1 - ours0;
+    assert!(kernel > 0.2, "the busy vCPU ran only {kernel:.3}s in 3 s");
+    let remote = run_at(&m1, domain, "remote") - run_at(&m0, domain, "remote");
+    eprintln!(
+        "QEMU without libvirt over {:.1}s: pinsight {ours:.6}s ({remote:.6}s remote), \
+         schedstat {kernel:.6}s",
+        started.elapsed().as_secs_f64()
+    );
+    let (low, high) = (
+        kernel * (1.0 - UNDER_SLACK_SHARE),
+        kernel + OVER_SLACK_SECONDS,
+    );
+    assert!(
+        (low..=high).contains(&ours),
+        "pinsight {ours:.6}s, schedstat {kernel:.6}s"
+    );
+    // Pinned to CPU 0, socket 0, while the GPU is on node 1: all of it remote.
+    assert!(
+        (remote - ours).abs() < 1e-6,
+        "remote {remote:.6}s of {ours:.6}s"
+    );
+    let ratio = metric_value(&m1, "pinsight_domain_remote_ratio", &[("domain", domain)]);
+    assert!(ratio.is_some_and(|r| r > 0.9), "remote ratio {ratio:?}");
+}
+
+/// A socket served in this process that accepts and then says nothing, or garbage.
+fn fake_socket(path: &Path, garbage: bool) {
+    let listener = UnixListener::bind(path).expect("bind a fake QMP socket");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            if garbage {
+                let _ = stream.write_all(b"<html>this is not QMP</html>\n");
+            }
+            held.push(stream);
+        }
+    });
+}
+
+fn status(daemon: &Daemon) -> String {
+    http_get(&daemon.addr, "/status.json").unwrap_or_else(|e| panic!("/status.json: {e}"))
+}
+
+#[test]
+fn sockets_that_hang_or_speak_garbage_are_problems_in_time_and_the_vm_keeps_updating() {
+    require_host();
+    let vm = QemuVm::start("neighbours", false);
+    let silent = vm.dir.join("silent.qmp");
+    let garbage = vm.dir.join("garbage.qmp");
+    fake_socket(&silent, false);
+    fake_socket(&garbage, true);
+    let started = Instant::now();
+    let daemon = daemon(&[&vm.qmp, &silent, &garbage], &[(&vm.name, GPU)]);
+    let domain = vm.name.as_str();
+    let (silent_s, garbage_s) = (silent.display().to_string(), garbage.display().to_string());
+    let problems = wait_for(Duration::from_secs(10), "both problem lines", || {
+        let s = status(&daemon);
+        (s.contains(&format!(
+            "QMP socket {silent_s}: no answer to the greeting within 1.0 s"
+        )) && s.contains(&format!("QMP socket {garbage_s}: the greeting: not JSON")))
+        .then_some(s)
+    });
+    // First scan at start, then every rescan; each socket within its 1 s deadline (in
+    // parallel), while the daemon itself took up to a few seconds to start.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "problem lines after {took:?}"
+    );
+    assert!(
+        problems.contains(domain),
+        "the real VM is listed: {problems}"
+    );
+    // The real VM's run time keeps growing while the other two sockets fail every scan.
+    let m0 = daemon.metrics();
+    std::thread::sleep(Duration::from_secs(2));
+    let m1 = daemon.metrics();
+    let grew = run_total(&m1, domain) - run_total(&m0, domain);
+    assert!(grew > 0.2, "the VM's run time grew only {grew:.3}s in 2 s");
+    let labels = [("domain", domain), ("vmm", "qemu")];
+    assert_eq!(
+        metric_value(&m1, "pinsight_domain_info", &labels),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_socket_held_by_another_client_still_gives_the_vcpu_threads_by_name() {
+    require_host();
+    let vm = QemuVm::start("held", true);
+    // Another client (Kata's runtime, say) holds the daemon's socket for the whole test.
+    let mut holder = UnixStream::connect(&vm.qmp).unwrap();
+    holder
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut greeting = String::new();
+    BufReader::new(holder.try_clone().unwrap())
+        .read_line(&mut greeting)
+        .unwrap();
+    assert!(greeting.contains("QMP"), "{greeting}");
+    holder
+        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+        .unwrap();
+    // No [qmp.gpus] entry: the GPUs are the fact that stays missing.
+    let daemon = daemon(&[&vm.qmp], &[]);
+    let domain = vm.name.as_str();
+    let socket = vm.qmp.display().to_string();
+    let line = wait_for(
+        Duration::from_secs(15),
+        "the held socket's problem line",
+        || {
+            let s = status(&daemon);
+            let start = s.find(&format!("QMP socket {socket}: no answer to the greeting"))?;
+            Some(s[start..].split("\",").next()?.to_string())
+        },
+    );
+    assert!(
+        line.contains("another client may hold the socket"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("VM {domain} (QEMU pid {})", vm.pid())),
+        "{line}"
+    );
+    assert!(line.contains("vCPU threads by their names"), "{line}");
+    assert!(line.contains("missing: GPUs"), "{line}");
+    // Measured all the same: the thread QMP would have named, found by its name.
+    let m = wait_for(Duration::from_secs(10), "run time of the held VM", || {
+        let m = daemon.metrics();
+        (run_total(&m, domain) > 0.0).then_some(m)
+    });
+    let labels = [("domain", domain), ("vmm", "qemu"), ("gpus", "")];
+    assert_eq!(
+        metric_value(&m, "pinsight_domain_info", &labels),
+        Some(1.0),
+        "{m}"
+    );
+    let status = status(&daemon);
+    assert!(
+        status.contains(&format!("\"tid\":{}", vm.vcpu_tid)),
+        "{status}"
+    );
+    drop(holder);
+}
