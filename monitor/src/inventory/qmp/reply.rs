@@ -83,16 +83,15 @@ pub fn parse_message(line: &str, command: &str) -> Result<Message, ReplyError> {
         return Ok(Message::Return(ret.clone()));
     }
     if let Some(err) = value.get("error") {
-        let text = |key| {
-            err.get(key)
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string()
+        // QEMU's words, bounded: a problem line must stay a line whatever the socket sends.
+        let text = |key, most| {
+            let words = err.get(key).and_then(Value::as_str).unwrap_or("?");
+            words.chars().take(most).collect::<String>()
         };
         return Err(ReplyError::Refused {
             command: command.into(),
-            class: text("class"),
-            desc: text("desc"),
+            class: text("class", 64),
+            desc: text("desc", 2 * SHOWN_CHARS),
         });
     }
     if let Some(event) = value.get("event").and_then(Value::as_str) {
