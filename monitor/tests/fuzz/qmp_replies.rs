@@ -60,9 +60,7 @@ fn fuzz_qmp_replies() {
                 let _ = decode::<NameInfo>(value.clone(), "name");
                 let _ = decode::<UuidInfo>(value.clone(), "uuid");
                 let _ = decode::<Vec<QomProperty>>(value.clone(), "qom-list");
-                if let Ok(cpus) = decode::<Vec<CpuInfoFast>>(value, "cpus") {
-                    prop_assert!(cpus.iter().all(|c| c.thread_id <= u32::MAX));
-                }
+                let _ = decode::<Vec<CpuInfoFast>>(value, "cpus");
             }
             Ok(Message::Event(_)) => {}
             // The error shows only the start of the line, however long it is.
