@@ -140,13 +140,20 @@ impl QemuVm {
     fn cont(&self) {
         Control::open(&self.control).execute("cont");
     }
+
+    /// Kills QEMU now (SIGKILL: it cannot remove its sockets) and reaps it.
+    fn kill(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill on the pid of our own child, not yet reaped (wait reaps it).
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for QemuVm {
     fn drop(&mut self) {
-        // SAFETY: kill on the pid of our own child, not yet reaped (wait below reaps it).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -323,7 +330,7 @@ fn status(daemon: &Daemon) -> String {
 #[test]
 fn sockets_that_hang_or_speak_garbage_are_problems_in_time_and_the_vm_keeps_updating() {
     require_host();
-    let vm = QemuVm::start("neighbours", false);
+    let mut vm = QemuVm::start("neighbours", false);
     let silent = vm.dir.join("silent.qmp");
     let garbage = vm.dir.join("garbage.qmp");
     fake_socket(&silent, false);
@@ -361,6 +368,21 @@ fn sockets_that_hang_or_speak_garbage_are_problems_in_time_and_the_vm_keeps_upda
         metric_value(&m1, "pinsight_domain_info", &labels),
         Some(1.0)
     );
+
+    // QEMU exits: its VM leaves the inventory, and the socket it left behind refuses
+    // connections, a problem line of its own naming it.
+    let domain = domain.to_string();
+    vm.kill();
+    let stale = format!("QMP socket {}: cannot connect", vm.qmp.display());
+    wait_for(Duration::from_secs(15), "the killed QEMU to leave", || {
+        let info = metric_value(
+            &daemon.metrics(),
+            "pinsight_domain_info",
+            &[("domain", &domain)],
+        );
+        let s = status(&daemon);
+        (info.is_none() && s.contains(&stale) && s.contains("no process listens")).then_some(())
+    });
 }
 
 #[test]
