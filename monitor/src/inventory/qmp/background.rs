@@ -52,23 +52,27 @@ impl Background {
             .unwrap_or_default()
     }
 
-    /// Adds the newest QMP VMs and problems to a libvirt `inventory`; a QEMU VM whose name a
-    /// libvirt domain has is left out (with a problem line) so every name stays one VM.
+    /// Adds the newest QMP VMs and problems to a libvirt `inventory` (see [`merge`]).
     pub fn merge_into(&self, inventory: &mut Inventory) {
-        let qmp = self.latest();
-        inventory.problems.extend(qmp.problems);
-        for vm in qmp.vms {
-            if inventory.vms.iter().any(|v| v.name == vm.name) {
-                inventory.problems.push(format!(
-                    "QEMU VM {} (pid {}) found by QMP has the name of a libvirt domain: left out",
-                    vm.name, vm.pid
-                ));
-                continue;
-            }
-            inventory.vms.push(vm);
-        }
-        inventory.vms.sort_by(|a, b| a.name.cmp(&b.name));
+        merge(self.latest(), inventory);
     }
+}
+
+/// Adds `qmp`'s VMs and problems to `inventory`; a QEMU VM whose name a libvirt domain has
+/// is left out (with a problem line) so every name stays one VM.
+pub fn merge(qmp: Inventory, inventory: &mut Inventory) {
+    inventory.problems.extend(qmp.problems);
+    for vm in qmp.vms {
+        if inventory.vms.iter().any(|v| v.name == vm.name) {
+            inventory.problems.push(format!(
+                "QEMU VM {} (pid {}) found by QMP has the name of a libvirt domain: left out",
+                vm.name, vm.pid
+            ));
+            continue;
+        }
+        inventory.vms.push(vm);
+    }
+    inventory.vms.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
 impl Drop for Background {

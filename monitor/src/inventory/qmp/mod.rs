@@ -26,7 +26,7 @@ use serde_json::json;
 use super::{HostPaths, Inventory, ThreadsError, VcpuThread};
 use crate::config::QmpConfig;
 use crate::topology::Topology;
-pub use background::Background;
+pub use background::{merge, Background};
 pub use client::QmpError;
 use reply::{CpuInfoFast, NameInfo, QomProperty, UuidInfo, VFIO_PCI_CHILD};
 pub use source::{Answer, ControlSocket, Vmm};

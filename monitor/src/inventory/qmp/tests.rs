@@ -181,3 +181,38 @@ use std::collections::BTreeMap;
 fn vm_declared(table: &BTreeMap<String, Vec<String>>, name: &str, pid: u32) -> Vec<String> {
     super::vm::declared_gpus(table, name, pid)
 }
+
+#[test]
+fn a_qemu_vm_with_a_libvirt_domain_s_name_is_left_out_with_a_problem() {
+    use crate::test_support::VmBuilder;
+    let mut libvirt = Inventory {
+        vms: vec![VmBuilder::new("b").build(), VmBuilder::new("d").build()],
+        problems: vec!["libvirt said".into()],
+    };
+    let qemu = |name: &str| {
+        let mut vm = VmBuilder::new(name).build();
+        vm.vmm = Vmm::Qemu;
+        vm
+    };
+    let qmp = Inventory {
+        vms: vec![qemu("a"), qemu("b"), qemu("c")],
+        problems: vec!["QMP socket x: said".into()],
+    };
+    merge(qmp, &mut libvirt);
+    let names: Vec<(&str, Vmm)> = libvirt
+        .vms
+        .iter()
+        .map(|v| (v.name.as_str(), v.vmm))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("a", Vmm::Qemu),
+            ("b", Vmm::Libvirt),
+            ("c", Vmm::Qemu),
+            ("d", Vmm::Libvirt)
+        ]
+    );
+    assert_eq!(libvirt.problems.len(), 3, "{:?}", libvirt.problems);
+    assert!(libvirt.problems[2].contains("QEMU VM b") && libvirt.problems[2].contains("left out"));
+}
