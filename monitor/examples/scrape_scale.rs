@@ -94,6 +94,7 @@ fn main() {
                     }],
                     gpu_nodes: vec![1],
                     spec,
+                    vmm: pinsight::inventory::Vmm::Libvirt,
                 }
             })
             .collect(),

@@ -71,6 +71,11 @@ pub struct Engine {
     policy: Option<repin::PolicyLoop>,
     /// libvirt domain events (VM started, pins changed): a rescan at once.
     lifecycle: Option<Lifecycle>,
+    /// QEMU VMs without libvirt, scanned through their QMP sockets on a thread of its own.
+    qmp: crate::inventory::qmp::Background,
+    /// The newest libvirt and QMP inventories; the engine's is both merged.
+    libvirt_inventory: Inventory,
+    qmp_inventory: Inventory,
 }
 
 impl Engine {
@@ -112,6 +117,14 @@ impl Engine {
             }
         };
         Engine {
+            libvirt_inventory: Inventory::default(),
+            qmp_inventory: Inventory::default(),
+            qmp: crate::inventory::qmp::Background::start(
+                config.qmp.clone(),
+                topology.clone(),
+                paths.clone(),
+                Duration::from_secs_f64(config.rescan_seconds),
+            ),
             policy: repin::PolicyLoop::new(&config.policy),
             lifecycle,
             libvirt: libvirt_source::LibvirtSource::new(
@@ -171,6 +184,10 @@ impl Engine {
         repin::PolicyLoop::reconfigure(&mut self.policy, &config.policy);
         self.accounting
             .set_window(Duration::from_secs_f64(config.remote_ratio_window_seconds));
+        self.qmp.reconfigure(
+            config.qmp.clone(),
+            Duration::from_secs_f64(config.rescan_seconds),
+        );
         self.config = config;
         tracing::info!(
             mode = self.config.policy.mode.as_str(),
@@ -269,7 +286,19 @@ impl Engine {
             self.last_scan = Some(now);
             self.rescan_wanted = false;
         }
-        if let Some(inventory) = self.libvirt.poll(now) {
+        let libvirt = self.libvirt.poll(now);
+        let qmp = self.qmp.take();
+        if libvirt.is_some() || qmp.is_some() {
+            // Each source keeps its last answer: a host without libvirt still sees its
+            // QEMU VMs, and a hung QMP socket never holds back libvirt's.
+            if let Some(i) = libvirt {
+                self.libvirt_inventory = i;
+            }
+            if let Some(i) = qmp {
+                self.qmp_inventory = i;
+            }
+            let mut inventory = self.libvirt_inventory.clone();
+            crate::inventory::qmp::merge(self.qmp_inventory.clone(), &mut inventory);
             self.log_changes(&inventory);
             self.sync_tracking(inventory);
         } else {

@@ -122,6 +122,7 @@ impl VmBuilder {
                     state_record: None,
                     warnings: Vec::new(),
                 },
+                vmm: crate::inventory::Vmm::Libvirt,
             },
         }
     }

@@ -7,6 +7,8 @@
 mod deep_targets;
 #[path = "fuzz/engine.rs"]
 mod engine;
+#[path = "fuzz/qmp_replies.rs"]
+mod qmp_replies;
 #[path = "fuzz/sysfs_tree.rs"]
 mod sysfs_tree;
 #[path = "fuzz/xml_targets.rs"]

@@ -43,6 +43,7 @@ fn vm(xml_fixture: &str, tid: u32, gpu: Option<(&str, u32)>) -> Vm {
             .unwrap_or_default(),
         gpu_nodes: gpu.map(|(_, node)| vec![node]).unwrap_or_default(),
         spec,
+        vmm: pinsight::inventory::Vmm::Libvirt,
     }
 }
 

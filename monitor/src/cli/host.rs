@@ -291,6 +291,7 @@ mod tests {
                 "<domain type='kvm'><name>{name}</name><uuid>u-{name}</uuid><vcpu>1</vcpu></domain>"
             ))
             .unwrap(),
+            vmm: crate::inventory::Vmm::Libvirt,
         }
     }
 

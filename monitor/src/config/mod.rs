@@ -80,6 +80,31 @@ pub struct Config {
     pub probes: ProbesConfig,
     /// The repin policy: mode, thresholds and guard rails.
     pub policy: PolicyConfig,
+    /// QEMU processes without libvirt, found through their QMP sockets.
+    pub qmp: QmpConfig,
+}
+
+/// Where to find QEMU processes that libvirt does not manage, and what they cannot say.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QmpConfig {
+    /// Globs of QMP unix sockets (`*` and `?` within one path component).
+    pub sockets: Vec<String>,
+    /// Longest one socket's whole conversation may take (connect, greeting, every query).
+    pub timeout_seconds: f64,
+    /// GPUs of VMs whose VMM cannot say (no vfio-pci it could report): a VM name, or the
+    /// absolute path of a pid file holding the QEMU pid, -> PCI addresses.
+    pub gpus: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for QmpConfig {
+    fn default() -> Self {
+        QmpConfig {
+            sockets: vec!["/run/qemu/*.qmp".into(), "/run/vc/vm/*/qmp.sock".into()],
+            timeout_seconds: 2.0,
+            gpus: Default::default(),
+        }
+    }
 }
 
 /// Probe settings.
@@ -199,6 +224,7 @@ impl Default for Config {
             max_exported_vms: 1000,
             probes: ProbesConfig::default(),
             policy: PolicyConfig::default(),
+            qmp: QmpConfig::default(),
         }
     }
 }
@@ -270,6 +296,25 @@ impl Config {
                 "must not be shorter than tick_seconds",
             ));
         }
+        for (vm, addresses) in &self.qmp.gpus {
+            if vm.trim().is_empty() {
+                return Err(invalid(
+                    "qmp.gpus",
+                    format!("{vm:?}"),
+                    "a key must be a VM name or the absolute path of a pid file",
+                ));
+            }
+            if let Some(bad) = addresses
+                .iter()
+                .find(|a| crate::topology::normalize_pci_address(a).is_none())
+            {
+                return Err(invalid(
+                    "qmp.gpus",
+                    format!("{vm} = {bad:?}"),
+                    "is not a PCI address (such as \"0000:3b:00.0\")",
+                ));
+            }
+        }
         let policy = &self.policy;
         if policy.remote_ratio_clear > policy.remote_ratio_high {
             return Err(invalid(
@@ -328,6 +373,7 @@ impl Config {
             "remote_ratio_window_seconds" => self.remote_ratio_window_seconds,
             "cross_socket_penalty" => self.cross_socket_penalty,
             "max_exported_vms" => f64::from(self.max_exported_vms),
+            "qmp.timeout_seconds" => self.qmp.timeout_seconds,
             "probes.max_threads" => f64::from(self.probes.max_threads),
             "probes.max_exit_keys" => f64::from(self.probes.max_exit_keys),
             "policy.remote_ratio_high" => p.remote_ratio_high,

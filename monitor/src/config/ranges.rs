@@ -103,4 +103,10 @@ pub const RANGES: &[Range] = &[
         max: 64.0,
         text: "must be a ratio from 1.0 (one pinned vCPU per host CPU) to 64",
     },
+    Range {
+        key: "qmp.timeout_seconds",
+        min: 0.1,
+        max: 60.0,
+        text: "must be 0.1 to 60 seconds",
+    },
 ];

@@ -187,3 +187,20 @@ fn policy_section_values_and_errors() {
         assert!(err.contains(named), "{line}: {err}");
     }
 }
+
+#[test]
+fn the_qmp_gpu_table_refuses_what_is_not_a_pci_address_naming_the_vm() {
+    let ok = config_file("[qmp.gpus]\n\"train-7\" = [\"3b:00.0\"]\n\"/run/vc/vm/x/pid\" = []\n");
+    let config = Config::load(&ok).unwrap();
+    assert_eq!(config.qmp.gpus["train-7"], ["3b:00.0"]);
+    let bad = config_file("[qmp.gpus]\n\"train-7\" = [\"gpu0\"]\n");
+    let err = Config::load(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("qmp.gpus") && err.contains("train-7") && err.contains("\"gpu0\""),
+        "{err}"
+    );
+    let err = Config::load(&config_file("[qmp]\nsocket = []\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("socket"), "{err}");
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Mode, PolicyConfig};
 use crate::inventory::worker::{Poll, Ticket, Worker};
-use crate::inventory::Vm;
+use crate::inventory::{Vm, Vmm};
 use crate::policy::record::{describe, ActionResult};
 use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
 use crate::remediate::{self, Reconciled, RemediateError};
@@ -142,6 +142,15 @@ impl PolicyLoop {
             let Some(vm) = vms.iter().find(|vm| vm.name == d.domain) else {
                 continue;
             };
+            if vm.vmm != Vmm::Libvirt {
+                // Pins of VMs without libvirt (sched_setaffinity, a state file of its own)
+                // are not written yet: say so once per situation, never a failed repin.
+                if d.new {
+                    tracing::info!(domain = %d.domain, vmm = ?vm.vmm, moves = %moves(d), "repin recommended; not acting: pinsight repins only libvirt domains so far");
+                    self.count(&d.domain, "skipped_unmanaged");
+                }
+                continue;
+            }
             self.policy.record_action(&vm.uuid, now);
             let persistent = self.policy.config().persistent;
             let (vm, decision) = (vm.clone(), d.clone());

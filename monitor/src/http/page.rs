@@ -126,6 +126,7 @@ mod tests {
             domain: domain.into(),
             uuid: String::new(),
             pid: 1,
+            vmm: crate::inventory::Vmm::Libvirt,
             gpus: gpus
                 .iter()
                 .map(|g| Gpu {

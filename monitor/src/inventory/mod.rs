@@ -6,6 +6,7 @@
 
 pub mod domain_xml;
 mod libvirt;
+pub mod qmp;
 mod threads;
 pub mod worker;
 
@@ -17,6 +18,7 @@ use crate::cpuset::CpuSet;
 use crate::topology::Topology;
 pub use domain_xml::{DomainSpec, GpuRef};
 pub use libvirt::{Access, Libvirt, LibvirtError};
+pub use qmp::Vmm;
 /// The CPUs a thread may run on now (`sched_getaffinity`), `None` when it is gone.
 pub use threads::affinity as thread_affinity;
 pub use threads::ThreadsError;
@@ -86,6 +88,8 @@ pub struct Vm {
     pub gpu_nodes: Vec<u32>,
     /// Everything read from the domain XML.
     pub spec: DomainSpec,
+    /// Which VMM runs it (libvirt, or QEMU found through its QMP socket).
+    pub vmm: Vmm,
 }
 
 /// The running VMs, plus what could not be read and why.
@@ -204,6 +208,7 @@ pub fn build_vm(
         gpus,
         gpu_nodes,
         spec,
+        vmm: Vmm::Libvirt,
     })
 }
 

@@ -105,7 +105,7 @@ pub fn affinity(tid: u32) -> Option<CpuSet> {
 }
 
 /// A task's start time (field 22 of its `stat`, clock ticks after boot).
-fn start_time(task_dir: &Path) -> Option<u64> {
+pub fn start_time(task_dir: &Path) -> Option<u64> {
     let stat = std::fs::read_to_string(task_dir.join("stat")).ok()?;
     parse_start_time(&stat)
 }

@@ -103,7 +103,7 @@ pub fn render(view: &HostView) -> String {
     );
     let mut ratio = Family::new("pinsight_domain_remote_ratio", GAUGE, "Share (0..1) of the VM's vCPU run time spent on another socket than its GPUs, over the recent window (remote_ratio_window_seconds).");
     let mut overhead = Family::new("pinsight_domain_estimated_overhead_ratio", GAUGE, "Estimated share of performance lost to cross-socket placement: remote ratio x cross_socket_penalty (an estimate, not a measurement).");
-    let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, GPU PCI addresses and their NUMA nodes, Nova names.");
+    let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, VMM (libvirt or qemu), GPU PCI addresses and their NUMA nodes, Nova names.");
     let mut vcpu_exits = Family::new("pinsight_vcpu_kvm_exits_total", COUNTER, "KVM exits of a vCPU thread by locality of the CPU it exited on and by reason (a bounded set, other for the rest).");
     let mut domain_exits = Family::new(
         "pinsight_domain_kvm_exits_total",
@@ -115,7 +115,7 @@ pub fn render(view: &HostView) -> String {
         GAUGE,
         "1 when the policy would repin this vCPU to its GPU's node (recommend and enforce modes).",
     );
-    let mut repins = Family::new("pinsight_repins_total", COUNTER, "Repin decisions by result (applied, failed, skipped_cooldown, skipped_optout, skipped_orchestrator, no_capacity, rate_limited).");
+    let mut repins = Family::new("pinsight_repins_total", COUNTER, "Repin decisions by result (applied, failed, skipped_cooldown, skipped_optout, skipped_orchestrator, skipped_operator, skipped_unmanaged: a VM without libvirt, no_capacity, rate_limited).");
 
     let mut cut = 0u64;
     let exported = view.vms.len().min(view.max_exported_vms);
@@ -127,6 +127,7 @@ pub fn render(view: &HostView) -> String {
             vec![
                 ("domain", domain_label.clone()),
                 ("uuid", label(&vm.uuid)),
+                ("vmm", vm.vmm.as_str().into()),
                 (
                     "gpus",
                     label(&join(vm.gpus.iter().map(|g| g.address.clone()).collect())),

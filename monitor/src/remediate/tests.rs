@@ -127,6 +127,7 @@ pub(super) fn vm() -> Vm {
         gpus: Vec::new(),
         gpu_nodes: vec![1],
         spec: parse_domain_xml(xml).unwrap(),
+        vmm: crate::inventory::Vmm::Libvirt,
     }
 }
 

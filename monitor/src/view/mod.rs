@@ -128,6 +128,9 @@ pub struct VmView {
     pub uuid: String,
     /// QEMU process id.
     pub pid: u32,
+    /// Which VMM runs it.
+    #[serde(default)]
+    pub vmm: crate::inventory::Vmm,
     /// GPUs with their nodes.
     pub gpus: Vec<Gpu>,
     /// Distinct NUMA nodes of the GPUs, ascending.
@@ -374,6 +377,7 @@ fn vm_view(
         domain: vm.name.clone(),
         uuid: vm.uuid.clone(),
         pid: vm.pid,
+        vmm: vm.vmm,
         gpus: vm.gpus.clone(),
         gpu_nodes: vm.gpu_nodes.clone(),
         nova_instance: nova.and_then(|n| n.instance_name.clone()),

@@ -48,11 +48,13 @@ impl Daemon {
     ) -> Daemon {
         let mut daemon = Daemon::spawn_with_env(sysfs_root, config_toml, extra_args, env);
         let addr = daemon.addr.clone();
-        daemon.wait_until("the daemon to serve /metrics", || {
-            http_get(&addr, "/metrics")
-                .ok()
-                .filter(|m| m.contains("pinsight_build_info"))
-                .is_some()
+        // Served is not enough: the first view is published by the engine's first tick
+        // (before it /metrics shows an empty host), so wait for its tick timestamp.
+        daemon.wait_until("the daemon's first published tick", || {
+            http_get(&addr, "/metrics").ok().is_some_and(|m| {
+                metric_value(&m, "pinsight_engine_last_tick_timestamp_seconds", &[])
+                    .is_some_and(|t| t > 0.0)
+            })
         });
         daemon
     }

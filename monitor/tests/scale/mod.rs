@@ -88,6 +88,7 @@ pub fn view(vms: u32, vcpus: u32, tick: u64) -> HostView {
                 repins: BTreeMap::new(),
                 gpu_interrupts: Vec::new(),
                 memory: None,
+                vmm: Default::default(),
             }
         })
         .collect();

@@ -28,6 +28,7 @@ fn vm(domain: &str, remote: Option<f64>, moves: u64) -> VmView {
         repins: Default::default(),
         gpu_interrupts: Vec::new(),
         memory: None,
+        vmm: Default::default(),
     }
 }
 
