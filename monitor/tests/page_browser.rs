@@ -117,6 +117,32 @@ fn the_map_shows_the_vcpu_on_its_pinned_cpu_and_follows_a_live_repin() {
         (json!(GPU), json!("1")),
         "{panel}"
     );
+    // Its memory (all on this machine's node 0, the far socket from its GPU) as a bar on
+    // node 0, marked remote by class and glyph, and none on node 1.
+    let memory = browser.wait(Duration::from_secs(10), "the VM's memory bar", || {
+        let v = browser.eval(
+            "return [...document.querySelectorAll('#map .mem[data-locality]')]
+                .map(m => [m.dataset.memoryNode, m.dataset.locality, m.textContent]);",
+            json!([]),
+        );
+        v.as_array().is_some_and(|a| a.len() == 2).then_some(v)
+    });
+    assert_eq!(memory[0][0], json!("0"), "{memory}");
+    assert_eq!(memory[0][1], json!("remote"), "{memory}");
+    assert!(
+        memory[0][2]
+            .as_str()
+            .is_some_and(|t| t.starts_with('\u{25b2}') && t.contains("100.0% of its memory")),
+        "{memory}"
+    );
+    assert_eq!(memory[1][1], json!("local"), "{memory}");
+    assert!(
+        memory[1][2]
+            .as_str()
+            .is_some_and(|t| t.contains(" 0 MiB (0.0%")),
+        "{memory}"
+    );
+    assert!(text.contains("memory: node 0 "), "{text}");
     let dir = artifacts("page-browser");
     browser.screenshot(&dir.join("local.png"));
 

@@ -161,7 +161,9 @@ fn top_shows_the_remote_vm_sorts_expands_and_quits_cleanly() {
 
     tmux.run(&["send-keys", "-t", "top", "Enter"]);
     tmux.wait_screen("the first VM's vCPUs", |s| {
-        row_of(s, near_hint).is_some_and(|(_, l)| l.starts_with("- ")) && s.contains("vCPU 1")
+        row_of(s, near_hint).is_some_and(|(_, l)| l.starts_with("- "))
+            && s.contains("vCPU 1")
+            && s.contains("    memory")
     });
 
     tmux.run(&["send-keys", "-t", "top", "q"]);

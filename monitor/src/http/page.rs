@@ -23,7 +23,7 @@ previous reading (one tick); an idle vCPU pinned to at most 4 CPUs is drawn fade
 is not drawn. Locality to the VM's GPU: <span class=\"vcpu local\">\u{25cf}</span> local (the GPU's node), \
 <span class=\"vcpu same_socket\">\u{25c6}</span> same socket, <span class=\"vcpu remote\">\u{25b2}</span> \
 remote (another socket), <span class=\"vcpu none\">?</span> unknown (no GPU). CPU cells: R reserved \
-(policy.reserved_cpus), off offline. Memory per node, emulator and I/O threads are not measured yet.</p>\n";
+(policy.reserved_cpus), off offline. A node's bar is the selected VM's memory there (its memory cgroup), marked like the vCPUs; emulator and I/O threads are not measured yet.</p>\n";
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")

@@ -164,6 +164,25 @@ pub fn rows(
             ],
         ));
         if open {
+            if let Some(m) = &vm.memory {
+                let nodes: Vec<String> = m
+                    .by_node
+                    .iter()
+                    .map(|(n, b)| format!("node {n} {} MiB", b >> 20))
+                    .collect();
+                out.push((
+                    None,
+                    [
+                        "    memory".to_string(),
+                        pct(m.remote_ratio),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        nodes.join(", "),
+                    ],
+                ));
+            }
             for v in &vm.vcpus {
                 let ran: Vec<String> = v.recent_cpus.keys().map(u32::to_string).collect();
                 out.push((

@@ -88,6 +88,26 @@ fn filter_expand_and_quit_keys() {
 }
 
 #[test]
+fn an_expanded_vm_shows_its_memory_by_node() {
+    let mut db = vm("db-1", Some(0.2), 0);
+    db.memory = Some(crate::view::MemoryView {
+        by_node: BTreeMap::from([(0, 3 << 30), (1, 1 << 30)]),
+        remote_ratio: Some(0.75),
+        ..Default::default()
+    });
+    let now = view(vec![db]);
+    let state = TopState {
+        expanded: ["db-1".to_string()].into(),
+        ..Default::default()
+    };
+    let shown = rows(&now, &BTreeMap::new(), &state);
+    assert_eq!(shown[1].1[0], "    memory");
+    assert_eq!(shown[1].1[1], "75.0%");
+    assert_eq!(shown[1].1[6], "node 0 3072 MiB, node 1 1024 MiB");
+    assert_eq!(shown[2].1[0], "    vCPU 0");
+}
+
+#[test]
 fn the_screen_fits_80x24() {
     let now = view(
         (0..40)
