@@ -201,13 +201,6 @@ impl Worker {
         }
     }
 
-    /// Whether a job is queued or running.
-    pub fn busy(&self) -> bool {
-        self.thread
-            .as_ref()
-            .is_some_and(|t| t.progress.get().is_some())
-    }
-
     fn spawn(&self) -> Result<Thread, String> {
         let stuck = self.stuck.load(Ordering::SeqCst);
         if stuck >= MAX_ABANDONED {
