@@ -40,7 +40,7 @@ pub const fn slot_words(pid_max: u32) -> u32 {
     pid_max.div_ceil(SLOTS_PER_WORD)
 }
 
-/// Indexes of [`MAP_ERRORS`]: what a probe could not record.
+/// Indexes of [`MAP_ERRORS`]: what a probe could not record, and switches it did not see.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
@@ -48,7 +48,10 @@ pub enum MapError {
     KvmExits = 0,
     /// A tracked thread's slot had no run-time entry (a slot beyond RUN_NS's size).
     MissingThread = 1,
+    /// Not a failure: a tracked thread was switched without the sched_switch tracepoint
+    /// showing it (seen switched off twice, or on twice). Its run time is still counted.
+    UnseenSwitch = 2,
 }
 
 /// Number of [`MapError`] slots (the size of [`MAP_ERRORS`]).
-pub const MAP_ERROR_SLOTS: u32 = MapError::MissingThread as u32 + 1;
+pub const MAP_ERROR_SLOTS: u32 = MapError::UnseenSwitch as u32 + 1;

@@ -5,8 +5,8 @@
 //!
 //! Works on deltas: each reading is compared with the previous one of the same thread, and
 //! the difference is attributed to the locality of the CPU it ran on at that time. Totals
-//! therefore stay monotonic across vCPU thread changes, and a GPU that moves changes only
-//! what is attributed from then on.
+//! therefore stay monotonic across vCPU thread changes, never run ahead of the thread's real
+//! run time ([`run_delta`]), and a GPU that moves changes only what is attributed from then on.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::AddAssign;
@@ -18,6 +18,8 @@ use crate::inventory::Vm;
 use crate::probes::exit_reasons;
 use crate::probes::ThreadCounters;
 use crate::topology::{Locality, Topology};
+
+mod run_delta;
 
 /// One figure per locality relative to a VM's GPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -159,6 +161,8 @@ struct SeenThread {
     domain: String,
     vcpu: u32,
     last: ThreadCounters,
+    /// Run time counted ahead (see [`run_delta`]), taken off what the thread adds next.
+    owed_ns: u64,
 }
 
 /// The accounting state the daemon keeps between readings.
@@ -223,12 +227,14 @@ impl Accounting {
                         domain: vm.name.clone(),
                         vcpu: thread.vcpu,
                         last: ThreadCounters::default(),
+                        owed_ns: 0,
                     });
                 let vcpu = totals.vcpus.entry(seen.vcpu).or_default();
                 apply_delta(
                     vcpu,
                     &seen.last,
                     current,
+                    &mut seen.owed_ns,
                     topology,
                     &vm.gpu_nodes,
                     self.exit_source,
@@ -244,7 +250,7 @@ impl Accounting {
 
     /// Folds the final counters of a thread that is no longer tracked.
     pub fn retire(&mut self, tid: u32, last: &ThreadCounters, vms: &[Vm], topology: &Topology) {
-        let Some(seen) = self.threads.remove(&tid) else {
+        let Some(mut seen) = self.threads.remove(&tid) else {
             return;
         };
         let Some(vm) = vms.iter().find(|vm| vm.name == seen.domain) else {
@@ -259,6 +265,7 @@ impl Accounting {
                 vcpu,
                 &seen.last,
                 last,
+                &mut seen.owed_ns,
                 topology,
                 &vm.gpu_nodes,
                 self.exit_source,
@@ -311,13 +318,13 @@ fn apply_delta(
     vcpu: &mut VcpuTotals,
     last: &ThreadCounters,
     current: &ThreadCounters,
+    owed_ns: &mut u64,
     topology: &Topology,
     gpu_nodes: &[u32],
     exit_source: &str,
 ) {
-    for (cpu, now_ns) in current.run_ns_by_cpu.iter().enumerate() {
-        let before = last.run_ns_by_cpu.get(cpu).copied().unwrap_or(0);
-        let delta = now_ns.saturating_sub(before);
+    let deltas = run_delta::run_deltas(&last.run_ns_by_cpu, &current.run_ns_by_cpu, owed_ns);
+    for (cpu, delta) in deltas.into_iter().enumerate() {
         if delta > 0 {
             let locality = topology.locality(cpu as u32, gpu_nodes);
             *vcpu.run_seconds.get_mut(locality) += delta as f64 / 1e9;

@@ -512,5 +512,6 @@ fn probes_view(probes: Option<&Probes>) -> ProbesView {
             })
             .collect(),
         map_errors: p.map_errors(),
+        unseen_switches: p.unseen_switches(),
     }
 }

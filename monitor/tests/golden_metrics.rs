@@ -137,6 +137,7 @@ fn metrics_exposition_matches_the_golden_file() {
             }]),
             maps: vec![map("RUN_NS", 2, 1024), map("KVM_EXITS", 2, 16384)],
             map_errors: 0,
+            unseen_switches: 3,
         },
         libvirt_up: true,
         tick_unix_seconds: 1_800_000_000.5,

@@ -26,10 +26,6 @@ const MAX_RSS_KIB: u64 = 64 * 1024;
 const MAX_CPU_SHARE: f64 = 0.15;
 /// Ticks done over the interval, as a share of those the tick period asks for.
 const MIN_TICK_PACE: f64 = 0.7;
-/// As in tests/vm_locality.rs: pinsight may count no more than schedstat (1 ms of rounding)
-/// and at most 5% less.
-const OVER_SLACK_SECONDS: f64 = 0.001;
-const UNDER_SLACK_SHARE: f64 = 0.05;
 
 /// The daemon's /status.json.
 fn status(daemon: &Daemon) -> serde_json::Value {
@@ -210,14 +206,7 @@ fn a_metadata_bomb_on_one_vm_costs_little_and_the_other_vm_keeps_its_metrics() {
         );
         assert!(pace > MIN_TICK_PACE, "{what}: tick pace {pace:.2}");
         assert!(kernel > 0.5, "{what}: the other VM ran only {kernel:.3}s");
-        let (low, high) = (
-            kernel * (1.0 - UNDER_SLACK_SHARE),
-            kernel + OVER_SLACK_SECONDS,
-        );
-        assert!(
-            (low..=high).contains(&ours),
-            "{what}: the other VM's run time {ours:.6}s vs schedstat {kernel:.6}s"
-        );
+        common::assert_agrees_with_schedstat(&format!("{what}: the other VM"), ours, kernel);
     }
     assert!(
         daemon

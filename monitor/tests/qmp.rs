@@ -25,10 +25,6 @@ const GPU: &str = "0000:3b:00.0";
 const TICK: f64 = 0.25;
 /// The daemon's per-socket deadline in these tests.
 const QMP_TIMEOUT: f64 = 1.0;
-/// Same bars as tests/vm_locality.rs, for the same reasons (see there): the probe sees a
-/// subset of the stints schedstat counts, never more.
-const OVER_SLACK_SECONDS: f64 = 0.001;
-const UNDER_SLACK_SHARE: f64 = 0.05;
 
 fn daemon(sockets: &[&Path], gpus: &[(&str, &str)]) -> Daemon {
     let list: Vec<String> = sockets
@@ -115,14 +111,7 @@ fn a_qemu_without_libvirt_is_measured_by_locality_and_agrees_with_schedstat() {
          schedstat {kernel:.6}s",
         started.elapsed().as_secs_f64()
     );
-    let (low, high) = (
-        kernel * (1.0 - UNDER_SLACK_SHARE),
-        kernel + OVER_SLACK_SECONDS,
-    );
-    assert!(
-        (low..=high).contains(&ours),
-        "pinsight {ours:.6}s, schedstat {kernel:.6}s"
-    );
+    common::assert_agrees_with_schedstat("QEMU without libvirt", ours, kernel);
     // Pinned to CPU 0, socket 0, while the GPU is on node 1: all of it remote.
     assert!(
         (remote - ours).abs() < 1e-6,

@@ -268,6 +268,12 @@ pub fn render(view: &HostView) -> String {
         "Failed map updates inside the probes (a full map loses counts).",
     );
     errors.push(vec![], view.probes.map_errors as f64);
+    let mut unseen = Family::new(
+        "pinsight_probe_unseen_switches_total",
+        COUNTER,
+        "Switches of tracked vCPU threads that the sched_switch tracepoint did not show (seen switched off twice, or on twice); their run time is still counted, from the kernel's run-time clock, on the CPU where the thread is next seen.",
+    );
+    unseen.push(vec![], view.probes.unseen_switches as f64);
 
     let mut families = vec![
         vcpu_run,
@@ -288,6 +294,7 @@ pub fn render(view: &HostView) -> String {
         entries,
         capacity,
         errors,
+        unseen,
         truncated,
         hidden,
     ];

@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, HashMap as StdHashMap};
 
 use aya::maps::PerCpuValues;
 use monitor_common::kvm_exit::{ExitKey, KVM_EXITS};
-use monitor_common::sched_switch::{CpuRun, RUN_NS};
+use monitor_common::sched_switch::{CpuRun, ThreadRun, RUN_NS, THREAD_RUN};
 use monitor_common::tracked::{
-    slot_shift, slot_word, MAP_ERROR_SLOTS, SLOTS_PER_WORD, SLOT_MASK, TRACKED_TIDS,
+    slot_shift, slot_word, MapError, SLOTS_PER_WORD, SLOT_MASK, TRACKED_TIDS,
 };
 
 use super::error::map_err;
@@ -29,14 +29,22 @@ impl Probes {
             tracked: self.tracked.len(),
             capacity: self.options.max_threads,
         })?;
-        // Counters first, the slot last: the probes never see a half-tracked thread.
+        // Counters first, the slot last: the probes never see a half-tracked thread. Counting
+        // starts at the thread's run-time clock now, so a stint in progress counts from here.
         // (try_from fails only for a length other than the possible CPUs', which this is.)
+        let runtime =
+            thread_runtime_ns(tid).map_err(|source| ProbeError::ThreadClock { tid, source })?;
         let zeros = PerCpuValues::try_from(vec![CpuRun::default(); self.nr_cpus])
             .map_err(|e| map_err(RUN_NS)(aya::maps::MapError::IoError(e)))?;
         let published = self
             .run_ns
             .set(slot, zeros, 0)
             .map_err(map_err(RUN_NS))
+            .and_then(|()| {
+                self.thread_run
+                    .set(slot, ThreadRun::tracked_at(runtime), 0)
+                    .map_err(map_err(THREAD_RUN))
+            })
             .and_then(|()| self.set_slot(tid, slot));
         if let Err(e) = published {
             self.free_slots.push(slot);
@@ -106,29 +114,26 @@ impl Probes {
         tid: u32,
         exits: &StdHashMap<u32, BTreeMap<u32, Vec<u64>>>,
     ) -> ThreadCounters {
-        let slots = self
-            .slots
-            .get(&tid)
-            .and_then(|slot| self.run_ns.get(slot, 0).ok())
+        let slot = self.slots.get(&tid).copied();
+        let per_cpu = slot
+            .and_then(|slot| self.run_ns.get(&slot, 0).ok())
             .map(|v| v.to_vec())
             .unwrap_or_else(|| vec![CpuRun::default(); self.nr_cpus]);
-        // A vCPU that keeps its CPU is not switched out for long stretches: add the stint in
-        // progress (the kernel's run time of the thread now, minus at switch-in) so run time
-        // does not lag behind until the next switch. At most one thread per CPU is on CPU, so
-        // this reads at most one schedstat file per CPU per tick.
-        let running_now = slots
-            .iter()
-            .any(|s| s.on_cpu == 1)
-            .then(|| thread_runtime_ns(tid))
-            .flatten();
-        let run_ns_by_cpu = slots
-            .iter()
-            .map(|s| match (s.on_cpu, running_now) {
-                (1, Some(now)) => s.run_ns + now.saturating_sub(s.runtime_at_switch_in),
-                _ => s.run_ns,
-            })
-            .collect();
-        let cross_socket_migrations = slots.iter().map(|s| s.cross_socket_migrations).sum();
+        let mut run_ns_by_cpu: Vec<u64> = per_cpu.iter().map(|c| c.run_ns).collect();
+        let cross_socket_migrations = per_cpu.iter().map(|c| c.cross_socket_migrations).sum();
+        // A vCPU that keeps its CPU is not switched out for long stretches: add its stint in
+        // progress (its run-time clock now, past where it was counted), read after the
+        // counters so it never counts anything twice. Only threads on a CPU are read, so at
+        // most one schedstat file per CPU per tick.
+        let thread = slot.and_then(|slot| self.thread_run.get(&slot, 0).ok());
+        if let Some(t) = thread.filter(|t| t.on_cpu == 1) {
+            if let (Some(cpu_run), Ok(now)) = (
+                run_ns_by_cpu.get_mut(t.cpu as usize),
+                thread_runtime_ns(tid),
+            ) {
+                *cpu_run += now.saturating_sub(t.counted_runtime);
+            }
+        }
         ThreadCounters {
             run_ns_by_cpu,
             cross_socket_migrations,
@@ -138,10 +143,23 @@ impl Probes {
 
     /// Failed map updates inside the probes, summed over CPUs and kinds (`MapError`).
     pub fn map_errors(&self) -> u64 {
-        (0..MAP_ERROR_SLOTS)
-            .filter_map(|slot| self.map_errors.get(&slot, 0).ok())
-            .map(|values| values.iter().sum::<u64>())
+        [MapError::KvmExits, MapError::MissingThread]
+            .into_iter()
+            .map(|kind| self.probe_count(kind))
             .sum()
+    }
+
+    /// Switches of tracked threads the sched_switch tracepoint did not show (their run time is
+    /// still counted, see `monitor_common::sched_switch`).
+    pub fn unseen_switches(&self) -> u64 {
+        self.probe_count(MapError::UnseenSwitch)
+    }
+
+    fn probe_count(&self, kind: MapError) -> u64 {
+        self.map_errors
+            .get(&(kind as u32), 0)
+            .map(|values| values.iter().sum::<u64>())
+            .unwrap_or(0)
     }
 
     /// Entries in use and capacity of the maps that grow with the number of VMs.
@@ -195,7 +213,15 @@ pub fn bpf_stats_enabled() -> bool {
 }
 
 /// The kernel's run time of a thread (`se.sum_exec_runtime`, first field of schedstat).
-fn thread_runtime_ns(tid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
+fn thread_runtime_ns(tid: u32) -> std::io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/schedstat"))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no run time in {text:?}"),
+            )
+        })
 }

@@ -55,6 +55,15 @@ pub enum ProbeError {
         /// Thread ids the table holds.
         table_tids: u32,
     },
+    /// The thread's run-time clock (/proc/TID/schedstat) cannot be read: it exited, or /proc
+    /// is not this host's.
+    #[error("cannot track thread {tid}: /proc/{tid}/schedstat: {source}")]
+    ThreadClock {
+        /// The thread.
+        tid: u32,
+        /// The read or parse error.
+        source: std::io::Error,
+    },
     /// More vCPU threads than the maps hold.
     #[error("cannot track thread {tid}: {tracked} threads tracked, maps hold {capacity} (raise probes.max_threads)")]
     Full {

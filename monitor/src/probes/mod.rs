@@ -28,7 +28,7 @@ use std::path::Path;
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
 use aya::{Btf, Ebpf, EbpfLoader};
 use monitor_common::kvm_exit::{ExitKey, KVM_EXITS};
-use monitor_common::sched_switch::{CpuRun, RUN_NS};
+use monitor_common::sched_switch::{CpuRun, ThreadRun, RUN_NS, THREAD_RUN};
 use monitor_common::tracked::{self, CPU_SOCKET, MAP_ERRORS, TRACKED_TIDS};
 use serde::Serialize;
 
@@ -116,6 +116,7 @@ pub struct Probes {
     ebpf: Ebpf,
     tracked_tids: Array<MapData, u64>,
     run_ns: PerCpuArray<MapData, CpuRun>,
+    thread_run: Array<MapData, ThreadRun>,
     kvm_exits: PerCpuHashMap<MapData, ExitKey, u64>,
     map_errors: PerCpuArray<MapData, u64>,
     status: BTreeMap<&'static str, ProbeStatus>,
@@ -156,7 +157,8 @@ impl Probes {
         let mut loader = EbpfLoader::new();
         loader
             .set_max_entries(TRACKED_TIDS, slot_words)
-            .set_max_entries(RUN_NS, sched_switch::run_ns_entries(options.max_threads))
+            .set_max_entries(RUN_NS, sched_switch::slot_entries(options.max_threads))
+            .set_max_entries(THREAD_RUN, sched_switch::slot_entries(options.max_threads))
             .set_max_entries(KVM_EXITS, options.max_exit_keys)
             .set_max_entries(CPU_SOCKET, nr_cpus as u32);
         for (name, value) in &globals {
@@ -189,6 +191,8 @@ impl Probes {
             tracked_tids: Array::try_from(take(&mut ebpf, TRACKED_TIDS)?)
                 .map_err(map_err(TRACKED_TIDS))?,
             run_ns: PerCpuArray::try_from(take(&mut ebpf, RUN_NS)?).map_err(map_err(RUN_NS))?,
+            thread_run: Array::try_from(take(&mut ebpf, THREAD_RUN)?)
+                .map_err(map_err(THREAD_RUN))?,
             kvm_exits: PerCpuHashMap::try_from(take(&mut ebpf, KVM_EXITS)?)
                 .map_err(map_err(KVM_EXITS))?,
             map_errors: PerCpuArray::try_from(take(&mut ebpf, MAP_ERRORS)?)

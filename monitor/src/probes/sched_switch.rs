@@ -1,7 +1,7 @@
 //! sched_switch: run time of tracked threads per CPU, the probe everything else depends on.
 //!
 //! Owns the task_struct layout that the tp_btf programs read (sched_process_exit reads the
-//! same two fields) and the size of RUN_NS, the per-slot run-time array.
+//! same two fields) and the size of RUN_NS and THREAD_RUN, the per-slot run-time arrays.
 
 use monitor_common::programs;
 use monitor_common::sched_switch::{TASK_PID_OFFSET, TASK_RUNTIME_OFFSET};
@@ -25,7 +25,8 @@ pub(super) fn globals(btf: &KernelBtf) -> Result<Vec<(&'static str, u32)>, BtfEr
     Ok(vec![(TASK_PID_OFFSET, pid), (TASK_RUNTIME_OFFSET, runtime)])
 }
 
-/// Entries of RUN_NS: one per slot, and slot 0 (meaning "untracked") is never handed out.
-pub(super) fn run_ns_entries(max_threads: u32) -> u32 {
+/// Entries of RUN_NS and THREAD_RUN: one per slot, and slot 0 (meaning "untracked") is never
+/// handed out.
+pub(super) fn slot_entries(max_threads: u32) -> u32 {
     max_threads + 1
 }

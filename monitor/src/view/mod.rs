@@ -67,6 +67,9 @@ pub struct ProbesView {
     pub maps: Vec<MapView>,
     /// Failed map updates inside the probes.
     pub map_errors: u64,
+    /// Switches of tracked threads the sched_switch tracepoint did not show.
+    #[serde(default)]
+    pub unseen_switches: u64,
 }
 
 /// KVM exits of one vCPU for one (locality, reason).

@@ -3,6 +3,7 @@
 //! as an independent counter. Include with `mod common;`.
 #![allow(dead_code, unused_imports)]
 
+mod agreement;
 /// A real `pinsight run` process (needs the crate's `pinsight` binary and libc).
 pub mod daemon;
 mod http;
@@ -15,6 +16,7 @@ mod stale;
 mod virsh;
 mod vm;
 
+pub use agreement::{assert_agrees_with_schedstat, AGREEMENT_SLACK_SECONDS};
 pub use http::{http_get, http_get_query};
 pub use prom::{metric_sum, metric_value};
 pub use virsh::{virsh, virsh_ok};
