@@ -137,7 +137,7 @@ fn main() {
             inventory_unix_seconds: None,
             mode: Default::default(),
             per_vcpu_metrics: true,
-            cross_socket_penalty: 0.03,
+            penalties: pinsight::view::Penalties::default(),
             max_exported_vms: 1000,
             tick: round,
             extra_problems: Vec::new(),

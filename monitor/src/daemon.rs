@@ -416,7 +416,7 @@ impl Engine {
             inventory_unix_seconds: self.libvirt.inventory_unix_seconds(),
             mode: self.config.policy.mode,
             per_vcpu_metrics: self.config.per_vcpu_metrics,
-            cross_socket_penalty: self.config.cross_socket_penalty,
+            penalties: self.config.penalties(),
             max_exported_vms: self.config.max_exported_vms as usize,
             tick: self.ticks,
             extra_problems,

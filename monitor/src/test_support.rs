@@ -81,7 +81,7 @@ pub fn view_inputs<'a>(
         inventory_unix_seconds: Some(1_799_999_998.0),
         mode: Default::default(),
         per_vcpu_metrics: true,
-        cross_socket_penalty: 0.03,
+        penalties: crate::view::Penalties::default(),
         max_exported_vms: 1000,
         tick: 1,
         extra_problems: Vec::new(),

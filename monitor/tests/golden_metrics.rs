@@ -144,7 +144,7 @@ fn metrics_exposition_matches_the_golden_file() {
         inventory_unix_seconds: Some(1_799_999_999.0),
         mode: Mode::Recommend,
         per_vcpu_metrics: true,
-        cross_socket_penalty: 0.03,
+        penalties: pinsight::view::Penalties::default(),
         max_exported_vms: 1000,
         tick: 2,
         extra_problems: Vec::new(),

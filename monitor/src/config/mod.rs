@@ -70,7 +70,8 @@ pub struct Config {
     pub rescan_seconds: f64,
     /// Window of pinsight_domain_remote_ratio, in seconds.
     pub remote_ratio_window_seconds: f64,
-    /// Fraction of performance assumed lost while running remote (estimate only).
+    /// Fraction of performance assumed lost while the vCPUs run remote: the penalty of the
+    /// overhead estimate's cpu part (the other parts' are in `overhead`).
     pub cross_socket_penalty: f64,
     /// Export per-vCPU series (switch off on hosts with very many vCPUs).
     pub per_vcpu_metrics: bool,
@@ -82,6 +83,40 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// QEMU processes without libvirt, found through their QMP sockets.
     pub qmp: QmpConfig,
+    /// Penalties of the overhead estimate's memory and interrupt parts.
+    pub overhead: OverheadConfig,
+}
+
+/// The share of performance assumed lost when all of a part is remote (README "Overhead
+/// estimate" gives the sources).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverheadConfig {
+    /// The VM's resident memory on another socket than its GPUs.
+    pub memory_penalty: f64,
+    /// The GPUs' interrupt lines delivered off the GPU's node.
+    pub irq_penalty: f64,
+}
+
+impl Default for OverheadConfig {
+    fn default() -> Self {
+        let p = crate::view::Penalties::default();
+        OverheadConfig {
+            memory_penalty: p.memory,
+            irq_penalty: p.irq,
+        }
+    }
+}
+
+impl Config {
+    /// The overhead estimate's penalties, cpu's from `cross_socket_penalty`.
+    pub fn penalties(&self) -> crate::view::Penalties {
+        crate::view::Penalties {
+            cpu: self.cross_socket_penalty,
+            memory: self.overhead.memory_penalty,
+            irq: self.overhead.irq_penalty,
+        }
+    }
 }
 
 /// Where to find QEMU processes that libvirt does not manage, and what they cannot say.
@@ -225,6 +260,7 @@ impl Default for Config {
             probes: ProbesConfig::default(),
             policy: PolicyConfig::default(),
             qmp: QmpConfig::default(),
+            overhead: OverheadConfig::default(),
         }
     }
 }
@@ -372,6 +408,8 @@ impl Config {
             "libvirt_timeout_seconds" => self.libvirt_timeout_seconds,
             "remote_ratio_window_seconds" => self.remote_ratio_window_seconds,
             "cross_socket_penalty" => self.cross_socket_penalty,
+            "overhead.memory_penalty" => self.overhead.memory_penalty,
+            "overhead.irq_penalty" => self.overhead.irq_penalty,
             "max_exported_vms" => f64::from(self.max_exported_vms),
             "qmp.timeout_seconds" => self.qmp.timeout_seconds,
             "probes.max_threads" => f64::from(self.probes.max_threads),

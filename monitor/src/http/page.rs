@@ -136,17 +136,8 @@ mod tests {
                 })
                 .collect(),
             gpu_nodes: if gpus.is_empty() { vec![] } else { vec![1] },
-            nova_instance: None,
-            nova_project: None,
-            run_seconds: Default::default(),
-            kvm_exits: Default::default(),
             remote_ratio,
-            vcpus: Vec::new(),
-            policy: None,
-            last_action: None,
-            repins: Default::default(),
-            gpu_interrupts: Vec::new(),
-            memory: None,
+            ..Default::default()
         }
     }
 

@@ -102,7 +102,8 @@ pub fn render(view: &HostView) -> String {
         "1 when the probes account this vCPU's thread; 0 when they cannot (probe maps full: raise probes.max_threads; or the probes are not loaded), so its run time of 0 does not mean idle.",
     );
     let mut ratio = Family::new("pinsight_domain_remote_ratio", GAUGE, "Share (0..1) of the VM's vCPU run time spent on another socket than its GPUs, over the recent window (remote_ratio_window_seconds).");
-    let mut overhead = Family::new("pinsight_domain_estimated_overhead_ratio", GAUGE, "Estimated share of performance lost to cross-socket placement: remote ratio x cross_socket_penalty (an estimate, not a measurement).");
+    let mut overhead = Family::new("pinsight_domain_estimated_overhead_ratio", GAUGE, "Estimated share of performance lost to the VM's placement: the sum of pinsight_domain_overhead_ratio's parts, at most 1 (an estimate from measured shares and assumed penalties, not a measurement).");
+    let mut overhead_parts = Family::new("pinsight_domain_overhead_ratio", GAUGE, "The overhead estimate by part: the part's remote share x its penalty (cpu: vCPU run time, cross_socket_penalty; memory: resident memory, overhead.memory_penalty; irq: GPU interrupt lines delivered off the GPU's node, overhead.irq_penalty), and part=\"total\", their sum. Parts not measured are absent.");
     let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, VMM (libvirt or qemu), GPU PCI addresses and their NUMA nodes, Nova names.");
     let mut vcpu_exits = Family::new("pinsight_vcpu_kvm_exits_total", COUNTER, "KVM exits of a vCPU thread by locality of the CPU it exited on and by reason (a bounded set, other for the rest).");
     let mut domain_exits = Family::new(
@@ -154,7 +155,13 @@ pub fn render(view: &HostView) -> String {
         }
         if let Some(r) = vm.remote_ratio {
             ratio.push(vec![domain()], r);
-            overhead.push(vec![domain()], r * view.cross_socket_penalty);
+        }
+        if let Some(o) = &vm.overhead {
+            overhead.push(vec![domain()], o.total);
+            for (part, x) in &o.parts {
+                overhead_parts.push(vec![domain(), ("part", part.as_str().into())], *x);
+            }
+            overhead_parts.push(vec![domain(), ("part", "total".into())], o.total);
         }
         for (l, n) in vm.kvm_exits.iter() {
             if n > 0 || (has_gpu && l != Locality::None) {
@@ -282,6 +289,7 @@ pub fn render(view: &HostView) -> String {
         measured,
         ratio,
         overhead,
+        overhead_parts,
         info,
         vcpu_exits,
         domain_exits,

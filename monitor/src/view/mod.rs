@@ -8,6 +8,7 @@
 
 mod interrupts;
 mod memory;
+mod overhead;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +22,7 @@ use crate::policy::{Plan, Verdict};
 use crate::topology::{Locality, Topology};
 pub use interrupts::{GpuInterruptsView, IrqLineView};
 pub use memory::{node_locality, MemoryView};
+pub use overhead::{OverheadView, Part, Penalties};
 
 mod topology;
 pub use topology::{NodeView, SocketView, TopologyView};
@@ -123,7 +125,7 @@ pub struct PolicyView {
 }
 
 /// One VM.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VmView {
     /// Domain name.
     pub domain: String,
@@ -162,6 +164,9 @@ pub struct VmView {
     /// Where its memory sits; `None` when its memory cgroup could not be read.
     #[serde(default)]
     pub memory: Option<MemoryView>,
+    /// The overhead estimate by part; `None` without GPUs or any measured part.
+    #[serde(default)]
+    pub overhead: Option<OverheadView>,
 }
 
 impl VmView {
@@ -203,8 +208,9 @@ pub struct HostView {
     pub probes: ProbesView,
     /// Whether per-vCPU metric families are exported.
     pub per_vcpu_metrics: bool,
-    /// Penalty factor of the overhead estimate.
-    pub cross_socket_penalty: f64,
+    /// Penalties of the overhead estimate's parts.
+    #[serde(default)]
+    pub penalties: Penalties,
     /// Most VMs the per-VM metric families show (the first by name); the view has them all.
     pub max_exported_vms: usize,
     /// Running VMs, by name.
@@ -236,8 +242,8 @@ pub struct ViewInputs<'a> {
     pub mode: Mode,
     /// Export per-vCPU families.
     pub per_vcpu_metrics: bool,
-    /// Overhead penalty factor.
-    pub cross_socket_penalty: f64,
+    /// Penalties of the overhead estimate's parts.
+    pub penalties: Penalties,
     /// Most VMs exported on /metrics.
     pub max_exported_vms: usize,
     /// Tick number.
@@ -274,6 +280,7 @@ impl HostView {
                     .memory
                     .get(&vm.name)
                     .map(|bytes| memory::memory_view(vm, inputs.topology, bytes));
+                view.overhead = overhead::estimate(&view, &inputs.penalties);
                 view
             })
             .collect();
@@ -289,7 +296,7 @@ impl HostView {
             policy_paused: None,
             probes: inputs.probes,
             per_vcpu_metrics: inputs.per_vcpu_metrics,
-            cross_socket_penalty: inputs.cross_socket_penalty,
+            penalties: inputs.penalties,
             max_exported_vms: inputs.max_exported_vms,
             vms,
             problems,
@@ -391,6 +398,7 @@ fn vm_view(
         vcpus,
         policy: None,
         last_action: last_action(vm),
+        overhead: None,
         repins: BTreeMap::new(),
         gpu_interrupts: Vec::new(),
         memory: None,

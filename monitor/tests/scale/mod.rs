@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use pinsight::cpuset::CpuSet;
 use pinsight::inventory::{Gpu, GpuSource};
-use pinsight::view::{HostView, NodeView, SocketView, TopologyView, VcpuView, VmView};
+use pinsight::view::{
+    HostView, NodeView, OverheadView, Part, SocketView, TopologyView, VcpuView, VmView,
+};
 
 const CORES: u32 = 64;
 const CPUS: u32 = 4 * CORES;
@@ -82,13 +84,12 @@ pub fn view(vms: u32, vcpus: u32, tick: u64) -> HostView {
                 run_seconds: Default::default(),
                 kvm_exits: Default::default(),
                 remote_ratio: Some(far as f64 / vcpus.len() as f64),
+                overhead: Some(OverheadView {
+                    parts: BTreeMap::from([(Part::Cpu, 0.03 * far as f64 / vcpus.len() as f64)]),
+                    total: 0.03 * far as f64 / vcpus.len() as f64,
+                }),
                 vcpus,
-                policy: None,
-                last_action: None,
-                repins: BTreeMap::new(),
-                gpu_interrupts: Vec::new(),
-                memory: None,
-                vmm: Default::default(),
+                ..Default::default()
             }
         })
         .collect();
@@ -96,7 +97,6 @@ pub fn view(vms: u32, vcpus: u32, tick: u64) -> HostView {
         version: env!("CARGO_PKG_VERSION").into(),
         tick,
         libvirt_up: true,
-        cross_socket_penalty: 0.3,
         max_exported_vms: 1000,
         vms,
         topology: topology(),

@@ -118,7 +118,7 @@ pub fn ordered<'a>(
         let r = rates.get(&vm.domain);
         match state.sort {
             SortKey::Remote => vm.remote_ratio,
-            SortKey::Overhead => vm.remote_ratio.map(|x| x * view.cross_socket_penalty),
+            SortKey::Overhead => vm.overhead.as_ref().map(|o| o.total),
             SortKey::Moves => r.map(|r| r.moves),
             SortKey::Exits => r.map(|r| r.exits),
         }
@@ -156,7 +156,7 @@ pub fn rows(
             [
                 format!("{} {}", if open { "-" } else { "+" }, vm.domain),
                 pct(vm.remote_ratio),
-                pct(vm.remote_ratio.map(|x| x * view.cross_socket_penalty)),
+                pct(vm.overhead.as_ref().map(|o| o.total)),
                 rate(r.map(|r| r.moves)),
                 rate(r.map(|r| r.exits)),
                 vm.vcpus.len().to_string(),

@@ -13,28 +13,16 @@ fn vm(domain: &str, remote: Option<f64>, moves: u64) -> VmView {
     vcpu.cross_socket_migrations = moves;
     VmView {
         domain: domain.into(),
-        uuid: String::new(),
         pid: 1,
-        gpus: vec![],
         gpu_nodes: vec![1],
-        nova_instance: None,
-        nova_project: None,
-        run_seconds: Default::default(),
-        kvm_exits: Default::default(),
         remote_ratio: remote,
         vcpus: vec![vcpu],
-        policy: None,
-        last_action: None,
-        repins: Default::default(),
-        gpu_interrupts: Vec::new(),
-        memory: None,
-        vmm: Default::default(),
+        ..Default::default()
     }
 }
 
 fn view(vms: Vec<VmView>) -> HostView {
     HostView {
-        cross_socket_penalty: 0.3,
         vms,
         ..Default::default()
     }
