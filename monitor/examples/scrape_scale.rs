@@ -138,6 +138,7 @@ fn main() {
             mode: Default::default(),
             per_vcpu_metrics: true,
             penalties: pinsight::view::Penalties::default(),
+            calibration: None,
             max_exported_vms: 1000,
             tick: round,
             extra_problems: Vec::new(),

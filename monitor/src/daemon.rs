@@ -56,6 +56,9 @@ pub struct Engine {
     interrupts: crate::interrupts::VfioInterrupts,
     /// Why they could not be read, if they could not.
     interrupts_problem: Option<String>,
+    /// `pinsight calibrate`'s figures, read at start and on reload, or why they cannot be.
+    calibration: Option<crate::calibration::Calibration>,
+    calibration_problem: Option<String>,
     /// Each VM's memory by node as read this tick, and the VMs whose could not be.
     memory: BTreeMap<String, crate::memory::BytesByNode>,
     memory_problems: Vec<String>,
@@ -108,6 +111,8 @@ impl Engine {
         unsafe { libc::malloc_trim(0) };
         let exit_source = probes.as_ref().and_then(|p| p.exit_source());
         let window = Duration::from_secs_f64(config.remote_ratio_window_seconds);
+        let (calibration, calibration_problem) =
+            crate::calibration::load(&config.calibration_file, None);
         let paths = HostPaths::of(&config);
         let lifecycle = match Lifecycle::start(&config.libvirt_uri) {
             Ok(l) => Some(l),
@@ -144,6 +149,8 @@ impl Engine {
             paused: None,
             interrupts: Default::default(),
             interrupts_problem: None,
+            calibration,
+            calibration_problem,
             memory: BTreeMap::new(),
             memory_problems: Vec::new(),
             reported: HashSet::new(),
@@ -187,6 +194,10 @@ impl Engine {
         self.qmp.reconfigure(
             config.qmp.clone(),
             Duration::from_secs_f64(config.rescan_seconds),
+        );
+        (self.calibration, self.calibration_problem) = crate::calibration::load(
+            &config.calibration_file,
+            self.calibration_problem.as_deref(),
         );
         self.config = config;
         tracing::info!(
@@ -405,6 +416,7 @@ impl Engine {
             extra_problems.push(why.to_string());
         }
         extra_problems.extend(self.interrupts_problem.clone());
+        extra_problems.extend(self.calibration_problem.clone());
         extra_problems.extend(self.memory_problems.iter().cloned());
         let mut view = HostView::build(ViewInputs {
             topology: &self.topology,
@@ -417,6 +429,7 @@ impl Engine {
             mode: self.config.policy.mode,
             per_vcpu_metrics: self.config.per_vcpu_metrics,
             penalties: self.config.penalties(),
+            calibration: self.calibration.as_ref(),
             max_exported_vms: self.config.max_exported_vms as usize,
             tick: self.ticks,
             extra_problems,

@@ -7,6 +7,7 @@
 //! the `cli` renderers only read that view. `lifecycle` hears libvirt's domain events.
 
 pub mod accounting;
+pub mod calibration;
 pub mod cli;
 pub mod config;
 pub mod cpuset;

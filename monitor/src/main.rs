@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pinsight::cli::logging::LogFormat;
 use pinsight::cli::{
-    check::CheckArgs, plan::PlanArgs, restore::RestoreArgs, run::RunArgs, status::StatusArgs,
-    top::TopArgs, topology::TopologyArgs,
+    calibrate::CalibrateArgs, check::CheckArgs, plan::PlanArgs, restore::RestoreArgs, run::RunArgs,
+    status::StatusArgs, top::TopArgs, topology::TopologyArgs,
 };
 
 /// Sees, explains and fixes GPU VMs whose vCPUs run on the other socket than their GPU.
@@ -38,6 +38,8 @@ enum Command {
     Top(TopArgs),
     /// Put back the pins a VM had before pinsight first acted on it (live), and record that.
     Restore(RestoreArgs),
+    /// Measure node-to-node memory latency and bandwidth; write the daemon's calibration file.
+    Calibrate(CalibrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => pinsight::cli::plan::execute(args),
         Command::Restore(args) => pinsight::cli::restore::execute(args),
         Command::Top(args) => pinsight::cli::top::execute(args),
+        Command::Calibrate(args) => pinsight::cli::calibrate::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,6 +82,7 @@ pub fn view_inputs<'a>(
         mode: Default::default(),
         per_vcpu_metrics: true,
         penalties: crate::view::Penalties::default(),
+        calibration: None,
         max_exported_vms: 1000,
         tick: 1,
         extra_problems: Vec::new(),

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pinsight::accounting::Accounting;
+use pinsight::calibration::{Calibration, PairFigures};
 use pinsight::config::Mode;
 use pinsight::cpuset::CpuSet;
 use pinsight::inventory::{domain_xml, Gpu, GpuSource, Inventory, VcpuThread, Vm};
@@ -120,6 +121,24 @@ fn metrics_exposition_matches_the_golden_file() {
         ),
         ("plain-vm".to_string(), BTreeMap::from([(0, 1 << 20)])),
     ]);
+    // As `pinsight calibrate` would write it on a two-node host.
+    let figures = |from, to, latency_ns, bandwidth_bytes_per_second| PairFigures {
+        from,
+        to,
+        latency_ns,
+        bandwidth_bytes_per_second,
+    };
+    let calibration = Calibration {
+        version: pinsight::calibration::VERSION,
+        measured_unix_seconds: 1_700_000_000.0,
+        buffer_bytes: 256 << 20,
+        pairs: vec![
+            figures(0, 0, 100.0, 20e9),
+            figures(0, 1, 160.0, 12e9),
+            figures(1, 1, 100.0, 20e9),
+            figures(1, 0, 150.0, 10e9),
+        ],
+    };
     let mut view = HostView::build(ViewInputs {
         topology: &topology,
         inventory: &inventory,
@@ -145,6 +164,7 @@ fn metrics_exposition_matches_the_golden_file() {
         mode: Mode::Recommend,
         per_vcpu_metrics: true,
         penalties: pinsight::view::Penalties::default(),
+        calibration: Some(&calibration),
         max_exported_vms: 1000,
         tick: 2,
         extra_problems: Vec::new(),

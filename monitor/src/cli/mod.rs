@@ -1,10 +1,11 @@
 //! The `pinsight` commands, one module each with its clap arguments beside it: `run` (the
-//! daemon), `topology`, `status`, `top`, `check`, `plan` and `restore`. What they share lives here:
+//! daemon), `topology`, `status`, `top`, `check`, `plan`, `restore` and `calibrate`. What they share lives here:
 //! how a configuration is resolved and a VM is found ([`host`]), the client of a running
 //! daemon ([`client`]), the terminal renderers ([`render`]) and the one error type.
 //!
 //! `main.rs` only parses the arguments and calls a module's `execute`.
 
+pub mod calibrate;
 pub mod check;
 pub mod client;
 pub mod host;
@@ -126,6 +127,12 @@ pub enum CliError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// `pinsight calibrate` could not measure a pair of nodes.
+    #[error("calibrate: {0}")]
+    Measure(#[from] crate::calibration::measure::MeasureError),
+    /// The calibration file cannot be read or written.
+    #[error(transparent)]
+    Calibration(#[from] crate::calibration::CalibrationError),
     /// A report could not be turned into JSON (a bug).
     #[error("printing JSON: {0}")]
     Json(#[from] serde_json::Error),

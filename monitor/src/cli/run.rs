@@ -184,7 +184,8 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
 const ENGINE_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// SIGHUP: re-reads the config file the daemon was started with (the same flags still
-/// override it) and hands what may change live to the engine. A file that does not pass
+/// override it) and hands what may change live to the engine, which also reads the files it
+/// names again (`calibration_file`). A file that does not pass
 /// validation is refused with the reason and the running configuration kept.
 fn reload_config(args: &RunArgs, running: &mut crate::config::Config, reload: &Reload) {
     let Some(file) = args.host.config.as_deref() else {
@@ -203,8 +204,8 @@ fn reload_config(args: &RunArgs, running: &mut crate::config::Config, reload: &R
         tracing::warn!(key, file = %file.display(), "SIGHUP: {key} changed but needs a restart; keeping the running value");
     }
     if applied == *running {
-        tracing::info!(file = %file.display(), "SIGHUP: configuration unchanged");
-        return;
+        // Still handed on: the files it names (calibration_file) may have changed.
+        tracing::info!(file = %file.display(), "SIGHUP: configuration unchanged; the files it names are read again");
     }
     *running = applied.clone();
     match reload.lock() {

@@ -85,6 +85,8 @@ pub struct Config {
     pub qmp: QmpConfig,
     /// Penalties of the overhead estimate's memory and interrupt parts.
     pub overhead: OverheadConfig,
+    /// The file `pinsight calibrate` writes: node-to-node memory latency and bandwidth.
+    pub calibration_file: PathBuf,
 }
 
 /// The share of performance assumed lost when all of a part is remote (README "Overhead
@@ -261,6 +263,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             qmp: QmpConfig::default(),
             overhead: OverheadConfig::default(),
+            calibration_file: PathBuf::from("/var/lib/pinsight/calibration.json"),
         }
     }
 }

@@ -35,3 +35,31 @@ pub(super) fn families(vms: &[VmView], cut: &mut u64) -> Vec<Family> {
     }
     vec![bytes, ratio]
 }
+
+/// The node-to-node memory figures of `pinsight calibrate`, when the daemon has them.
+pub(super) fn calibration_families(view: &crate::view::HostView) -> Vec<Family> {
+    let mut latency = Family::new(
+        "pinsight_node_memory_latency_ratio",
+        MetricType::GAUGE,
+        "Memory latency of a thread on node `from` reading memory on node `to`, over the same on its own node (pinsight calibrate: a pointer chase; 1 on the node itself).",
+    );
+    let mut bandwidth = Family::new(
+        "pinsight_node_memory_bandwidth_ratio",
+        MetricType::GAUGE,
+        "Sequential read bandwidth of a thread on node `from` from memory on node `to`, over the same on its own node (pinsight calibrate; 1 on the node itself).",
+    );
+    let mut measured = Family::new(
+        "pinsight_calibration_timestamp_seconds",
+        MetricType::GAUGE,
+        "When pinsight calibrate measured the node figures (Unix time).",
+    );
+    if let Some(c) = &view.calibration {
+        measured.push(vec![], c.measured_unix_seconds);
+        for r in c.ratios() {
+            let labels = || vec![("from", r.from.to_string()), ("to", r.to.to_string())];
+            latency.push(labels(), r.latency_ratio);
+            bandwidth.push(labels(), r.bandwidth_ratio);
+        }
+    }
+    vec![latency, bandwidth, measured]
+}

@@ -307,6 +307,7 @@ pub fn render(view: &HostView) -> String {
         hidden,
     ];
     families.extend(vm_memory);
+    families.extend(memory::calibration_families(view));
     families.extend(gpu_interrupts);
     families.extend(health::families(view));
     encode(families)

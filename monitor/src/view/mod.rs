@@ -220,6 +220,9 @@ pub struct HostView {
     /// The host's sockets, nodes, cores and GPUs (the placement map at `/` draws it).
     #[serde(default)]
     pub topology: TopologyView,
+    /// Node-to-node memory figures from `pinsight calibrate`, when there is a file.
+    #[serde(default)]
+    pub calibration: Option<crate::calibration::Calibration>,
 }
 
 /// What one view is built from.
@@ -258,6 +261,8 @@ pub struct ViewInputs<'a> {
     pub interrupts: &'a crate::interrupts::VfioInterrupts,
     /// Each VM's resident bytes per NUMA node, by domain name.
     pub memory: &'a BTreeMap<String, crate::memory::BytesByNode>,
+    /// Node-to-node memory figures from `pinsight calibrate`.
+    pub calibration: Option<&'a crate::calibration::Calibration>,
 }
 
 impl HostView {
@@ -301,6 +306,7 @@ impl HostView {
             vms,
             problems,
             topology: TopologyView::of(inputs.topology),
+            calibration: inputs.calibration.cloned(),
         }
     }
 
