@@ -190,10 +190,16 @@ fn dashboards_have_data_and_the_cross_socket_alert_fires_and_resolves() {
     // the far-pinned VM, and nothing is repinned. The policy's capacity check counts the pinned
     // vCPUs of every VM on the host, and VM tests running at the same time may pin theirs to
     // CPU 1 (the GPU's node and the only CPU of the target), so oversubscription is allowed.
+    // The GPU's interrupt lines come from the /proc fixture (no VFIO here), so the interrupt
+    // panels have data; the VM's memory by node is the real one (all on node 0: remote).
+    let irq_proc = repo_root().join("monitor/tests/fixtures/proc/two-socket-gpu");
     let daemon = Daemon::start(
         &fixture("two-socket-gpu"),
-        "tick_seconds = 0.25\nrescan_seconds = 0.5\nremote_ratio_window_seconds = 3.0\n\
-         [policy]\nmax_oversubscription = 8.0\n",
+        &format!(
+            "tick_seconds = 0.25\nrescan_seconds = 0.5\nremote_ratio_window_seconds = 3.0\n\
+             irq_proc_root = {:?}\n[policy]\nmax_oversubscription = 8.0\n",
+            irq_proc.display().to_string()
+        ),
         &["--bpf-stats", "--mode", "recommend"],
     );
     wait_for(
