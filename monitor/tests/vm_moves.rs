@@ -103,7 +103,14 @@ fn moves_are_counted_in_their_scope(vm: &TestVm, fixture_name: &str, scope: &str
     );
     let (_, m1) = daemon.settled("the moves of the pinned vCPU", sum);
     let after = moves(&m1, domain);
-    eprintln!("{fixture_name}: moves by scope {SCOPES:?}: {before:?} -> {after:?}");
+    let probe = [("probe", "sched_migrate_task")];
+    let cost = |name| metric_value(&m1, name, &probe).unwrap_or(0.0);
+    eprintln!(
+        "{fixture_name}: moves by scope {SCOPES:?}: {before:?} -> {after:?}; sched_migrate_task \
+         {:.0} ns a run over {} runs (every move on the host)",
+        1e9 * cost("pinsight_probe_run_seconds_total") / cost("pinsight_probe_runs_total"),
+        cost("pinsight_probe_runs_total")
+    );
     for (i, name) in SCOPES.iter().enumerate() {
         let grew = after[i] - before[i];
         if i == index {
