@@ -11,17 +11,14 @@ pub mod sched_migrate_task;
 pub mod sched_switch;
 pub mod tracked;
 
-/// Marks a socket that is not known yet (a thread that has not run since it was tracked) or a
-/// CPU that the topology does not describe.
-pub const UNKNOWN_SOCKET: u32 = u32::MAX;
-
 /// Program names (`<category>_<event>`), as `bpftool prog` lists them (cut to 15 characters
 /// by the kernel) and as `pinsight_probe_attached{probe=...}` labels them. Kept in one list
 /// because they are an interface: dashboards, alerts and tests use them.
 pub mod programs {
     /// tp_btf on sched_switch: run-time accounting of tracked threads per CPU.
     pub const SCHED_SWITCH: &str = "sched_switch";
-    /// Tracepoint sched:sched_migrate_task: counts moves of tracked threads between sockets.
+    /// Tracepoint sched:sched_migrate_task: counts moves of tracked threads between CPUs, by
+    /// topology scope.
     pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
     /// tp_btf on sched_process_exit: stops tracking a thread the moment it exits.
     pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";

@@ -6,7 +6,7 @@
 //! total agrees with schedstat by construction, even when a switch never reaches the
 //! tracepoint: some kernels switch tasks without it (measured on 6.18, see BENCHMARKS.md),
 //! and a stint whose start was not seen is still counted, on the CPU where it is seen to end.
-//! sched_migrate_task (socket moves) and sched_process_exit (the last stint) share these maps.
+//! sched_migrate_task (CPU-to-CPU moves) and sched_process_exit (the last stint) share these maps.
 
 /// `PerCpuArray<CpuRun>` indexed by a tracked thread's slot (see [`crate::tracked`]); slot 0
 /// is never handed out, so the map has `max_threads + 1` entries. Per-CPU values need no
@@ -33,8 +33,9 @@ pub const UNKNOWN_CPU: u32 = u32::MAX;
 pub struct CpuRun {
     /// Nanoseconds the thread ran on this CPU, counted at its switches.
     pub run_ns: u64,
-    /// Moves of the thread between sockets, counted on the CPU that did the move.
-    pub cross_socket_migrations: u64,
+    /// Moves of the thread from CPU to CPU, indexed by
+    /// [`crate::sched_migrate_task::MoveScope`], counted on the CPU that did the move.
+    pub moves: [u64; crate::sched_migrate_task::MOVE_SCOPES],
 }
 
 /// A tracked thread's value in [`THREAD_RUN`].
@@ -62,7 +63,8 @@ impl ThreadRun {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)] and two u64s, so no padding; any bit pattern is a valid value.
+// SAFETY: #[repr(C)] and only u64s (one, then an array), so no padding; any bit pattern is a
+// valid value.
 unsafe impl aya::Pod for CpuRun {}
 
 #[cfg(feature = "user")]

@@ -1,5 +1,4 @@
-//! What every probe shares: the table of tracked threads, the CPU-to-socket map and the
-//! probes' own error counters.
+//! What every probe shares: the table of tracked threads and the probes' own error counters.
 //!
 //! The tracked-thread table is an `Array<u64>` of 16-bit slots, four per word, one slot per
 //! possible thread id (so `pid_max / 4` words). A slot holds 0 for a thread that is not a
@@ -10,9 +9,6 @@
 /// `Array<u64>`: the slot table described above; written only by the daemon (and cleared by
 /// sched_process_exit when a tracked thread exits).
 pub const TRACKED_TIDS: &str = "TRACKED_TIDS";
-/// `Array<u32>`: socket id of each possible CPU, written by the daemon from the (possibly
-/// fixture) topology; [`crate::UNKNOWN_SOCKET`] for CPUs it does not describe.
-pub const CPU_SOCKET: &str = "CPU_SOCKET";
 /// `PerCpuArray<u64>` indexed by [`MapError`]: failed map updates in the probes.
 pub const MAP_ERRORS: &str = "MAP_ERRORS";
 

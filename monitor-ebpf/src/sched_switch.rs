@@ -16,8 +16,8 @@ use monitor_common::tracked::MapError;
 use crate::task::{task_runtime, task_tid};
 use crate::tracked::{count_map_error, tracked_slot};
 
-/// Per tracked thread (indexed by its slot), per CPU: run time and socket moves. Shared with
-/// sched_process_exit (the last stint) and sched_migrate_task (socket moves).
+/// Per tracked thread (indexed by its slot), per CPU: run time and moves. Shared with
+/// sched_process_exit (the last stint) and sched_migrate_task (CPU-to-CPU moves).
 #[map(name = "RUN_NS")]
 pub static RUN_NS: PerCpuArray<CpuRun> = PerCpuArray::with_max_entries(1, 0);
 

@@ -16,10 +16,6 @@ pub const PASS_TO_PERF: u32 = 1;
 #[map(name = "TRACKED_TIDS")]
 pub static TRACKED_TIDS: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Socket of every possible CPU, from the daemon's topology (size set at load time).
-#[map(name = "CPU_SOCKET")]
-pub static CPU_SOCKET: Array<u32> = Array::with_max_entries(1, 0);
-
 /// Failed map updates, by `monitor_common::tracked::MapError`.
 #[map(name = "MAP_ERRORS")]
 pub static MAP_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAP_ERROR_SLOTS, 0);

@@ -30,6 +30,7 @@ use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use clap::Parser;
 use monitor_common::programs::{SCHED_SWITCH, SCHED_SWITCH_EMPTY};
+use monitor_common::sched_migrate_task::CpuTopo;
 use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes};
 
 /// Cost of pinsight's sched_switch probe against an empty program on the same attach point.
@@ -122,7 +123,20 @@ fn options() -> ProbeOptions {
         max_threads: 1024,
         max_exit_keys: 16384,
         kvm_exit_source: KvmExitSource::Off,
-        cpu_sockets: (0..64).map(|c| (c, c % 2)).collect(),
+        // 64 one-CPU cores, alternating between two socket-nodes.
+        cpu_topo: (0..64)
+            .map(|c| {
+                let socket = c % 2;
+                (
+                    c,
+                    CpuTopo {
+                        core: c,
+                        node: socket,
+                        socket,
+                    },
+                )
+            })
+            .collect(),
     }
 }
 

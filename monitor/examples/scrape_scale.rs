@@ -18,7 +18,7 @@ use pinsight::accounting::Accounting;
 use pinsight::cpuset::CpuSet;
 use pinsight::inventory::{domain_xml, Gpu, GpuSource, Inventory, VcpuThread, Vm};
 use pinsight::metrics::render;
-use pinsight::probes::ThreadCounters;
+use pinsight::probes::{Moves, ThreadCounters};
 use pinsight::topology::Topology;
 use pinsight::view::{HostView, ViewInputs};
 
@@ -110,7 +110,10 @@ fn main() {
                     t.tid,
                     ThreadCounters {
                         run_ns_by_cpu: vec![scale * 1_000_000; ncpu],
-                        cross_socket_migrations: scale,
+                        moves: Moves {
+                            socket: scale,
+                            ..Moves::default()
+                        },
                         exits,
                     },
                 )

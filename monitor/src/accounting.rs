@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inventory::Vm;
 use crate::probes::exit_reasons;
-use crate::probes::ThreadCounters;
+use crate::probes::{Moves, ThreadCounters};
 use crate::topology::{Locality, Topology};
 
 mod run_delta;
@@ -110,8 +110,8 @@ impl ByLocality<f64> {
 pub struct VcpuTotals {
     /// On-CPU seconds by locality.
     pub run_seconds: ByLocality<f64>,
-    /// Moves between sockets.
-    pub cross_socket_migrations: u64,
+    /// Moves from CPU to CPU, by scope (the socket scope is the cross-socket count).
+    pub moves: Moves,
     /// KVM exits by (locality, reason label).
     pub exits: BTreeMap<(Locality, &'static str), u64>,
     /// Remote share of run time over the window (None: did not run, or no GPU).
@@ -331,9 +331,7 @@ fn apply_delta(
             *vcpu.last_cpu_seconds.entry(cpu as u32).or_default() += delta as f64 / 1e9;
         }
     }
-    vcpu.cross_socket_migrations += current
-        .cross_socket_migrations
-        .saturating_sub(last.cross_socket_migrations);
+    vcpu.moves.add_since(&last.moves, &current.moves);
     for (reason, per_cpu) in &current.exits {
         let label = exit_reasons::name(exit_source, *reason);
         let before = last.exits.get(reason);

@@ -84,13 +84,11 @@ pub struct Engine {
 impl Engine {
     /// Loads the probes (a failure is logged and exported, not fatal) and prepares the loop.
     pub fn new(config: Config, topology: Topology, shared: Shared) -> Engine {
-        let cpu_sockets: BTreeMap<u32, u32> =
-            topology.cpus.values().map(|c| (c.id, c.socket)).collect();
         let options = ProbeOptions {
             max_threads: config.probes.max_threads,
             max_exit_keys: config.probes.max_exit_keys,
             kvm_exit_source: config.probes.kvm_exit_source,
-            cpu_sockets,
+            cpu_topo: topology.cpu_topo(),
         };
         let (probes, probe_failure) = match Probes::load(options) {
             Ok(p) => {

@@ -13,7 +13,7 @@ use pinsight::config::Mode;
 use pinsight::cpuset::CpuSet;
 use pinsight::inventory::{domain_xml, Gpu, GpuSource, Inventory, VcpuThread, Vm};
 use pinsight::metrics::{render, render_scrape_duration};
-use pinsight::probes::ThreadCounters;
+use pinsight::probes::{Moves, ThreadCounters};
 use pinsight::topology::Topology;
 use pinsight::view::{HostView, MapView, ProbeView, ProbesView, ProgramView, ViewInputs};
 
@@ -75,14 +75,20 @@ fn metrics_exposition_matches_the_golden_file() {
         &BTreeMap::from([zero(101), zero(202)]),
         &topology,
     );
-    // GPU VM: 3 s on CPU 0 (socket 0: remote), 1 s on CPU 1 (the GPU's node: local), two moves,
-    // 40 IO exits on CPU 0 and 2 MMIO exits on CPU 1. The GPU-less VM: 0.5 s on CPU 0.
+    // GPU VM: 3 s on CPU 0 (socket 0: remote), 1 s on CPU 1 (the GPU's node: local), six
+    // moves (3 to an SMT sibling, 1 to another core, 2 to another socket), 40 IO exits on CPU 0
+    // and 2 MMIO exits on CPU 1. The GPU-less VM: 0.5 s on CPU 0.
     let later = BTreeMap::from([
         (
             101,
             ThreadCounters {
                 run_ns_by_cpu: vec![3_000_000_000, 1_000_000_000],
-                cross_socket_migrations: 2,
+                moves: Moves {
+                    smt: 3,
+                    core: 1,
+                    socket: 2,
+                    ..Moves::default()
+                },
                 exits: BTreeMap::from([(2, vec![40, 0]), (6, vec![0, 2])]),
             },
         ),

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -48,7 +47,7 @@ fn options(kvm_exit_source: KvmExitSource) -> ProbeOptions {
         max_threads: 64,
         max_exit_keys: 256,
         kvm_exit_source,
-        cpu_sockets: BTreeMap::from([(0, 0), (1, 1)]),
+        cpu_topo: common::two_socket_topo(),
     }
 }
 
@@ -123,9 +122,9 @@ fn sched_switch_accounts_a_tracked_thread_per_cpu_and_counts_socket_moves() {
     }
     let ours: u64 = counters.run_ns_by_cpu.iter().sum();
     assert!(
-        counters.cross_socket_migrations >= 3,
-        "expected >= 3 socket moves, got {}",
-        counters.cross_socket_migrations
+        counters.moves.socket >= 3,
+        "expected >= 3 socket moves, got {:?}",
+        counters.moves
     );
 
     let last = probes.untrack(tid).unwrap();

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{require_host, TestVm, VmOptions};
@@ -37,7 +36,7 @@ fn run_time_equals_schedstat_while_another_vm_boots() {
         max_threads: 64,
         max_exit_keys: 256,
         kvm_exit_source: KvmExitSource::Auto,
-        cpu_sockets: BTreeMap::from([(0, 0), (1, 1)]),
+        cpu_topo: common::two_socket_topo(),
     })
     .expect("probes load and attach");
     let vm = TestVm::start(VmOptions::busy("exact"));

@@ -16,6 +16,7 @@ use prometheus::{Encoder, TextEncoder};
 use crate::accounting::ByLocality;
 use crate::topology::Locality;
 use crate::view::HostView;
+use monitor_common::sched_migrate_task::MoveScope;
 
 struct Family {
     name: &'static str,
@@ -94,7 +95,12 @@ pub fn render(view: &HostView) -> String {
     let mut migrations = Family::new(
         "pinsight_vcpu_cross_socket_migrations_total",
         COUNTER,
-        "Moves of a vCPU thread from a CPU of one socket to a CPU of another (sched_migrate_task).",
+        "Moves of a vCPU thread from a CPU of one socket to a CPU of another (sched_migrate_task); the same count as pinsight_vcpu_migrations_total{scope=\"socket\"}, kept for the dashboards and alerts that use it.",
+    );
+    let mut moves = Family::new(
+        "pinsight_vcpu_migrations_total",
+        COUNTER,
+        "Moves of a vCPU thread from one CPU to another (sched_migrate_task), by the smallest topology level the two CPUs share: smt (SMT siblings of one core), core (another core of the node), node (another node of the socket), socket (another socket); unknown (a CPU the topology does not describe) only once it happened. Each move can cost the thread its L1 cache (L1TF flushing), and more the farther it goes.",
     );
     let mut measured = Family::new(
         "pinsight_vcpu_measured",
@@ -184,6 +190,12 @@ pub fn render(view: &HostView) -> String {
                 vcpu_run.push(labels(vec![("locality", l.as_str().into())]), x);
             }
             migrations.push(labels(vec![]), v.cross_socket_migrations as f64);
+            for scope in MoveScope::ALL {
+                let n = v.migrations.get(scope);
+                if scope != MoveScope::Unknown || n > 0 {
+                    moves.push(labels(vec![("scope", scope.label().into())]), n as f64);
+                }
+            }
             measured.push(labels(vec![]), f64::from(u8::from(v.measured)));
             for e in &v.kvm_exits {
                 vcpu_exits.push(
@@ -286,6 +298,7 @@ pub fn render(view: &HostView) -> String {
         vcpu_run,
         domain_run,
         migrations,
+        moves,
         measured,
         ratio,
         overhead,

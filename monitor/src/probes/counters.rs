@@ -4,13 +4,14 @@ use std::collections::{BTreeMap, HashMap as StdHashMap};
 
 use aya::maps::PerCpuValues;
 use monitor_common::kvm_exit::{ExitKey, KVM_EXITS};
+use monitor_common::sched_migrate_task::MOVE_SCOPES;
 use monitor_common::sched_switch::{CpuRun, ThreadRun, RUN_NS, THREAD_RUN};
 use monitor_common::tracked::{
     slot_shift, slot_word, MapError, SLOTS_PER_WORD, SLOT_MASK, TRACKED_TIDS,
 };
 
 use super::error::map_err;
-use super::{MapUsage, ProbeError, Probes, ProgramStats, ThreadCounters};
+use super::{MapUsage, Moves, ProbeError, Probes, ProgramStats, ThreadCounters};
 
 impl Probes {
     /// Starts accounting `tid` as a vCPU thread.
@@ -120,7 +121,12 @@ impl Probes {
             .map(|v| v.to_vec())
             .unwrap_or_else(|| vec![CpuRun::default(); self.nr_cpus]);
         let mut run_ns_by_cpu: Vec<u64> = per_cpu.iter().map(|c| c.run_ns).collect();
-        let cross_socket_migrations = per_cpu.iter().map(|c| c.cross_socket_migrations).sum();
+        let mut moves = [0u64; MOVE_SCOPES];
+        for cpu in &per_cpu {
+            for (total, n) in moves.iter_mut().zip(cpu.moves) {
+                *total += n;
+            }
+        }
         // A vCPU that keeps its CPU is not switched out for long stretches: add its stint in
         // progress (its run-time clock now, past where it was counted), read after the
         // counters so it never counts anything twice. Only threads on a CPU are read, so at
@@ -136,7 +142,7 @@ impl Probes {
         }
         ThreadCounters {
             run_ns_by_cpu,
-            cross_socket_migrations,
+            moves: Moves::from_counts(&moves),
             exits: exits.get(&tid).cloned().unwrap_or_default(),
         }
     }

@@ -28,14 +28,16 @@ use std::path::Path;
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
 use aya::{Btf, Ebpf, EbpfLoader};
 use monitor_common::kvm_exit::{ExitKey, KVM_EXITS};
+use monitor_common::sched_migrate_task::{CpuTopo, CPU_TOPO};
 use monitor_common::sched_switch::{CpuRun, ThreadRun, RUN_NS, THREAD_RUN};
-use monitor_common::tracked::{self, CPU_SOCKET, MAP_ERRORS, TRACKED_TIDS};
+use monitor_common::tracked::{self, MAP_ERRORS, TRACKED_TIDS};
 use serde::Serialize;
 
 pub use btf::BtfError;
 pub use counters::bpf_stats_enabled;
 pub use error::ProbeError;
 pub use kvm_exit::{exit_source_candidates, kvm_vendor_module, KvmExitSource};
+pub use sched_migrate_task::Moves;
 pub use tracefs::TracefsError;
 
 use error::map_err;
@@ -65,8 +67,9 @@ pub struct ProbeOptions {
     pub max_exit_keys: u32,
     /// KVM exit source.
     pub kvm_exit_source: KvmExitSource,
-    /// Socket id of each CPU (CPUs absent here are "unknown" to the probes).
-    pub cpu_sockets: BTreeMap<u32, u32>,
+    /// Where each CPU sits (`Topology::cpu_topo`); CPUs absent here are "unknown" to the
+    /// probes.
+    pub cpu_topo: BTreeMap<u32, CpuTopo>,
 }
 
 /// Whether a probe is attached, and if not why.
@@ -83,8 +86,8 @@ pub struct ProbeStatus {
 pub struct ThreadCounters {
     /// On-CPU nanoseconds, indexed by CPU id (includes the stint in progress).
     pub run_ns_by_cpu: Vec<u64>,
-    /// Moves between sockets.
-    pub cross_socket_migrations: u64,
+    /// Moves from CPU to CPU, by scope.
+    pub moves: Moves,
     /// KVM exits per reason code, each indexed by CPU id.
     pub exits: BTreeMap<u32, Vec<u64>>,
 }
@@ -160,7 +163,7 @@ impl Probes {
             .set_max_entries(RUN_NS, sched_switch::slot_entries(options.max_threads))
             .set_max_entries(THREAD_RUN, sched_switch::slot_entries(options.max_threads))
             .set_max_entries(KVM_EXITS, options.max_exit_keys)
-            .set_max_entries(CPU_SOCKET, nr_cpus as u32);
+            .set_max_entries(CPU_TOPO, nr_cpus as u32);
         for (name, value) in &globals {
             loader.set_global(name, value, true);
         }
@@ -175,17 +178,15 @@ impl Probes {
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(ProbeError::Missing(name))
         };
-        let mut cpu_socket: Array<MapData, u32> =
-            Array::try_from(take(&mut ebpf, CPU_SOCKET)?).map_err(map_err(CPU_SOCKET))?;
+        let mut cpu_topo: Array<MapData, CpuTopo> =
+            Array::try_from(take(&mut ebpf, CPU_TOPO)?).map_err(map_err(CPU_TOPO))?;
         for cpu in 0..nr_cpus as u32 {
-            let socket = options
-                .cpu_sockets
+            let topo = options
+                .cpu_topo
                 .get(&cpu)
                 .copied()
-                .unwrap_or(monitor_common::UNKNOWN_SOCKET);
-            cpu_socket
-                .set(cpu, socket, 0)
-                .map_err(map_err(CPU_SOCKET))?;
+                .unwrap_or(CpuTopo::UNKNOWN);
+            cpu_topo.set(cpu, topo, 0).map_err(map_err(CPU_TOPO))?;
         }
         let mut probes = Probes {
             tracked_tids: Array::try_from(take(&mut ebpf, TRACKED_TIDS)?)

@@ -1,10 +1,12 @@
-//! sched_migrate_task: moves of tracked threads between sockets. A classic tracepoint, so its
-//! record layout (pid, orig_cpu, dest_cpu) is read from tracefs at load time.
+//! sched_migrate_task: moves of tracked threads from CPU to CPU, by scope ([`MoveScope`]).
+//! A classic tracepoint, so its record layout (pid, orig_cpu, dest_cpu) is read from tracefs
+//! at load time.
 
 use monitor_common::programs;
 use monitor_common::sched_migrate_task::{
-    MIGRATE_DEST_CPU_OFFSET, MIGRATE_ORIG_CPU_OFFSET, MIGRATE_PID_OFFSET,
+    MoveScope, MIGRATE_DEST_CPU_OFFSET, MIGRATE_ORIG_CPU_OFFSET, MIGRATE_PID_OFFSET, MOVE_SCOPES,
 };
+use serde::{Deserialize, Serialize};
 
 use super::hook::{Hook, Probe};
 use super::tracefs_globals;
@@ -16,7 +18,7 @@ pub(super) const PROBE: Probe = Probe {
         category: "sched",
         event: "sched_migrate_task",
     },
-    without_it: Some("cross-socket migrations will not be counted"),
+    without_it: Some("moves between CPUs (migrations) will not be counted"),
 };
 
 /// Record offsets from tracefs; a field tracefs does not give keeps the compiled-in default.
@@ -30,4 +32,82 @@ pub(super) fn globals() -> Vec<(&'static str, u32)> {
             (MIGRATE_DEST_CPU_OFFSET, "dest_cpu"),
         ],
     )
+}
+
+/// Moves of a thread from CPU to CPU, by scope: how far each went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Moves {
+    /// To an SMT sibling (same core).
+    pub smt: u64,
+    /// To another core of the same NUMA node.
+    pub core: u64,
+    /// To another NUMA node of the same socket.
+    pub node: u64,
+    /// To another socket.
+    pub socket: u64,
+    /// From or to a CPU the topology does not describe.
+    pub unknown: u64,
+}
+
+impl Moves {
+    /// Counts as the probe keeps them, indexed by [`MoveScope`].
+    pub fn from_counts(counts: &[u64; MOVE_SCOPES]) -> Moves {
+        let mut moves = Moves::default();
+        for scope in MoveScope::ALL {
+            *moves.get_mut(scope) = counts[scope as usize];
+        }
+        moves
+    }
+
+    /// The moves of `scope`.
+    pub fn get(&self, scope: MoveScope) -> u64 {
+        match scope {
+            MoveScope::Smt => self.smt,
+            MoveScope::Core => self.core,
+            MoveScope::Node => self.node,
+            MoveScope::Socket => self.socket,
+            MoveScope::Unknown => self.unknown,
+        }
+    }
+
+    fn get_mut(&mut self, scope: MoveScope) -> &mut u64 {
+        match scope {
+            MoveScope::Smt => &mut self.smt,
+            MoveScope::Core => &mut self.core,
+            MoveScope::Node => &mut self.node,
+            MoveScope::Socket => &mut self.socket,
+            MoveScope::Unknown => &mut self.unknown,
+        }
+    }
+
+    /// Adds the moves made from `earlier` to `now` (counters only grow; a smaller reading,
+    /// as from a reused slot, adds nothing).
+    pub fn add_since(&mut self, earlier: &Moves, now: &Moves) {
+        for scope in MoveScope::ALL {
+            *self.get_mut(scope) += now.get(scope).saturating_sub(earlier.get(scope));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_land_in_their_scope_and_deltas_add_per_scope() {
+        let before = Moves::from_counts(&[1, 2, 3, 4, 5]);
+        assert_eq!((before.smt, before.node, before.unknown), (1, 3, 5));
+        let now = Moves::from_counts(&[1, 7, 3, 10, 0]);
+        let mut total = Moves::default();
+        total.add_since(&before, &now);
+        assert_eq!(
+            total,
+            Moves {
+                core: 5,
+                socket: 6,
+                ..Moves::default()
+            }
+        );
+    }
 }

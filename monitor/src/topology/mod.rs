@@ -4,6 +4,7 @@
 //! two-socket GPU host can be described on a machine that has neither.
 
 mod cpus;
+mod moves;
 mod pci;
 mod sysfs;
 #[cfg(test)]

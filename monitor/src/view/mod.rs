@@ -19,6 +19,7 @@ use crate::config::Mode;
 use crate::cpuset::CpuSet;
 use crate::inventory::{Gpu, Inventory, Vm};
 use crate::policy::{Plan, Verdict};
+use crate::probes::Moves;
 use crate::topology::{Locality, Topology};
 pub use interrupts::{GpuInterruptsView, IrqLineView};
 pub use memory::{node_locality, MemoryView};
@@ -98,8 +99,11 @@ pub struct VcpuView {
     pub allowed_on_far_socket: bool,
     /// On-CPU seconds by locality since pinsight started watching.
     pub run_seconds: ByLocality<f64>,
-    /// Moves between sockets.
+    /// Moves between sockets (the same as `migrations.socket`, kept for readers of this field).
     pub cross_socket_migrations: u64,
+    /// Moves from CPU to CPU by scope (absent in views from before it existed).
+    #[serde(default)]
+    pub migrations: Moves,
     /// KVM exits by locality and reason.
     pub kvm_exits: Vec<ExitCount>,
     /// Remote share over the recent window (None: did not run, or no GPU).
@@ -371,7 +375,8 @@ fn vm_view(
                 allowed_on_far_socket: topology.allows_far_socket(&allowed_cpus, &vm.gpu_nodes),
                 allowed_cpus,
                 run_seconds: t.run_seconds,
-                cross_socket_migrations: t.cross_socket_migrations,
+                cross_socket_migrations: t.moves.socket,
+                migrations: t.moves,
                 kvm_exits: t
                     .exits
                     .iter()

@@ -99,6 +99,16 @@ pub fn repo_root() -> PathBuf {
     }
 }
 
+/// Where the probes see CPUs in the two-socket fixture (CPU 0 on socket 0, CPU 1 on socket 1),
+/// for tests that load the probes themselves.
+pub fn two_socket_topo(
+) -> std::collections::BTreeMap<u32, monitor_common::sched_migrate_task::CpuTopo> {
+    let root = daemon::fixture("two-socket-gpu");
+    pinsight::topology::Topology::read(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .cpu_topo()
+}
+
 /// Polls `f` every 100 ms until it returns `Some`; panics naming `what` after `timeout`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

@@ -2,6 +2,7 @@
 
 mod checks;
 mod fixtures;
+mod moves;
 
 use std::fs;
 use std::path::{Path, PathBuf};
