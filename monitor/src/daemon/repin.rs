@@ -232,6 +232,15 @@ impl PolicyLoop {
                 }))
             } else {
                 let dir = self.state_dir.clone();
+                let mut decision = decision;
+                // No <emulatorpin> to say where QEMU's other threads were: their "before"
+                // (what restore puts back) is the main thread's affinity now.
+                if let (Some(e), Some(now)) = (
+                    decision.emulator.as_mut(),
+                    crate::inventory::thread_affinity(vm.pid),
+                ) {
+                    e.before = now;
+                }
                 spawn_process_job(&what, move || {
                     let result = ProcessVm::find(&vm, &dir, Path::new(PROC))
                         .and_then(|process| remediate::apply(&process, &vm, &decision, false, now))

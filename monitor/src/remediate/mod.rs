@@ -125,6 +125,9 @@ pub enum RemediateError {
         /// The pid scanned.
         pid: u32,
     },
+    /// The state file of a VM without libvirt could not be read, written or removed.
+    #[error(transparent)]
+    StateFile(#[from] state_file::StateFileError),
     /// `restore` on a domain pinsight has not changed.
     #[error(
         "domain {domain}: nothing to restore: its {PINSIGHT_STATE_NS} metadata records no pins \
