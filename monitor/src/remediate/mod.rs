@@ -20,6 +20,8 @@ pub mod state_file;
 mod tests;
 #[cfg(test)]
 mod tests_journal;
+#[cfg(test)]
+mod tests_state_file;
 
 use std::fmt;
 
