@@ -130,6 +130,19 @@ fn enforce_repins_a_qemu_without_libvirt_and_restore_puts_it_back() {
     });
     let line = log_line(&daemon, Duration::from_secs(5), &["repinned", &vm.name]);
     eprintln!("{line}");
+    // Enforce mode with [qmp] sockets keeps CAP_SYS_NICE (bit 23) and says why.
+    let caps = log_line(&daemon, Duration::from_secs(5), &["capabilities dropped"]);
+    assert!(
+        caps.contains("CAP_SYS_NICE (policy.mode is enforce"),
+        "{caps}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .expect("CapEff");
+    assert_eq!(eff & (1 << 23), 1 << 23, "CapEff {eff:x}");
     // The emulator threads went with it.
     wait_for(
         Duration::from_secs(5),

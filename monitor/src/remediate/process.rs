@@ -204,3 +204,25 @@ impl DomainCalls for ProcessVm {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let cpus: CpuSet = "1".parse().unwrap();
+        let e = |n| explain(std::io::Error::from_raw_os_error(n), &cpus);
+        assert!(
+            e(libc::EPERM).contains("needs CAP_SYS_NICE"),
+            "{}",
+            e(libc::EPERM)
+        );
+        assert!(
+            e(libc::EINVAL).contains("cpuset cgroup"),
+            "{}",
+            e(libc::EINVAL)
+        );
+        assert!(e(libc::ESRCH).contains("exited"), "{}", e(libc::ESRCH));
+    }
+}
