@@ -9,17 +9,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+
 use std::time::{Duration, Instant};
 
 use crate::config::{Mode, PolicyConfig};
-use crate::inventory::worker::{Poll, Ticket, Worker};
+use crate::inventory::worker::{Poll, Worker};
 use crate::inventory::{Vm, Vmm};
 use crate::policy::record::{describe, ActionResult};
 use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
-use crate::remediate::{self, state_file, ProcessVm, Reconciled, RemediateError};
+use crate::remediate::{self, ProcessVm, Reconciled, RemediateError};
 use crate::topology::Topology;
 use crate::view::HostView;
+use process::{spawn_process_job, Pending, PROC};
+
+mod process;
 
 /// The policy's state in the daemon and what it publishes.
 pub struct PolicyLoop {
@@ -38,15 +41,9 @@ pub struct PolicyLoop {
     in_flight: Vec<InFlight>,
     /// Where the records of VMs without libvirt live (`[qmp] state_dir`).
     state_dir: PathBuf,
-    /// When stale state files (of QEMUs that exited) were last swept, and the sweep on its way.
-    swept: Option<Instant>,
-    sweeping: Option<mpsc::Receiver<(Vec<PathBuf>, Vec<String>)>>,
+    /// Removes the state files of QEMUs that exited.
+    sweeper: process::Sweeper,
 }
-
-/// How often state files of exited QEMUs are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// The /proc the process backend reads: sched_setaffinity acts on this kernel's threads.
-const PROC: &str = "/proc";
 
 /// How long a reconcile that failed waits before it is tried again.
 const RECONCILE_RETRY: Duration = Duration::from_secs(10);
@@ -56,41 +53,6 @@ struct InFlight {
     domain: String,
     what: Job,
     answer: Pending,
-}
-
-/// Where an answer comes from: the libvirt worker, or the thread of a process VM's job.
-enum Pending {
-    Libvirt(Ticket<Answer>),
-    Process(mpsc::Receiver<Answer>),
-}
-
-impl Pending {
-    fn poll(&mut self, worker: &Worker) -> Poll<Answer> {
-        match self {
-            Pending::Libvirt(t) => t.poll(worker),
-            Pending::Process(rx) => match rx.try_recv() {
-                Ok(answer) => Poll::Done(answer),
-                Err(mpsc::TryRecvError::Empty) => Poll::Pending,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    Poll::Lost("the thread of the process VM's job ended without an answer".into())
-                }
-            },
-        }
-    }
-}
-
-/// Runs `job` on a thread of its own (a process VM's repin or reconcile).
-fn spawn_process_job(what: &str, job: impl FnOnce() -> Answer + Send + 'static) -> Pending {
-    let (tx, rx) = mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("pinsight-pin".into())
-        .spawn(move || {
-            let _ = tx.send(job());
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(job = what, error = %e, "cannot start the thread of a process VM's job");
-    }
-    Pending::Process(rx)
 }
 
 /// The repins_total label and message of a failed apply.
@@ -151,8 +113,7 @@ impl PolicyLoop {
             reconciled: BTreeMap::new(),
             in_flight: Vec::new(),
             state_dir: state_dir.to_path_buf(),
-            swept: None,
-            sweeping: None,
+            sweeper: process::Sweeper::default(),
         })
     }
 
@@ -403,39 +364,10 @@ impl PolicyLoop {
             });
         }
     }
-    /// In enforce mode, at most every [`SWEEP_EVERY`], removes (on a thread) the state files
-    /// of QEMUs that exited: their pins went with them, and a VM that exited mid-repin
-    /// leaves nothing to reconcile. Logs what the last sweep found.
+    /// Sweeps the state files of exited QEMUs (see [`process::Sweeper`]).
     fn sweep(&mut self) {
-        if let Some(rx) = &self.sweeping {
-            match rx.try_recv() {
-                Ok((removed, problems)) => {
-                    for path in removed {
-                        tracing::info!(file = %path.display(), "removed the state file of a QEMU that exited (its pins went with it)");
-                    }
-                    for p in problems {
-                        tracing::warn!("{p}");
-                    }
-                    self.sweeping = None;
-                }
-                Err(mpsc::TryRecvError::Empty) => return,
-                Err(mpsc::TryRecvError::Disconnected) => self.sweeping = None,
-            }
-        }
-        if self.mode != Mode::Enforce || self.swept.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
-            return;
-        }
-        self.swept = Some(Instant::now());
-        let (tx, rx) = mpsc::channel();
-        let dir = self.state_dir.clone();
-        let spawned = std::thread::Builder::new()
-            .name("pinsight-sweep".into())
-            .spawn(move || {
-                let _ = tx.send(state_file::sweep(&dir, Path::new(PROC)));
-            });
-        if spawned.is_ok() {
-            self.sweeping = Some(rx);
-        }
+        let enforce = self.mode == Mode::Enforce;
+        self.sweeper.tick(enforce, &self.state_dir);
     }
 
     fn report(&mut self, d: &VmDecision) {
