@@ -169,11 +169,12 @@ def check_structure(docs, unit_caps):
         c.expect(vol.get("hostPath", {}).get("path") == host_path,
                  f"{cname}: {mount_path} must come from hostPath {host_path}")
     for m in ctr.get("volumeMounts", []):
-        # The one writable mount: the host's /run/pinsight, where the instance lock lives.
-        if m["mountPath"] == "/run/pinsight":
+        # The writable mounts: the host's /run/pinsight, where the instance lock lives, and
+        # /var/lib/pinsight, the records of QEMUs without libvirt ([qmp] state_dir).
+        if m["mountPath"] in ("/run/pinsight", "/var/lib/pinsight"):
             vol = volumes.get(m["name"], {})
-            c.expect(vol.get("hostPath", {}).get("path") == "/run/pinsight",
-                     f"{cname}: /run/pinsight must be the host's (the lock is per host)")
+            c.expect(vol.get("hostPath", {}).get("path") == m["mountPath"],
+                     f"{cname}: {m['mountPath']} must be the host's (one per host)")
             continue
         c.expect(m.get("readOnly") is True, f"{cname}: mount {m['mountPath']} must be readOnly")
     config = [a for a in cmd if a.endswith(".toml")]

@@ -128,7 +128,7 @@ impl Engine {
                 paths.clone(),
                 Duration::from_secs_f64(config.rescan_seconds),
             ),
-            policy: repin::PolicyLoop::new(&config.policy),
+            policy: repin::PolicyLoop::new(&config.policy, &config.qmp.state_dir),
             lifecycle,
             libvirt: libvirt_source::LibvirtSource::new(
                 &config.libvirt_uri,
@@ -186,7 +186,7 @@ impl Engine {
             libvirt_access(config.policy.mode),
             Duration::from_secs_f64(config.libvirt_timeout_seconds),
         );
-        repin::PolicyLoop::reconfigure(&mut self.policy, &config.policy);
+        repin::PolicyLoop::reconfigure(&mut self.policy, &config.policy, &config.qmp.state_dir);
         self.accounting
             .set_window(Duration::from_secs_f64(config.remote_ratio_window_seconds));
         self.qmp.reconfigure(

@@ -13,6 +13,12 @@
 //!   peer's uid), which also applies the pins in enforce mode; notifies systemd; serves HTTP
 //!   on a port bound before the probes were loaded.
 //!
+//! One exception by configuration: in enforce mode with `[qmp] sockets` configured, the
+//! policy pins QEMU processes without libvirt itself (sched_setaffinity of their threads),
+//! which for a QEMU of another uid needs CAP_SYS_NICE: that one is kept then, with that reason
+//! in the log line (decided at start: a reload into enforce mode does not bring it back, and a
+//! pin refused for it says so).
+//!
 //! Before 5.19, with `kernel.unprivileged_bpf_disabled` set (every distribution's default),
 //! `bpf()` refused every command, map lookups on held fds included, to a caller without
 //! CAP_BPF (CAP_SYS_ADMIN before 5.8); commit c8644cd0efe7 ("bpf: refine
@@ -91,6 +97,13 @@ pub fn needed_in_steady_state(release: &str, bpf_disabled: Option<u32>) -> Vec<K
     }
 }
 
+/// CAP_SYS_NICE, kept when enforce mode pins QEMU processes without libvirt.
+pub const SYS_NICE_FOR_PROCESS_PINS: Kept = Kept {
+    cap: Capability::CAP_SYS_NICE,
+    why: "policy.mode is enforce and [qmp] sockets are configured: sched_setaffinity of \
+          the threads of a QEMU without libvirt run by another user",
+};
+
 /// `(major, minor)` of a kernel release such as "6.18.44-fc-v1045".
 fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -99,14 +112,18 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 
 /// Drops every capability the steady state does not need from every thread, and logs one
 /// line with what was kept (and why) and what was dropped. Call it once the probes are
-/// attached and their maps open. A failure is logged, not fatal: the daemon still works,
-/// with more privilege than it needs, and says so.
-pub fn drop_after_attach() {
+/// attached and their maps open. `pins_processes`: enforce mode with QMP sockets configured,
+/// which keeps [`SYS_NICE_FOR_PROCESS_PINS`]. A failure is logged, not fatal: the daemon
+/// still works, with more privilege than it needs, and says so.
+pub fn drop_after_attach(pins_processes: bool) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let bpf_disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
         .ok()
         .and_then(|t| t.trim().parse().ok());
-    let kept = needed_in_steady_state(release.trim(), bpf_disabled);
+    let mut kept = needed_in_steady_state(release.trim(), bpf_disabled);
+    if pins_processes {
+        kept.push(SYS_NICE_FOR_PROCESS_PINS);
+    }
     let before = held_by_process().unwrap_or_default();
     match drop_all_but(&kept) {
         Ok(bounding_kept) => {

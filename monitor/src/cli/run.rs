@@ -109,10 +109,13 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
         };
         let shared = crate::daemon::shared();
         let stop = Arc::new(AtomicBool::new(false));
+        // Enforce mode pins QEMUs without libvirt itself: CAP_SYS_NICE stays (privilege.rs).
+        let pins_processes =
+            config.policy.mode == crate::config::Mode::Enforce && !config.qmp.sockets.is_empty();
         // The engine is created inside the runtime so aya-log can read the probes' log buffer.
         let engine = crate::daemon::Engine::new(config, topology, shared.clone());
         // The probes are attached (or reported as skipped) by now.
-        crate::privilege::drop_after_attach();
+        crate::privilege::drop_after_attach(pins_processes);
         crate::daemon::notify::ready("started; first tick pending");
         let engine_stop = stop.clone();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();

@@ -132,6 +132,9 @@ pub struct QmpConfig {
     /// GPUs of VMs whose VMM cannot say (no vfio-pci it could report): a VM name, or the
     /// absolute path of a pid file holding the QEMU pid, -> PCI addresses.
     pub gpus: std::collections::BTreeMap<String, Vec<String>>,
+    /// Directory of the state files in which enforce mode records what it did to these VMs
+    /// (they have no libvirt metadata to keep it in): one `qmp-<UUID>.json` per VM.
+    pub state_dir: PathBuf,
 }
 
 impl Default for QmpConfig {
@@ -140,6 +143,7 @@ impl Default for QmpConfig {
             sockets: vec!["/run/qemu/*.qmp".into(), "/run/vc/vm/*/qmp.sock".into()],
             timeout_seconds: 2.0,
             gpus: Default::default(),
+            state_dir: PathBuf::from("/var/lib/pinsight"),
         }
     }
 }

@@ -2,19 +2,27 @@
 //! evaluate the policy after each accounting round, log and count every new decision, and in
 //! enforce mode act through `remediate`. Every libvirt call goes to the libvirt worker (with
 //! its deadline); the answers are taken at later ticks by [`PolicyLoop::settle`]. Domains are
-//! looked up by UUID, never by name.
+//! looked up by UUID, never by name. A VM without libvirt (a QEMU found through its QMP
+//! socket) goes the same way through `remediate`'s process backend, on a short-lived thread
+//! of its own (a few sched_setaffinity calls and a bounded state-file write), so neither a
+//! slow disk nor a hung libvirtd holds up the other.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
 use std::time::{Duration, Instant};
 
 use crate::config::{Mode, PolicyConfig};
-use crate::inventory::worker::{Poll, Ticket, Worker};
+use crate::inventory::worker::{Poll, Worker};
 use crate::inventory::{Vm, Vmm};
 use crate::policy::record::{describe, ActionResult};
 use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
-use crate::remediate::{self, Reconciled, RemediateError};
+use crate::remediate::{self, ProcessVm, Reconciled, RemediateError};
 use crate::topology::Topology;
 use crate::view::HostView;
+use process::{spawn_process_job, Pending, PROC};
+
+mod process;
 
 /// The policy's state in the daemon and what it publishes.
 pub struct PolicyLoop {
@@ -31,6 +39,10 @@ pub struct PolicyLoop {
     reconciled: BTreeMap<(String, String), Option<Instant>>,
     /// Actions handed to the libvirt worker whose answer has not come yet.
     in_flight: Vec<InFlight>,
+    /// Where the records of VMs without libvirt live (`[qmp] state_dir`).
+    state_dir: PathBuf,
+    /// Removes the state files of QEMUs that exited.
+    sweeper: process::Sweeper,
 }
 
 /// How long a reconcile that failed waits before it is tried again.
@@ -40,7 +52,16 @@ const RECONCILE_RETRY: Duration = Duration::from_secs(10);
 struct InFlight {
     domain: String,
     what: Job,
-    answer: Ticket<Answer>,
+    answer: Pending,
+}
+
+/// The repins_total label and message of a failed apply.
+fn apply_error(e: RemediateError) -> (&'static str, String) {
+    match e {
+        // Compare-and-set: moved by someone else since the decision.
+        RemediateError::Changed { .. } => ("skipped_operator", e.to_string()),
+        e => (ActionResult::Failed.as_str(), e.to_string()),
+    }
 }
 
 /// What was asked of the worker, for the log when the answer comes.
@@ -67,7 +88,7 @@ enum Answer {
 
 impl PolicyLoop {
     /// The loop for `config`; `None` in observe mode (nothing is evaluated).
-    pub fn new(config: &PolicyConfig) -> Option<PolicyLoop> {
+    pub fn new(config: &PolicyConfig, state_dir: &Path) -> Option<PolicyLoop> {
         if config.mode == Mode::Observe {
             return None;
         }
@@ -81,6 +102,7 @@ impl PolicyLoop {
             reserved_cpus = %config.reserved_cpus,
             max_oversubscription = config.max_oversubscription,
             reassert = config.reassert,
+            state_dir = %state_dir.display(),
             "repin policy on"
         );
         Some(PolicyLoop {
@@ -90,12 +112,14 @@ impl PolicyLoop {
             plan: Plan::default(),
             reconciled: BTreeMap::new(),
             in_flight: Vec::new(),
+            state_dir: state_dir.to_path_buf(),
+            sweeper: process::Sweeper::default(),
         })
     }
 
     /// Applies reloaded settings to `current`: switched on, off, or changed in place (keeping
     /// its hysteresis, cooldowns, rate-limit history and counters).
-    pub fn reconfigure(current: &mut Option<PolicyLoop>, config: &PolicyConfig) {
+    pub fn reconfigure(current: &mut Option<PolicyLoop>, config: &PolicyConfig, state_dir: &Path) {
         match current.as_mut() {
             Some(_) if config.mode == Mode::Observe => {
                 tracing::info!("repin policy off (mode observe)");
@@ -107,6 +131,7 @@ impl PolicyLoop {
                     running.reconciled.clear();
                 }
                 running.mode = config.mode;
+                running.state_dir = state_dir.to_path_buf();
                 running.policy.set_config(config.clone());
                 tracing::info!(
                     mode = config.mode.as_str(),
@@ -114,7 +139,7 @@ impl PolicyLoop {
                     "repin policy settings reloaded"
                 );
             }
-            None => *current = PolicyLoop::new(config),
+            None => *current = PolicyLoop::new(config, state_dir),
         }
     }
 
@@ -123,6 +148,7 @@ impl PolicyLoop {
     /// again until it is answered.
     pub fn run(&mut self, topology: &Topology, vms: &[Vm], view: &HostView, worker: &mut Worker) {
         self.reconcile_interrupted(topology, vms, worker);
+        self.sweep();
         let ratios = view.vcpu_remote_ratios();
         let now = unix_now();
         let plan = self.policy.evaluate(&Inputs {
@@ -142,11 +168,10 @@ impl PolicyLoop {
             let Some(vm) = vms.iter().find(|vm| vm.name == d.domain) else {
                 continue;
             };
-            if vm.vmm != Vmm::Libvirt {
-                // Pins of VMs without libvirt (sched_setaffinity, a state file of its own)
-                // are not written yet: say so once per situation, never a failed repin.
+            if vm.vmm != Vmm::Libvirt && vm.vcpus.iter().any(|t| t.tid == 0) {
+                // Threads the scan could not name cannot be pinned.
                 if d.new {
-                    tracing::info!(domain = %d.domain, vmm = ?vm.vmm, moves = %moves(d), "repin recommended; not acting: pinsight repins only libvirt domains so far");
+                    tracing::info!(domain = %d.domain, vmm = ?vm.vmm, moves = %moves(d), "repin recommended; not acting: the VM's vCPU threads are not known, so they cannot be pinned");
                     self.count(&d.domain, "skipped_unmanaged");
                 }
                 continue;
@@ -154,22 +179,37 @@ impl PolicyLoop {
             self.policy.record_action(&vm.uuid, now);
             let persistent = self.policy.config().persistent;
             let (vm, decision) = (vm.clone(), d.clone());
-            let answer = worker.submit(&format!("repin domain {}", d.domain), move |lv| {
-                let result = remediate::lookup(lv, &vm)
-                    .map_err(|e| (ActionResult::Failed.as_str(), e.to_string()))
-                    .and_then(|domain| {
-                        remediate::apply(&domain, &vm, &decision, persistent, now)
-                            .map(|_| ())
-                            .map_err(|e| match e {
-                                // Compare-and-set: moved by someone else since the decision.
-                                RemediateError::Changed { .. } => {
-                                    ("skipped_operator", e.to_string())
-                                }
-                                e => (ActionResult::Failed.as_str(), e.to_string()),
-                            })
-                    });
-                Answer::Repin(result)
-            });
+            let what = format!("repin domain {}", d.domain);
+            let answer = if vm.vmm == Vmm::Libvirt {
+                Pending::Libvirt(worker.submit(&what, move |lv| {
+                    let result = remediate::lookup(lv, &vm)
+                        .map_err(|e| (ActionResult::Failed.as_str(), e.to_string()))
+                        .and_then(|domain| {
+                            remediate::apply(&domain, &vm, &decision, persistent, now)
+                                .map(|_| ())
+                                .map_err(apply_error)
+                        });
+                    Answer::Repin(result)
+                }))
+            } else {
+                let dir = self.state_dir.clone();
+                let mut decision = decision;
+                // No <emulatorpin> to say where QEMU's other threads were: their "before"
+                // (what restore puts back) is the main thread's affinity now.
+                if let (Some(e), Some(now)) = (
+                    decision.emulator.as_mut(),
+                    crate::inventory::thread_affinity(vm.pid),
+                ) {
+                    e.before = now;
+                }
+                spawn_process_job(&what, move || {
+                    let result = ProcessVm::find(&vm, &dir, Path::new(PROC))
+                        .and_then(|process| remediate::apply(&process, &vm, &decision, false, now))
+                        .map(|_| ())
+                        .map_err(apply_error);
+                    Answer::Repin(result)
+                })
+            };
             self.in_flight.push(InFlight {
                 domain: d.domain.clone(),
                 what: Job::Repin {
@@ -291,15 +331,29 @@ impl PolicyLoop {
             }
             let (vm_c, topology, config) =
                 (vm.clone(), topology.clone(), self.policy.config().clone());
-            let answer = worker.submit(&format!("reconcile domain {}", vm.name), move |lv| {
-                let started = Instant::now();
-                let result = remediate::lookup(lv, &vm_c)
-                    .and_then(|domain| {
-                        remediate::reconcile(&domain, &vm_c, &topology, &config, unix_now())
-                    })
-                    .map_err(|e| (matches!(e, RemediateError::Changed { .. }), e.to_string()));
-                Answer::Reconcile(result, started.elapsed().as_secs_f64())
-            });
+            let what = format!("reconcile domain {}", vm.name);
+            let answer = if vm.vmm == Vmm::Libvirt {
+                Pending::Libvirt(worker.submit(&what, move |lv| {
+                    let started = Instant::now();
+                    let result = remediate::lookup(lv, &vm_c)
+                        .and_then(|domain| {
+                            remediate::reconcile(&domain, &vm_c, &topology, &config, unix_now())
+                        })
+                        .map_err(|e| (matches!(e, RemediateError::Changed { .. }), e.to_string()));
+                    Answer::Reconcile(result, started.elapsed().as_secs_f64())
+                }))
+            } else {
+                let dir = self.state_dir.clone();
+                spawn_process_job(&what, move || {
+                    let started = Instant::now();
+                    let result = ProcessVm::find(&vm_c, &dir, Path::new(PROC))
+                        .and_then(|process| {
+                            remediate::reconcile(&process, &vm_c, &topology, &config, unix_now())
+                        })
+                        .map_err(|e| (matches!(e, RemediateError::Changed { .. }), e.to_string()));
+                    Answer::Reconcile(result, started.elapsed().as_secs_f64())
+                })
+            };
             self.in_flight.push(InFlight {
                 domain: vm.name.clone(),
                 what: Job::Reconcile {
@@ -310,6 +364,12 @@ impl PolicyLoop {
             });
         }
     }
+    /// Sweeps the state files of exited QEMUs (see [`process::Sweeper`]).
+    fn sweep(&mut self) {
+        let enforce = self.mode == Mode::Enforce;
+        self.sweeper.tick(enforce, &self.state_dir);
+    }
+
     fn report(&mut self, d: &VmDecision) {
         match d.verdict {
             Verdict::Placed => {

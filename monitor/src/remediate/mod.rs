@@ -6,14 +6,22 @@
 //! short is completed or rolled back by [`reconcile`], so every change pinsight leaves
 //! behind can be undone with `pinsight restore`. Domains are looked up by UUID, and a
 //! record written for another UUID is not trusted.
+//!
+//! A QEMU without libvirt (found through its QMP socket) goes through the same journal,
+//! reconcile and restore behind the same [`DomainCalls`]: [`ProcessVm`] pins its threads with
+//! sched_setaffinity and keeps the record in a [`state_file`] of its own.
 
 mod domain;
 mod journal;
+mod process;
 mod reconcile;
+pub mod state_file;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_journal;
+#[cfg(test)]
+mod tests_state_file;
 
 use std::fmt;
 
@@ -24,6 +32,7 @@ use crate::policy::VmDecision;
 pub use domain::{cpumap, lookup, CallError, CurrentPins, DomainCalls, Scope};
 pub use journal::TEST_PAUSE_ENV;
 use journal::{action_of, check_unchanged, journaled, Pin};
+pub use process::ProcessVm;
 pub use reconcile::{reconcile, Reconciled};
 
 /// A change that could not be made; names the domain, the step and libvirt's reason.
@@ -110,6 +119,17 @@ pub enum RemediateError {
         /// The UUID in the record.
         recorded: String,
     },
+    /// The QEMU process of a VM without libvirt is no longer there.
+    #[error("VM {domain}: QEMU pid {pid} is gone (it exited since the scan)")]
+    Gone {
+        /// VM name.
+        domain: String,
+        /// The pid scanned.
+        pid: u32,
+    },
+    /// The state file of a VM without libvirt could not be read, written or removed.
+    #[error(transparent)]
+    StateFile(#[from] state_file::StateFileError),
     /// `restore` on a domain pinsight has not changed.
     #[error(
         "domain {domain}: nothing to restore: its {PINSIGHT_STATE_NS} metadata records no pins \

@@ -131,6 +131,7 @@ pub fn build(
     if vcpus.is_empty() {
         return found;
     }
+    let (state, state_record) = recorded(config, proc, &name, &uuid, pid, &mut found.problems);
     let spec = DomainSpec {
         name: name.clone(),
         uuid: uuid.clone(),
@@ -141,8 +142,8 @@ pub fn build(
         vcpu_cpuset: None,
         nova: None,
         policy: RepinPolicy::default(),
-        state: None,
-        state_record: None,
+        state,
+        state_record,
         warnings: Vec::new(),
     };
     let gpus = resolve_gpus(&spec, topology, &paths.sysfs_root, &mut found.problems);
@@ -160,6 +161,44 @@ pub fn build(
         vmm: source.vmm(),
     });
     found
+}
+
+/// pinsight's record of this VM from its state file under `[qmp] state_dir` (the XML text
+/// the policy keys on and the record), as a libvirt domain's metadata gives them. A file of
+/// another process (an exited QEMU) is stale and ignored (the daemon removes it); one that
+/// cannot be used is a problem line naming it, and an error record, so the VM is not moved.
+type State = (
+    Option<String>,
+    Option<Result<crate::policy::record::Record, crate::policy::record::RecordError>>,
+);
+
+fn recorded(
+    config: &QmpConfig,
+    proc: &Path,
+    name: &str,
+    uuid: &str,
+    pid: u32,
+    problems: &mut Vec<String>,
+) -> State {
+    use crate::remediate::state_file;
+    let Some(start) = state_file::process_start(proc, pid) else {
+        return (None, None);
+    };
+    let path = state_file::path_of(&config.state_dir, name, uuid, pid, start);
+    match state_file::read(&path) {
+        Ok(Some(f)) if f.pid == pid && f.start_time == start => {
+            (Some(f.record.to_xml()), Some(Ok(f.record)))
+        }
+        Ok(_) => (None, None),
+        Err(e) => {
+            let reason = e.to_string();
+            problems.push(format!("VM {name} (QEMU pid {pid}): {reason}"));
+            (
+                Some(reason.clone()),
+                Some(Err(crate::policy::record::RecordError { reason })),
+            )
+        }
+    }
 }
 
 /// The vCPU threads QMP named, read from /proc/PID/task (so a tid that is not the

@@ -9,7 +9,7 @@ mod xml;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cpuset::CpuSet;
 use crate::inventory::domain_xml::PINSIGHT_STATE_NS;
@@ -24,7 +24,7 @@ pub struct RecordError {
 }
 
 /// Pins of one VM at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Pins {
     /// Unix time (seconds) they were read.
     pub time: f64,
@@ -35,7 +35,7 @@ pub struct Pins {
 }
 
 /// What pinsight did to a VM; written as `action="repin"` / `"restore"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionKind {
     /// Moved misplaced vCPUs (and the emulator) next to the VM's GPUs.
@@ -46,7 +46,7 @@ pub enum ActionKind {
 
 /// How an action went; written as `state="in_progress"`, or `state="done"` with
 /// `result="applied"` / `"failed"` / `"rolled_back"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionResult {
     /// Recorded before the first pin call and not yet marked done: if pinsight finds this,
@@ -83,7 +83,7 @@ impl ActionResult {
 }
 
 /// One change pinsight made (or tried).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     /// Unix time (seconds).
     pub time: f64,
@@ -117,7 +117,7 @@ impl Action {
 }
 
 /// The whole state element.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// UUID of the domain this record was written for; `None` in records of older versions.
     /// A record carrying another UUID (a domain re-created from a copied XML) is not trusted.
