@@ -63,42 +63,12 @@ fn record_of(vm: &TestVm) -> Record {
     Record::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"))
 }
 
-/// `text` without the ANSI colour codes the daemon's log carries ("\x1b[3mmade\x1b[0m=1").
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI: ESC '[' parameters, ended by a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The first line of the daemon's log holding every one of `words`, once there is one.
-fn log_line(daemon: &Daemon, timeout: Duration, words: &[&str]) -> String {
-    wait_for(timeout, &format!("a log line with {words:?}"), || {
-        plain(&daemon.log_text())
-            .lines()
-            .find(|l| words.iter().all(|w| l.contains(w)))
-            .map(str::to_string)
-    })
-}
-
 /// Starts an enforce daemon with the pause between pin calls, kills it with SIGKILL as soon
 /// as it logs its first pin call on `vm`, and returns the moment of the kill.
 fn kill_mid_repin(vm: &TestVm, config: &str) -> Instant {
     let env = [("PINSIGHT_TEST_PAUSE_BETWEEN_PINS_MS", PAUSE_MS)];
     let mut daemon = Daemon::start_with_env(&fixture("two-socket-gpu"), config, &[], &env);
-    let line = log_line(
-        &daemon,
+    let line = daemon.log_line(
         Duration::from_secs(30),
         &["pin call made", &vm.name, "made=1"],
     );
@@ -140,8 +110,7 @@ fn assert_original_is_from_before_pinsight(record: &Record) {
 /// returns the time from `killed`.
 fn restart_and_reconcile(vm: &TestVm, config: &str, killed: Instant, outcome: &str) -> Daemon {
     let daemon = Daemon::spawn(&fixture("two-socket-gpu"), config, &[]);
-    let line = log_line(
-        &daemon,
+    let line = daemon.log_line(
         Duration::from_secs(30),
         &["reconciled an interrupted action", &vm.name],
     );

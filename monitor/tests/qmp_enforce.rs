@@ -93,32 +93,6 @@ fn uuid_of(vm: &QemuVm) -> String {
     uuid(n)
 }
 
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn log_line(daemon: &Daemon, timeout: Duration, words: &[&str]) -> String {
-    wait_for(timeout, &format!("a log line with {words:?}"), || {
-        plain(&daemon.log_text())
-            .lines()
-            .find(|l| words.iter().all(|w| l.contains(w)))
-            .map(str::to_string)
-    })
-}
-
 #[test]
 fn enforce_repins_a_qemu_without_libvirt_and_restore_puts_it_back() {
     require_host();
@@ -128,10 +102,10 @@ fn enforce_repins_a_qemu_without_libvirt_and_restore_puts_it_back() {
     wait_for(Duration::from_secs(30), "the vCPU on CPU 1", || {
         (affinity(&vm, vm.vcpu_tid) == "1").then_some(())
     });
-    let line = log_line(&daemon, Duration::from_secs(5), &["repinned", &vm.name]);
+    let line = daemon.log_line(Duration::from_secs(5), &["repinned", &vm.name]);
     eprintln!("{line}");
     // Enforce mode with [qmp] sockets keeps CAP_SYS_NICE (bit 23) and says why.
-    let caps = log_line(&daemon, Duration::from_secs(5), &["capabilities dropped"]);
+    let caps = daemon.log_line(Duration::from_secs(5), &["capabilities dropped"]);
     assert!(
         caps.contains("CAP_SYS_NICE (policy.mode is enforce"),
         "{caps}"
@@ -210,8 +184,7 @@ fn kill_9_between_the_pin_calls_is_completed_and_an_exited_qemu_leaves_no_record
     let config = config(&vm, state.path());
     let env = [("PINSIGHT_TEST_PAUSE_BETWEEN_PINS_MS", PAUSE_MS)];
     let mut daemon = Daemon::start_with_env(&fixture("two-socket-gpu"), &config, &[], &env);
-    let line = log_line(
-        &daemon,
+    let line = daemon.log_line(
         Duration::from_secs(30),
         &["pin call made", &vm.name, "made=1"],
     );
@@ -235,8 +208,7 @@ fn kill_9_between_the_pin_calls_is_completed_and_an_exited_qemu_leaves_no_record
     drop(daemon);
 
     let daemon = Daemon::start(&fixture("two-socket-gpu"), &config, &[]);
-    let line = log_line(
-        &daemon,
+    let line = daemon.log_line(
         Duration::from_secs(30),
         &["reconciled an interrupted action", &vm.name],
     );
@@ -261,8 +233,7 @@ fn kill_9_between_the_pin_calls_is_completed_and_an_exited_qemu_leaves_no_record
     // The QEMU exits: its record says nothing about anything running, and goes.
     vm.kill();
     let daemon = Daemon::start(&fixture("two-socket-gpu"), &config, &[]);
-    log_line(
-        &daemon,
+    daemon.log_line(
         Duration::from_secs(10),
         &["removed the state file of a QEMU that exited"],
     );

@@ -99,25 +99,31 @@ fn call_error(e: virt::error::Error) -> CallError {
     }
 }
 
+/// The pins a VM's threads have now, from their CPU affinity: each vCPU thread's, and QEMU's
+/// main thread's for the emulator.
+pub(super) fn pins_from_proc(vm: &Vm) -> Result<CurrentPins, CallError> {
+    let gone = |what: String| CallError {
+        message: format!("cannot read the CPU affinity of {what}: the thread is gone"),
+    };
+    let mut pins = CurrentPins::default();
+    for t in &vm.vcpus {
+        let cpus = thread_affinity(t.tid)
+            .ok_or_else(|| gone(format!("vCPU {} (thread {})", t.vcpu, t.tid)))?;
+        pins.vcpus.insert(t.vcpu, cpus);
+    }
+    pins.emulator = Some(
+        thread_affinity(vm.pid)
+            .ok_or_else(|| gone(format!("QEMU's main thread (pid {})", vm.pid)))?,
+    );
+    Ok(pins)
+}
+
 impl DomainCalls for Domain {
     fn current_pins(&self, vm: &Vm) -> Result<CurrentPins, CallError> {
         crate::inventory::worker::heartbeat("read the current pins");
-        let gone = |what: String| CallError {
-            message: format!("cannot read the CPU affinity of {what}: the thread is gone"),
-        };
-        let mut pins = CurrentPins::default();
-        for t in &vm.vcpus {
-            let cpus = thread_affinity(t.tid)
-                .ok_or_else(|| gone(format!("vCPU {} (thread {})", t.vcpu, t.tid)))?;
-            pins.vcpus.insert(t.vcpu, cpus);
-        }
         // libvirt pins the emulator through the affinity of QEMU's main thread (and the
         // emulator cgroup), so that thread says where the emulator may run.
-        pins.emulator = Some(
-            thread_affinity(vm.pid)
-                .ok_or_else(|| gone(format!("QEMU's main thread (pid {})", vm.pid)))?,
-        );
-        Ok(pins)
+        pins_from_proc(vm)
     }
 
     fn is_persistent(&self) -> bool {

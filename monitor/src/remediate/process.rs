@@ -15,7 +15,7 @@ use super::domain::{CallError, CurrentPins, DomainCalls, Scope};
 use super::state_file::{self, StateFile};
 use super::RemediateError;
 use crate::cpuset::CpuSet;
-use crate::inventory::{thread_affinity, Vm};
+use crate::inventory::Vm;
 use crate::policy::record::Record;
 
 /// A running QEMU process and the file of its record.
@@ -112,20 +112,7 @@ fn set_affinity(tid: u32, cpus: &CpuSet) -> Result<(), String> {
 
 impl DomainCalls for ProcessVm {
     fn current_pins(&self, vm: &Vm) -> Result<CurrentPins, CallError> {
-        let gone = |what: String| CallError {
-            message: format!("cannot read the CPU affinity of {what}: the thread is gone"),
-        };
-        let mut pins = CurrentPins::default();
-        for t in &vm.vcpus {
-            let cpus = thread_affinity(t.tid)
-                .ok_or_else(|| gone(format!("vCPU {} (thread {})", t.vcpu, t.tid)))?;
-            pins.vcpus.insert(t.vcpu, cpus);
-        }
-        pins.emulator = Some(
-            thread_affinity(vm.pid)
-                .ok_or_else(|| gone(format!("QEMU's main thread (pid {})", vm.pid)))?,
-        );
-        Ok(pins)
+        super::domain::pins_from_proc(vm)
     }
 
     fn is_persistent(&self) -> bool {

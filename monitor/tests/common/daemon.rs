@@ -166,6 +166,17 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The first line of the log holding every one of `words` (colour codes taken out), once
+    /// there is one within `timeout`.
+    pub fn log_line(&self, timeout: Duration, words: &[&str]) -> String {
+        wait_for(timeout, &format!("a log line with {words:?}"), || {
+            plain(&self.log_text())
+                .lines()
+                .find(|l| words.iter().all(|w| l.contains(w)))
+                .map(str::to_string)
+        })
+    }
+
     /// Sends `signal` (libc::SIGHUP, ...) to the daemon.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill on the pid of our own child, not yet reaped (Drop reaps it).
@@ -195,4 +206,23 @@ impl Drop for Daemon {
             }
         }
     }
+}
+
+/// `text` without the ANSI colour codes the daemon's log carries ("\x1b[3mmade\x1b[0m=1").
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC '[' parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
