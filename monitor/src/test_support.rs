@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use crate::accounting::DomainTotals;
 use crate::cpuset::CpuSet;
-use crate::inventory::domain_xml::RepinPolicy;
 use crate::inventory::{DomainSpec, Gpu, GpuSource, Inventory, VcpuThread, Vm};
 use crate::topology::Topology;
 use crate::view::ViewInputs;
@@ -112,16 +111,7 @@ impl VmBuilder {
                 spec: DomainSpec {
                     name: name.into(),
                     uuid: format!("uuid-{name}"),
-                    vcpus: 0,
-                    gpus: Vec::new(),
-                    vcpu_pins: BTreeMap::new(),
-                    emulator_pin: None,
-                    vcpu_cpuset: None,
-                    nova: None,
-                    policy: RepinPolicy::default(),
-                    state: None,
-                    state_record: None,
-                    warnings: Vec::new(),
+                    ..DomainSpec::default()
                 },
                 vmm: crate::inventory::Vmm::Libvirt,
             },

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::cpuset::CpuSet;
+pub use numatune::Numatune;
 
 pub use cache::SpecCache;
 pub use limits::{
@@ -61,7 +62,7 @@ pub enum DomainXmlError {
 }
 
 /// What pinsight knows about one domain from its XML.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct DomainSpec {
     /// libvirt domain name.
     pub name: String,
@@ -88,6 +89,8 @@ pub struct DomainSpec {
     #[serde(skip)]
     pub state_record:
         Option<Result<crate::policy::record::Record, crate::policy::record::RecordError>>,
+    /// The memory policy from `<numatune><memory>`.
+    pub numatune: Option<Numatune>,
     /// Skipped operator declarations and ignored elements, each naming the domain and value.
     pub warnings: Vec<String>,
 }
@@ -195,7 +198,8 @@ pub fn parse_domain_xml_within(xml: &str, possible: &CpuSet) -> Result<DomainSpe
     let (vcpu_pins, emulator_pin) = read_cputune(root, possible).map_err(invalid)?;
     let mut gpus = read_hostdevs(root).map_err(invalid)?;
 
-    let metadata = metadata::read_metadata(xml, root, &name);
+    let mut metadata = metadata::read_metadata(xml, root, &name);
+    let numatune = numatune::read(root, &name, &mut metadata.warnings);
     for gpu in metadata.declared_gpus {
         // A declaration of an attached GPU adds nothing: the hostdev is the better evidence.
         let attached = matches!(&gpu, GpuRef::Declared { address }
@@ -220,6 +224,7 @@ pub fn parse_domain_xml_within(xml: &str, possible: &CpuSet) -> Result<DomainSpe
             .as_deref()
             .map(crate::policy::record::Record::parse),
         state: metadata.state,
+        numatune,
         warnings: metadata.warnings,
     })
 }
@@ -409,5 +414,6 @@ fn guess_name(xml: &str) -> Option<String> {
 mod cache;
 mod limits;
 mod metadata;
+mod numatune;
 #[cfg(test)]
 mod tests;

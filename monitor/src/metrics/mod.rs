@@ -110,7 +110,7 @@ pub fn render(view: &HostView) -> String {
     let mut ratio = Family::new("pinsight_domain_remote_ratio", GAUGE, "Share (0..1) of the VM's vCPU run time spent on another socket than its GPUs, over the recent window (remote_ratio_window_seconds).");
     let mut overhead = Family::new("pinsight_domain_estimated_overhead_ratio", GAUGE, "Estimated share of performance lost to the VM's placement: the sum of pinsight_domain_overhead_ratio's parts, at most 1 (an estimate from measured shares and assumed penalties, not a measurement).");
     let mut overhead_parts = Family::new("pinsight_domain_overhead_ratio", GAUGE, "The overhead estimate by part: the part's remote share x its penalty (cpu: vCPU run time, cross_socket_penalty; memory: resident memory, overhead.memory_penalty; irq: GPU interrupt lines delivered off the GPU's node, overhead.irq_penalty), and part=\"total\", their sum. Parts not measured are absent.");
-    let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, VMM (libvirt or qemu), GPU PCI addresses and their NUMA nodes, Nova names.");
+    let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, VMM (libvirt or qemu), GPU PCI addresses and their NUMA nodes, Nova names, and libvirt's memory policy (numatune mode and nodeset; empty without one).");
     let mut vcpu_exits = Family::new("pinsight_vcpu_kvm_exits_total", COUNTER, "KVM exits of a vCPU thread by locality of the CPU it exited on and by reason (a bounded set, other for the rest).");
     let mut domain_exits = Family::new(
         "pinsight_domain_kvm_exits_total",
@@ -150,6 +150,19 @@ pub fn render(view: &HostView) -> String {
                 (
                     "nova_project",
                     label(vm.nova_project.as_deref().unwrap_or_default()),
+                ),
+                (
+                    "numatune_mode",
+                    label(vm.numatune.as_ref().map_or("", |(m, _)| m.as_str())),
+                ),
+                (
+                    "numatune_nodeset",
+                    label(
+                        vm.numatune
+                            .as_ref()
+                            .and_then(|(_, n)| n.as_deref())
+                            .unwrap_or_default(),
+                    ),
                 ),
             ],
             1.0,

@@ -171,6 +171,9 @@ pub struct VmView {
     /// The overhead estimate by part; `None` without GPUs or any measured part.
     #[serde(default)]
     pub overhead: Option<OverheadView>,
+    /// libvirt's memory policy (`<numatune><memory>`): mode, and nodeset when not automatic.
+    #[serde(default)]
+    pub numatune: Option<(String, Option<String>)>,
 }
 
 impl VmView {
@@ -410,6 +413,11 @@ fn vm_view(
         policy: None,
         last_action: last_action(vm),
         overhead: None,
+        numatune: vm
+            .spec
+            .numatune
+            .as_ref()
+            .map(|n| (n.mode.clone(), n.nodeset.clone())),
         repins: BTreeMap::new(),
         gpu_interrupts: Vec::new(),
         memory: None,

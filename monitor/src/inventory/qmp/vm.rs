@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::{peer, Answer, ControlSocket};
 use crate::config::QmpConfig;
-use crate::inventory::domain_xml::{DomainSpec, GpuRef, RepinPolicy};
+use crate::inventory::domain_xml::{DomainSpec, GpuRef};
 use crate::inventory::{resolve_gpus, threads, HostPaths, VcpuThread, Vm};
 use crate::topology::Topology;
 
@@ -137,14 +137,9 @@ pub fn build(
         uuid: uuid.clone(),
         vcpus: vcpus.len() as u32,
         gpus,
-        vcpu_pins: BTreeMap::new(),
-        emulator_pin: None,
-        vcpu_cpuset: None,
-        nova: None,
-        policy: RepinPolicy::default(),
         state,
         state_record,
-        warnings: Vec::new(),
+        ..DomainSpec::default()
     };
     let gpus = resolve_gpus(&spec, topology, &paths.sysfs_root, &mut found.problems);
     let mut gpu_nodes: Vec<u32> = gpus.iter().filter_map(|g| g.node).collect();
