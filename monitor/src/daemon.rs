@@ -56,6 +56,8 @@ pub struct Engine {
     interrupts: crate::interrupts::VfioInterrupts,
     /// Why they could not be read, if they could not.
     interrupts_problem: Option<String>,
+    /// The tests' fault injection, read from the environment once.
+    fault: FaultInjection,
     /// `pinsight calibrate`'s figures, read at start and on reload, or why they cannot be.
     calibration: Option<crate::calibration::Calibration>,
     calibration_problem: Option<String>,
@@ -147,6 +149,7 @@ impl Engine {
             paused: None,
             interrupts: Default::default(),
             interrupts_problem: None,
+            fault: FaultInjection::from_env(),
             calibration,
             calibration_problem,
             memory: BTreeMap::new(),
@@ -216,18 +219,11 @@ impl Engine {
     pub fn tick(&mut self, now: Instant) {
         // Fault injection for the tests only (the unit and the DaemonSet never set it): an
         // engine that dies must take the process with it.
-        if let Some(n) = std::env::var("PINSIGHT_TEST_PANIC_AT_TICK")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
+        if let Some(n) = self.fault.panic_at_tick {
             assert!(self.ticks + 1 != n, "PINSIGHT_TEST_PANIC_AT_TICK={n}");
         }
         // And an engine that stops ticking (without dying) must stop the watchdog's pings.
-        if std::env::var("PINSIGHT_TEST_WEDGE_AT_TICK")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| self.ticks + 1 == n)
-        {
+        if self.fault.wedge_at_tick == Some(self.ticks + 1) {
             tracing::warn!("PINSIGHT_TEST_WEDGE_AT_TICK: the engine stops ticking");
             loop {
                 std::thread::park();
@@ -327,6 +323,13 @@ impl Engine {
     /// The GPUs' interrupt lines (one read of /proc/interrupts, and each vfio line's
     /// affinity); a failure is a problem line, logged when it starts.
     fn read_interrupts(&mut self) {
+        // Only GPUs' lines are of interest: without a GPU VM, /proc/interrupts (a line per
+        // IRQ, a column per CPU) is not read at all.
+        if self.inventory.vms.iter().all(|vm| vm.gpus.is_empty()) {
+            self.interrupts = Default::default();
+            self.interrupts_problem = None;
+            return;
+        }
         match crate::interrupts::read(&self.config.irq_proc_root) {
             Ok(found) => {
                 self.interrupts = found;
@@ -524,5 +527,23 @@ fn probes_view(probes: Option<&Probes>) -> ProbesView {
             .collect(),
         map_errors: p.map_errors(),
         unseen_switches: p.unseen_switches(),
+    }
+}
+
+/// Test-only faults, from PINSIGHT_TEST_PANIC_AT_TICK and PINSIGHT_TEST_WEDGE_AT_TICK (the
+/// tick number at which the engine panics, or stops ticking without dying).
+#[derive(Debug, Default)]
+struct FaultInjection {
+    panic_at_tick: Option<u64>,
+    wedge_at_tick: Option<u64>,
+}
+
+impl FaultInjection {
+    fn from_env() -> Self {
+        let tick = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        FaultInjection {
+            panic_at_tick: tick("PINSIGHT_TEST_PANIC_AT_TICK"),
+            wedge_at_tick: tick("PINSIGHT_TEST_WEDGE_AT_TICK"),
+        }
     }
 }
