@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use pinsight::accounting::Accounting;
 use pinsight::cpuset::CpuSet;
-use pinsight::inventory::{domain_xml, Gpu, GpuSource, Inventory, VcpuThread, Vm};
+use pinsight::inventory::{
+    domain_xml, Gpu, GpuSource, HostThread, Inventory, ThreadRole, VcpuThread, Vm,
+};
 use pinsight::metrics::render;
 use pinsight::probes::{Moves, ThreadCounters};
 use pinsight::topology::Topology;
@@ -87,6 +89,24 @@ fn main() {
                             }
                         })
                         .collect(),
+                    // What a libvirt QEMU has besides its vCPUs (see inventory::ThreadRole).
+                    threads: [
+                        (ThreadRole::Emulator, "qemu-system-x86"),
+                        (ThreadRole::Other, "qemu-system-x86"),
+                        (ThreadRole::Iothread, "IO mon_iothread"),
+                        (ThreadRole::Other, "kvm-nx-lpage-re"),
+                    ]
+                    .into_iter()
+                    .map(|(role, name)| {
+                        tid += 1;
+                        HostThread {
+                            tid,
+                            role,
+                            name: name.into(),
+                            start_time: 1,
+                        }
+                    })
+                    .collect(),
                     gpus: vec![Gpu {
                         address: "0000:3b:00.0".into(),
                         node: Some(1),
@@ -118,6 +138,13 @@ fn main() {
                     },
                 )
             })
+            .chain(vms.iter().flat_map(|vm| vm.threads.iter()).map(|t| {
+                let run = ThreadCounters {
+                    run_ns_by_cpu: vec![scale * 100_000; ncpu],
+                    ..Default::default()
+                };
+                (t.tid, run)
+            }))
             .collect()
     };
     let mut accounting = Accounting::new(Duration::from_secs(60), Some("kvm_exit"));

@@ -1,7 +1,7 @@
 //! Turns the probes' raw per-thread, per-CPU counters into per-VM and per-vCPU figures by
-//! locality: cumulative run seconds, cross-socket moves, KVM exits, and the remote share over
-//! a recent window. The share rules (what "remote ratio" means, the fallback when a window is
-//! empty) live here and nowhere else.
+//! locality: cumulative run seconds (of the vCPUs, and of the QEMU process's other threads by
+//! role), moves, KVM exits, and the remote share over a recent window. The share rules (what
+//! "remote ratio" means, the fallback when a window is empty) live here and nowhere else.
 //!
 //! Works on deltas: each reading is compared with the previous one of the same thread, and
 //! the difference is attributed to the locality of the CPU it ran on at that time. Totals
@@ -9,101 +9,19 @@
 //! run time ([`run_delta`]), and a GPU that moves changes only what is attributed from then on.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ops::AddAssign;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use crate::inventory::Vm;
+use crate::inventory::{ThreadRole, Vm};
 use crate::probes::exit_reasons;
 use crate::probes::{Moves, ThreadCounters};
 use crate::topology::{Locality, Topology};
 
+mod by_locality;
 mod run_delta;
+#[cfg(test)]
+mod tests;
 
-/// One figure per locality relative to a VM's GPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct ByLocality<T> {
-    /// On a GPU's NUMA node.
-    pub local: T,
-    /// On another node of a GPU's socket.
-    pub same_socket: T,
-    /// On a socket without the VM's GPUs.
-    pub remote: T,
-    /// No GPU, or a CPU the topology does not describe.
-    pub none: T,
-}
-
-impl<T: Copy> ByLocality<T> {
-    /// The figure of `locality`.
-    pub fn get(&self, locality: Locality) -> T {
-        match locality {
-            Locality::Local => self.local,
-            Locality::SameSocket => self.same_socket,
-            Locality::Remote => self.remote,
-            Locality::None => self.none,
-        }
-    }
-
-    /// The figure of `locality`, to change.
-    pub fn get_mut(&mut self, locality: Locality) -> &mut T {
-        match locality {
-            Locality::Local => &mut self.local,
-            Locality::SameSocket => &mut self.same_socket,
-            Locality::Remote => &mut self.remote,
-            Locality::None => &mut self.none,
-        }
-    }
-
-    /// Every (locality, figure), in [`Locality::ALL`] order.
-    pub fn iter(&self) -> impl Iterator<Item = (Locality, T)> + '_ {
-        Locality::ALL.into_iter().map(|l| (l, self.get(l)))
-    }
-}
-
-impl<T: Copy + AddAssign> AddAssign for ByLocality<T> {
-    fn add_assign(&mut self, other: Self) {
-        for l in Locality::ALL {
-            *self.get_mut(l) += other.get(l);
-        }
-    }
-}
-
-impl ByLocality<f64> {
-    /// The sum over all localities.
-    pub fn total(&self) -> f64 {
-        self.local + self.same_socket + self.remote + self.none
-    }
-
-    /// Share of the time on the remote socket, among the time whose locality is known.
-    pub fn remote_share(&self) -> Option<f64> {
-        let known = self.local + self.same_socket + self.remote;
-        (known > 0.0).then(|| self.remote / known)
-    }
-
-    /// Each locality's share of the total (all 0 when nothing ran).
-    pub fn shares(&self) -> ByLocality<f64> {
-        let total = self.total();
-        let share = |x: f64| if total > 0.0 { x / total } else { 0.0 };
-        ByLocality {
-            local: share(self.local),
-            same_socket: share(self.same_socket),
-            remote: share(self.remote),
-            none: share(self.none),
-        }
-    }
-
-    /// What was added since `old` (never negative).
-    fn since(&self, old: &ByLocality<f64>) -> ByLocality<f64> {
-        let d = |new: f64, old: f64| (new - old).max(0.0);
-        ByLocality {
-            local: d(self.local, old.local),
-            same_socket: d(self.same_socket, old.same_socket),
-            remote: d(self.remote, old.remote),
-            none: d(self.none, old.none),
-        }
-    }
-}
+pub use by_locality::ByLocality;
 
 /// Cumulative figures of one vCPU.
 #[derive(Debug, Clone, Default)]
@@ -126,10 +44,16 @@ pub struct VcpuTotals {
 pub struct DomainTotals {
     /// Per vCPU index.
     pub vcpus: BTreeMap<u32, VcpuTotals>,
+    /// On-CPU seconds by locality of the QEMU process's other threads, by role (never
+    /// [`ThreadRole::Vcpu`]: those are in `vcpus`).
+    pub roles: BTreeMap<ThreadRole, ByLocality<f64>>,
     /// Remote share of the VM's run time over the window; for a VM with GPUs that did not
     /// run in the window, its share since pinsight started watching (0 if it never ran).
     /// None for a VM without GPUs.
     pub remote_ratio: Option<f64>,
+    /// The same share for the threads that feed the devices from the host side (emulator
+    /// and IOThreads); None without GPUs or when they never ran.
+    pub emulator_remote_ratio: Option<f64>,
 }
 
 impl DomainTotals {
@@ -138,6 +62,29 @@ impl DomainTotals {
         let mut sum = ByLocality::default();
         for v in self.vcpus.values() {
             sum += v.run_seconds;
+        }
+        sum
+    }
+
+    /// On-CPU seconds by locality of every role, vCPUs included; every role is present.
+    pub fn run_seconds_by_role(&self) -> BTreeMap<ThreadRole, ByLocality<f64>> {
+        ThreadRole::ALL
+            .into_iter()
+            .map(|role| {
+                let seconds = match role {
+                    ThreadRole::Vcpu => self.run_seconds(),
+                    _ => self.roles.get(&role).copied().unwrap_or_default(),
+                };
+                (role, seconds)
+            })
+            .collect()
+    }
+
+    /// On-CPU seconds by locality of the emulator and IOThreads together.
+    fn emulator_run_seconds(&self) -> ByLocality<f64> {
+        let mut sum = ByLocality::default();
+        for role in EMULATOR_ROLES {
+            sum += self.roles.get(&role).copied().unwrap_or_default();
         }
         sum
     }
@@ -154,12 +101,22 @@ impl DomainTotals {
     }
 }
 
-/// Run seconds of every (domain, vCPU) at one instant.
-type RunSnapshot = BTreeMap<(String, u32), ByLocality<f64>>;
+/// The roles whose remote share is [`DomainTotals::emulator_remote_ratio`].
+const EMULATOR_ROLES: [ThreadRole; 2] = [ThreadRole::Emulator, ThreadRole::Iothread];
+
+/// Whose run time a thread's counters are: a vCPU's, or a role's of the QEMU process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Vcpu(u32),
+    Role(ThreadRole),
+}
+
+/// Run seconds of every (domain, vCPU or role) at one instant.
+type RunSnapshot = BTreeMap<(String, Owner), ByLocality<f64>>;
 
 struct SeenThread {
     domain: String,
-    vcpu: u32,
+    owner: Owner,
     last: ThreadCounters,
     /// Run time counted ahead (see [`run_delta`]), taken off what the thread adds next.
     owed_ns: u64,
@@ -217,28 +174,21 @@ impl Accounting {
             let totals = self.domains.entry(vm.name.clone()).or_default();
             for thread in &vm.vcpus {
                 totals.vcpus.entry(thread.vcpu).or_default();
-                let Some(current) = counters.get(&thread.tid) else {
+            }
+            let vcpus = vm.vcpus.iter().map(|t| (t.tid, Owner::Vcpu(t.vcpu)));
+            let others = vm.threads.iter().map(|t| (t.tid, Owner::Role(t.role)));
+            for (tid, owner) in vcpus.chain(others) {
+                let Some(current) = counters.get(&tid) else {
                     continue;
                 };
-                let seen = self
-                    .threads
-                    .entry(thread.tid)
-                    .or_insert_with(|| SeenThread {
-                        domain: vm.name.clone(),
-                        vcpu: thread.vcpu,
-                        last: ThreadCounters::default(),
-                        owed_ns: 0,
-                    });
-                let vcpu = totals.vcpus.entry(seen.vcpu).or_default();
-                apply_delta(
-                    vcpu,
-                    &seen.last,
-                    current,
-                    &mut seen.owed_ns,
-                    topology,
-                    &vm.gpu_nodes,
-                    self.exit_source,
-                );
+                let seen = self.threads.entry(tid).or_insert_with(|| SeenThread {
+                    domain: vm.name.clone(),
+                    owner,
+                    last: ThreadCounters::default(),
+                    owed_ns: 0,
+                });
+                let gpu_nodes = &vm.gpu_nodes;
+                totals.apply(seen, current, topology, gpu_nodes, self.exit_source);
                 seen.last = current.clone();
             }
         }
@@ -256,20 +206,8 @@ impl Accounting {
         let Some(vm) = vms.iter().find(|vm| vm.name == seen.domain) else {
             return;
         };
-        if let Some(vcpu) = self
-            .domains
-            .get_mut(&seen.domain)
-            .and_then(|d| d.vcpus.get_mut(&seen.vcpu))
-        {
-            apply_delta(
-                vcpu,
-                &seen.last,
-                last,
-                &mut seen.owed_ns,
-                topology,
-                &vm.gpu_nodes,
-                self.exit_source,
-            );
+        if let Some(totals) = self.domains.get_mut(&seen.domain) {
+            totals.apply(&mut seen, last, topology, &vm.gpu_nodes, self.exit_source);
         }
     }
 
@@ -278,9 +216,14 @@ impl Accounting {
             .domains
             .iter()
             .flat_map(|(name, d)| {
-                d.vcpus
+                let vcpus = d
+                    .vcpus
                     .iter()
-                    .map(move |(vcpu, t)| ((name.clone(), *vcpu), t.run_seconds))
+                    .map(|(vcpu, t)| (Owner::Vcpu(*vcpu), t.run_seconds));
+                let roles = d.roles.iter().map(|(role, s)| (Owner::Role(*role), *s));
+                vcpus
+                    .chain(roles)
+                    .map(move |(owner, s)| ((name.clone(), owner), s))
             })
             .collect();
         self.history.push_back((now, snapshot));
@@ -296,12 +239,15 @@ impl Accounting {
             let has_gpu = vms
                 .iter()
                 .any(|vm| &vm.name == name && !vm.gpu_nodes.is_empty());
-            let mut domain_delta = ByLocality::default();
-            for (vcpu, totals) in domain.vcpus.iter_mut() {
-                let key = (name.clone(), *vcpu);
+            let delta = |owner: Owner| {
+                let key = (name.clone(), owner);
                 let new = newest.get(&key).copied().unwrap_or_default();
                 let old = oldest.get(&key).copied().unwrap_or_default();
-                let delta = new.since(&old);
+                new.since(&old)
+            };
+            let mut domain_delta = ByLocality::default();
+            for (vcpu, totals) in domain.vcpus.iter_mut() {
+                let delta = delta(Owner::Vcpu(*vcpu));
                 domain_delta += delta;
                 totals.remote_ratio = if has_gpu { delta.remote_share() } else { None };
             }
@@ -310,27 +256,66 @@ impl Accounting {
             let since_start = domain.run_seconds().remote_share();
             domain.remote_ratio =
                 has_gpu.then(|| domain_delta.remote_share().or(since_start).unwrap_or(0.0));
+            let mut emulator_delta = ByLocality::default();
+            for role in EMULATOR_ROLES {
+                emulator_delta += delta(Owner::Role(role));
+            }
+            let since_start = domain.emulator_run_seconds().remote_share();
+            domain.emulator_remote_ratio = has_gpu
+                .then(|| emulator_delta.remote_share().or(since_start))
+                .flatten();
         }
     }
 }
 
-fn apply_delta(
+impl DomainTotals {
+    /// Adds what thread `seen` did between its last reading and `current` to its owner.
+    fn apply(
+        &mut self,
+        seen: &mut SeenThread,
+        current: &ThreadCounters,
+        topology: &Topology,
+        gpu_nodes: &[u32],
+        exit_source: &str,
+    ) {
+        let deltas = run_delta::run_deltas(
+            &seen.last.run_ns_by_cpu,
+            &current.run_ns_by_cpu,
+            &mut seen.owed_ns,
+        );
+        let ran = deltas
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, ns)| ns > 0)
+            .map(|(cpu, ns)| (cpu as u32, ns as f64 / 1e9));
+        match seen.owner {
+            Owner::Vcpu(index) => {
+                let vcpu = self.vcpus.entry(index).or_default();
+                for (cpu, seconds) in ran {
+                    *vcpu.run_seconds.get_mut(topology.locality(cpu, gpu_nodes)) += seconds;
+                    *vcpu.last_cpu_seconds.entry(cpu).or_default() += seconds;
+                }
+                add_events(vcpu, &seen.last, current, topology, gpu_nodes, exit_source);
+            }
+            Owner::Role(role) => {
+                let run_seconds = self.roles.entry(role).or_default();
+                for (cpu, seconds) in ran {
+                    *run_seconds.get_mut(topology.locality(cpu, gpu_nodes)) += seconds;
+                }
+            }
+        }
+    }
+}
+
+/// A vCPU's moves and KVM exits since `last`.
+fn add_events(
     vcpu: &mut VcpuTotals,
     last: &ThreadCounters,
     current: &ThreadCounters,
-    owed_ns: &mut u64,
     topology: &Topology,
     gpu_nodes: &[u32],
     exit_source: &str,
 ) {
-    let deltas = run_delta::run_deltas(&last.run_ns_by_cpu, &current.run_ns_by_cpu, owed_ns);
-    for (cpu, delta) in deltas.into_iter().enumerate() {
-        if delta > 0 {
-            let locality = topology.locality(cpu as u32, gpu_nodes);
-            *vcpu.run_seconds.get_mut(locality) += delta as f64 / 1e9;
-            *vcpu.last_cpu_seconds.entry(cpu as u32).or_default() += delta as f64 / 1e9;
-        }
-    }
     vcpu.moves.add_since(&last.moves, &current.moves);
     for (reason, per_cpu) in &current.exits {
         let label = exit_reasons::name(exit_source, *reason);

@@ -106,6 +106,7 @@ impl VmBuilder {
                 uuid: format!("uuid-{name}"),
                 pid: 1,
                 vcpus: Vec::new(),
+                threads: Vec::new(),
                 gpus: Vec::new(),
                 gpu_nodes: Vec::new(),
                 spec: DomainSpec {
@@ -131,6 +132,20 @@ impl VmBuilder {
             })
             .collect();
         self.vm.spec.vcpus = allowed.len() as u32;
+        self
+    }
+
+    /// The QEMU process's other threads: (tid, role).
+    pub fn threads(mut self, threads: &[(u32, crate::inventory::ThreadRole)]) -> VmBuilder {
+        self.vm.threads = threads
+            .iter()
+            .map(|&(tid, role)| crate::inventory::HostThread {
+                tid,
+                role,
+                name: role.as_str().into(),
+                start_time: 1,
+            })
+            .collect();
         self
     }
 

@@ -100,7 +100,15 @@ fn a_vm_that_vanishes_loses_its_series_and_its_map_entries() {
         },
     );
     let entries = |m: &str| metric_value(m, "pinsight_probe_map_entries", &[("map", "RUN_NS")]);
-    assert_eq!(entries(&daemon.metrics()), Some(1.0));
+    // Every thread of the QEMU process is tracked: the vCPU, and the others by role.
+    wait_for(
+        Duration::from_secs(10),
+        "every QEMU thread in the run-time map",
+        || {
+            let threads = vm.threads().len() as f64;
+            (entries(&daemon.metrics()) == Some(threads)).then_some(())
+        },
+    );
 
     virsh(&["destroy", &name]).expect("destroy the VM behind the daemon's back");
     wait_for(

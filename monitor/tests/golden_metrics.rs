@@ -11,7 +11,9 @@ use pinsight::accounting::Accounting;
 use pinsight::calibration::{Calibration, PairFigures};
 use pinsight::config::Mode;
 use pinsight::cpuset::CpuSet;
-use pinsight::inventory::{domain_xml, Gpu, GpuSource, Inventory, VcpuThread, Vm};
+use pinsight::inventory::{
+    domain_xml, Gpu, GpuSource, HostThread, Inventory, ThreadRole, VcpuThread, Vm,
+};
 use pinsight::metrics::{render, render_scrape_duration};
 use pinsight::probes::{Moves, ThreadCounters};
 use pinsight::topology::Topology;
@@ -31,6 +33,13 @@ fn vm(xml_fixture: &str, tid: u32, gpu: Option<(&str, u32)>) -> Vm {
             vcpu: 0,
             tid,
             allowed_cpus: "0-1".parse::<CpuSet>().expect("a CPU list"),
+            start_time: 1,
+        }],
+        // The main thread, as tid + 1000.
+        threads: vec![HostThread {
+            tid: tid + 1000,
+            role: ThreadRole::Emulator,
+            name: "qemu-system-x86".into(),
             start_time: 1,
         }],
         gpus: gpu
@@ -72,12 +81,13 @@ fn metrics_exposition_matches_the_golden_file() {
     accounting.update(
         start,
         &vms,
-        &BTreeMap::from([zero(101), zero(202)]),
+        &BTreeMap::from([zero(101), zero(202), zero(1101), zero(1202)]),
         &topology,
     );
     // GPU VM: 3 s on CPU 0 (socket 0: remote), 1 s on CPU 1 (the GPU's node: local), six
     // moves (3 to an SMT sibling, 1 to another core, 2 to another socket), 40 IO exits on CPU 0
-    // and 2 MMIO exits on CPU 1. The GPU-less VM: 0.5 s on CPU 0.
+    // and 2 MMIO exits on CPU 1; its main thread 0.25 s on CPU 0 and 0.75 s on CPU 1. The
+    // GPU-less VM: 0.5 s on CPU 0, its main thread nothing.
     let later = BTreeMap::from([
         (
             101,
@@ -99,6 +109,14 @@ fn metrics_exposition_matches_the_golden_file() {
                 ..Default::default()
             },
         ),
+        (
+            1101,
+            ThreadCounters {
+                run_ns_by_cpu: vec![250_000_000, 750_000_000],
+                ..Default::default()
+            },
+        ),
+        zero(1202),
     ]);
     accounting.update(start + Duration::from_secs(4), &vms, &later, &topology);
 

@@ -285,6 +285,7 @@ mod tests {
             uuid: String::new(),
             pid: 1,
             vcpus: Vec::new(),
+            threads: Vec::new(),
             gpus: Vec::new(),
             gpu_nodes: Vec::new(),
             spec: parse_domain_xml(&format!(

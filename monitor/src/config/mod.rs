@@ -83,7 +83,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// QEMU processes without libvirt, found through their QMP sockets.
     pub qmp: QmpConfig,
-    /// Penalties of the overhead estimate's memory and interrupt parts.
+    /// Penalties of the overhead estimate's memory, interrupt and emulator parts.
     pub overhead: OverheadConfig,
     /// The file `pinsight calibrate` writes: node-to-node memory latency and bandwidth.
     pub calibration_file: PathBuf,
@@ -98,6 +98,8 @@ pub struct OverheadConfig {
     pub memory_penalty: f64,
     /// The GPUs' interrupt lines delivered off the GPU's node.
     pub irq_penalty: f64,
+    /// The emulator's and IOThreads' run time on another socket than the GPUs.
+    pub emulator_penalty: f64,
 }
 
 impl Default for OverheadConfig {
@@ -106,6 +108,7 @@ impl Default for OverheadConfig {
         OverheadConfig {
             memory_penalty: p.memory,
             irq_penalty: p.irq,
+            emulator_penalty: p.emulator,
         }
     }
 }
@@ -117,6 +120,7 @@ impl Config {
             cpu: self.cross_socket_penalty,
             memory: self.overhead.memory_penalty,
             irq: self.overhead.irq_penalty,
+            emulator: self.overhead.emulator_penalty,
         }
     }
 }
@@ -152,7 +156,8 @@ impl Default for QmpConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbesConfig {
-    /// Most vCPU threads tracked at once (sizes the per-thread maps).
+    /// Most QEMU threads tracked at once: vCPUs first, then the emulator, IOThreads and the
+    /// rest (sizes the per-thread maps).
     pub max_threads: u32,
     /// Most (thread, exit reason) pairs counted at once.
     pub max_exit_keys: u32,
@@ -275,7 +280,7 @@ impl Default for Config {
 impl Default for ProbesConfig {
     fn default() -> Self {
         ProbesConfig {
-            max_threads: 1024,
+            max_threads: 2048,
             max_exit_keys: 16384,
             kvm_exit_source: KvmExitSource::Auto,
         }
@@ -417,6 +422,7 @@ impl Config {
             "cross_socket_penalty" => self.cross_socket_penalty,
             "overhead.memory_penalty" => self.overhead.memory_penalty,
             "overhead.irq_penalty" => self.overhead.irq_penalty,
+            "overhead.emulator_penalty" => self.overhead.emulator_penalty,
             "max_exported_vms" => f64::from(self.max_exported_vms),
             "qmp.timeout_seconds" => self.qmp.timeout_seconds,
             "probes.max_threads" => f64::from(self.probes.max_threads),

@@ -68,6 +68,12 @@ pub const RANGES: &[Range] = &[
         text: "must be a fraction from 0 to 1",
     },
     Range {
+        key: "overhead.emulator_penalty",
+        min: 0.0,
+        max: 1.0,
+        text: "must be a fraction from 0 to 1",
+    },
+    Range {
         key: "max_exported_vms",
         min: 1.0,
         max: 100_000.0,

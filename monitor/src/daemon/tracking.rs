@@ -1,4 +1,6 @@
-//! Keeps the probes' tracked threads in step with the inventory's vCPU threads.
+//! Keeps the probes' tracked threads in step with the inventory's QEMU threads: every vCPU
+//! thread, and the other threads of the process (emulator, IOThreads, the rest), accounted by
+//! role.
 //!
 //! A thread is known by its tid *and* its start time: a tid that the kernel hands to a new
 //! vCPU thread before the next rescan (a VM restarted, pid_max wrapped) is a new thread, so
@@ -46,7 +48,7 @@ pub struct Tracking {
 }
 
 impl Tracking {
-    /// Tracks exactly the vCPU threads of `new`; `old` is the inventory they replace (the
+    /// Tracks exactly the QEMU threads of `new`; `old` is the inventory they replace (the
     /// threads that went away are folded into their VMs there).
     pub fn sync(
         &mut self,
@@ -56,11 +58,14 @@ impl Tracking {
         new: &Inventory,
         topology: &Topology,
     ) {
-        let wanted: BTreeMap<u32, u64> = new
-            .vms
-            .iter()
-            .flat_map(|vm| vm.vcpus.iter().map(|t| (t.tid, t.start_time)))
+        // vCPU threads first: when the maps are full, they are the ones to measure.
+        let vcpus = new.vms.iter().flat_map(|vm| &vm.vcpus);
+        let others = new.vms.iter().flat_map(|vm| &vm.threads);
+        let order: Vec<(u32, u64)> = vcpus
+            .map(|t| (t.tid, t.start_time))
+            .chain(others.map(|t| (t.tid, t.start_time)))
             .collect();
+        let wanted: BTreeMap<u32, u64> = order.iter().copied().collect();
         let stale: Vec<u32> = probes
             .tracked()
             .iter()
@@ -70,7 +75,7 @@ impl Tracking {
             .collect();
         for tid in stale {
             if wanted.contains_key(&tid) {
-                tracing::info!(tid, "thread id reused by a new vCPU thread: fresh counters");
+                tracing::info!(tid, "thread id reused by a new QEMU thread: fresh counters");
             }
             match probes.untrack(tid) {
                 Ok(last) => accounting.retire(tid, &last, old, topology),
@@ -79,7 +84,7 @@ impl Tracking {
             self.started.remove(&tid);
         }
         self.unmeasured.retain(|tid, _| wanted.contains_key(tid));
-        for (&tid, &start) in &wanted {
+        for &(tid, start) in &order {
             if probes.tracked().contains(&tid) {
                 continue;
             }
@@ -92,7 +97,7 @@ impl Tracking {
                     let why = e.to_string();
                     // Once per thread, not per rescan: a full map stays full for a while.
                     if self.unmeasured.insert(tid, why.clone()).is_none() {
-                        tracing::warn!(tid, error = %why, "cannot track vCPU thread: its run time is not measured");
+                        tracing::warn!(tid, error = %why, "cannot track QEMU thread: its run time is not measured");
                     }
                 }
             }

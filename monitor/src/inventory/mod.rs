@@ -21,7 +21,7 @@ pub use libvirt::{Access, Libvirt, LibvirtError};
 pub use qmp::Vmm;
 /// The CPUs a thread may run on now (`sched_getaffinity`), `None` when it is gone.
 pub use threads::affinity as thread_affinity;
-pub use threads::ThreadsError;
+pub use threads::{HostThread, ThreadRole, ThreadsError};
 
 /// How pinsight knows of a VM's GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +82,8 @@ pub struct Vm {
     pub pid: u32,
     /// vCPU threads, by vCPU index.
     pub vcpus: Vec<VcpuThread>,
+    /// The QEMU process's other threads (emulator, IOThreads, the rest), by tid.
+    pub threads: Vec<HostThread>,
     /// GPUs with their nodes.
     pub gpus: Vec<Gpu>,
     /// Distinct NUMA nodes of the GPUs that have one, ascending.
@@ -200,11 +202,13 @@ pub fn build_vm(
     for warning in &spec.warnings {
         problems.push(warning.clone());
     }
+    let host_threads = threads::host_threads(&paths.proc_root, pid, &vcpus);
     Ok(Vm {
         name: spec.name.clone(),
         uuid: spec.uuid.clone(),
         pid,
         vcpus,
+        threads: host_threads,
         gpus,
         gpu_nodes,
         spec,

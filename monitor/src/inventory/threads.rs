@@ -1,6 +1,8 @@
-//! vCPU threads of a QEMU process, from /proc.
+//! The threads of a QEMU process, from /proc: its vCPU threads, and the others by role.
 
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::cpuset::{CpuSet, CpuSetError};
 
@@ -44,6 +46,100 @@ fn vcpu_index(comm: &str) -> Option<u32> {
         .strip_suffix("/KVM")?
         .parse()
         .ok()
+}
+
+/// What a QEMU thread does, from its name (libvirt starts QEMU with `debug-threads=on`, so
+/// they are named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadRole {
+    /// A vCPU thread, "CPU N/KVM".
+    Vcpu,
+    /// The main thread (tid = pid): QEMU's main loop, which runs device emulation, timers
+    /// and the BQL-held work not given to an IOThread.
+    Emulator,
+    /// An IOThread, "IO <id>": libvirt's `<iothreads>` ("IO iothread1"), and QEMU's own
+    /// monitor IOThread ("IO mon_iothread").
+    Iothread,
+    /// Everything else: call_rcu, thread-pool workers, KVM's NX huge page recovery worker.
+    Other,
+}
+
+impl ThreadRole {
+    /// Every role, in label order.
+    pub const ALL: [ThreadRole; 4] = [
+        ThreadRole::Vcpu,
+        ThreadRole::Emulator,
+        ThreadRole::Iothread,
+        ThreadRole::Other,
+    ];
+
+    /// The `role` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreadRole::Vcpu => "vcpu",
+            ThreadRole::Emulator => "emulator",
+            ThreadRole::Iothread => "iothread",
+            ThreadRole::Other => "other",
+        }
+    }
+
+    /// The role of thread `tid` named `comm` in process `pid`.
+    pub fn of(pid: u32, tid: u32, comm: &str) -> ThreadRole {
+        let comm = comm.trim();
+        if vcpu_index(comm).is_some() {
+            ThreadRole::Vcpu
+        } else if tid == pid {
+            ThreadRole::Emulator
+        } else if comm.starts_with("IO ") {
+            ThreadRole::Iothread
+        } else {
+            ThreadRole::Other
+        }
+    }
+}
+
+/// A thread of a QEMU process other than a vCPU thread.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostThread {
+    /// Host thread id.
+    pub tid: u32,
+    /// What it does.
+    pub role: ThreadRole,
+    /// Its name (`comm`).
+    pub name: String,
+    /// When it started (as [`VcpuThread::start_time`]).
+    #[serde(skip)]
+    pub start_time: u64,
+}
+
+/// The threads of process `pid` that are not vCPU threads (neither one of `vcpus`, found by
+/// name or through QMP, nor named like one), by tid. Threads that exit while they are read
+/// are left out; a process that is gone has none (its vCPU threads' read reports it).
+pub fn host_threads(proc_root: &Path, pid: u32, vcpus: &[VcpuThread]) -> Vec<HostThread> {
+    let task_dir = proc_root.join(pid.to_string()).join("task");
+    let Ok(entries) = std::fs::read_dir(&task_dir) else {
+        return Vec::new();
+    };
+    let mut threads: Vec<HostThread> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let tid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            if vcpus.iter().any(|v| v.tid == tid) {
+                return None;
+            }
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            let role = ThreadRole::of(pid, tid, &comm);
+            (role != ThreadRole::Vcpu).then(|| HostThread {
+                tid,
+                role,
+                name: comm.trim().to_string(),
+                start_time: start_time(&entry.path()).unwrap_or(0),
+            })
+        })
+        .collect();
+    threads.sort_by_key(|t| t.tid);
+    threads
 }
 
 /// vCPU threads of process `pid`, sorted by vCPU index. A process that exits while we read it
@@ -149,6 +245,42 @@ mod tests {
         assert_eq!(vcpu_index("CPU 12/KVM"), Some(12));
         assert_eq!(vcpu_index("qemu-system-x86"), None);
         assert_eq!(vcpu_index("CPU x/KVM"), None);
+    }
+
+    #[test]
+    fn names_qemu_thread_roles() {
+        assert_eq!(ThreadRole::of(10, 12, "CPU 0/KVM\n"), ThreadRole::Vcpu);
+        assert_eq!(
+            ThreadRole::of(10, 10, "qemu-system-x86\n"),
+            ThreadRole::Emulator
+        );
+        assert_eq!(ThreadRole::of(10, 11, "IO iothread1"), ThreadRole::Iothread);
+        assert_eq!(
+            ThreadRole::of(10, 13, "IO mon_iothread"),
+            ThreadRole::Iothread
+        );
+        // call_rcu keeps the process's name; it is not the main thread.
+        assert_eq!(ThreadRole::of(10, 14, "qemu-system-x86"), ThreadRole::Other);
+        assert_eq!(ThreadRole::of(10, 15, "kvm-nx-lpage-re"), ThreadRole::Other);
+        assert_eq!(ThreadRole::of(10, 16, "IOthing"), ThreadRole::Other);
+    }
+
+    #[test]
+    fn host_threads_of_this_process_include_its_main_thread_and_none_of_a_missing_one() {
+        let pid = std::process::id();
+        let threads = host_threads(Path::new("/proc"), pid, &[]);
+        let main = threads.iter().find(|t| t.tid == pid).expect("main thread");
+        assert_eq!(main.role, ThreadRole::Emulator);
+        // A thread the caller knows as a vCPU (QMP names it by tid) is not listed again.
+        let as_vcpu = VcpuThread {
+            vcpu: 0,
+            tid: pid,
+            allowed_cpus: CpuSet::default(),
+            start_time: 0,
+        };
+        let threads = host_threads(Path::new("/proc"), pid, &[as_vcpu]);
+        assert!(threads.iter().all(|t| t.tid != pid));
+        assert!(host_threads(Path::new("/proc"), u32::MAX, &[]).is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod exporter;
 mod health;
 mod interrupts;
 mod memory;
+mod threads;
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -109,7 +110,7 @@ pub fn render(view: &HostView) -> String {
     );
     let mut ratio = Family::new("pinsight_domain_remote_ratio", GAUGE, "Share (0..1) of the VM's vCPU run time spent on another socket than its GPUs, over the recent window (remote_ratio_window_seconds).");
     let mut overhead = Family::new("pinsight_domain_estimated_overhead_ratio", GAUGE, "Estimated share of performance lost to the VM's placement: the sum of pinsight_domain_overhead_ratio's parts, at most 1 (an estimate from measured shares and assumed penalties, not a measurement).");
-    let mut overhead_parts = Family::new("pinsight_domain_overhead_ratio", GAUGE, "The overhead estimate by part: the part's remote share x its penalty (cpu: vCPU run time, cross_socket_penalty; memory: resident memory, overhead.memory_penalty; irq: GPU interrupt lines delivered off the GPU's node, overhead.irq_penalty), and part=\"total\", their sum. Parts not measured are absent.");
+    let mut overhead_parts = Family::new("pinsight_domain_overhead_ratio", GAUGE, "The overhead estimate by part: the part's remote share x its penalty (cpu: vCPU run time, cross_socket_penalty; memory: resident memory, overhead.memory_penalty; irq: GPU interrupt lines delivered off the GPU's node, overhead.irq_penalty; emulator: run time of QEMU's main loop and IOThreads, overhead.emulator_penalty), and part=\"total\", their sum. Parts not measured are absent.");
     let mut info = Family::new("pinsight_domain_info", GAUGE, "Descriptive labels of a running VM: UUID, VMM (libvirt or qemu), GPU PCI addresses and their NUMA nodes, Nova names, and libvirt's memory policy (numatune mode and nodeset; empty without one).");
     let mut vcpu_exits = Family::new("pinsight_vcpu_kvm_exits_total", COUNTER, "KVM exits of a vCPU thread by locality of the CPU it exited on and by reason (a bounded set, other for the rest).");
     let mut domain_exits = Family::new(
@@ -227,6 +228,7 @@ pub fn render(view: &HostView) -> String {
 
     let gpu_interrupts = interrupts::families(&view.vms[..exported], &mut cut);
     let vm_memory = memory::families(&view.vms[..exported], &mut cut);
+    let vm_threads = threads::families(&view.vms[..exported], &mut cut);
     let mut attached = Family::new(
         "pinsight_probe_attached",
         GAUGE,
@@ -333,6 +335,7 @@ pub fn render(view: &HostView) -> String {
         hidden,
     ];
     families.extend(vm_memory);
+    families.extend(vm_threads);
     families.extend(memory::calibration_families(view));
     families.extend(gpu_interrupts);
     families.extend(health::families(view));

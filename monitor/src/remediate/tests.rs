@@ -124,6 +124,7 @@ pub(super) fn vm() -> Vm {
                 start_time: 1,
             })
             .collect(),
+        threads: Vec::new(),
         gpus: Vec::new(),
         gpu_nodes: vec![1],
         spec: parse_domain_xml(xml).unwrap(),

@@ -9,6 +9,7 @@
 mod interrupts;
 mod memory;
 mod overhead;
+mod threads;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +25,7 @@ use crate::topology::{Locality, Topology};
 pub use interrupts::{GpuInterruptsView, IrqLineView};
 pub use memory::{node_locality, MemoryView};
 pub use overhead::{OverheadView, Part, Penalties};
+pub use threads::RoleView;
 
 mod topology;
 pub use topology::{NodeView, SocketView, TopologyView};
@@ -174,6 +176,13 @@ pub struct VmView {
     /// libvirt's memory policy (`<numatune><memory>`): mode, and nodeset when not automatic.
     #[serde(default)]
     pub numatune: Option<(String, Option<String>)>,
+    /// The QEMU process's threads by role (vCPUs, emulator, IOThreads, other).
+    #[serde(default)]
+    pub threads: Vec<RoleView>,
+    /// Remote share of the emulator's and IOThreads' run time over the recent window (see
+    /// `accounting::DomainTotals::emulator_remote_ratio`).
+    #[serde(default)]
+    pub emulator_remote_ratio: Option<f64>,
 }
 
 impl VmView {
@@ -421,6 +430,8 @@ fn vm_view(
         repins: BTreeMap::new(),
         gpu_interrupts: Vec::new(),
         memory: None,
+        threads: threads::roles(vm, totals),
+        emulator_remote_ratio: totals.emulator_remote_ratio,
     }
 }
 

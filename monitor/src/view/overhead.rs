@@ -7,6 +7,9 @@
 //! - `memory`: the VM's resident memory on another socket than the GPUs.
 //! - `irq`: the GPUs' interrupt lines delivered to no CPU of the GPU's node (the share of
 //!   lines, not of interrupts: where the next interrupts will land, not where old ones did).
+//! - `emulator`: the run time of QEMU's main loop and IOThreads on another socket than the
+//!   GPUs (windowed, like cpu): the host-side threads that serve the VM's emulated and virtio
+//!   devices.
 //!
 //! A part whose input is not measured (no memory cgroup read, no vfio lines) is absent, not
 //! zero; a VM without GPUs has no estimate.
@@ -26,6 +29,8 @@ pub struct Penalties {
     pub memory: f64,
     /// GPU interrupt lines (config `overhead.irq_penalty`).
     pub irq: f64,
+    /// Emulator and IOThread run time (config `overhead.emulator_penalty`).
+    pub emulator: f64,
 }
 
 impl Default for Penalties {
@@ -34,6 +39,7 @@ impl Default for Penalties {
             cpu: 0.03,
             memory: 0.074,
             irq: 0.01,
+            emulator: 0.01,
         }
     }
 }
@@ -48,6 +54,8 @@ pub enum Part {
     Memory,
     /// GPU interrupt lines.
     Irq,
+    /// Emulator and IOThread run time.
+    Emulator,
 }
 
 impl Part {
@@ -57,6 +65,7 @@ impl Part {
             Part::Cpu => "cpu",
             Part::Memory => "memory",
             Part::Irq => "irq",
+            Part::Emulator => "emulator",
         }
     }
 }
@@ -88,6 +97,7 @@ pub fn estimate(vm: &VmView, penalties: &Penalties) -> Option<OverheadView> {
             penalties.memory,
         ),
         (Part::Irq, irq_share, penalties.irq),
+        (Part::Emulator, vm.emulator_remote_ratio, penalties.emulator),
     ];
     let parts: BTreeMap<Part, f64> = shares
         .into_iter()
@@ -136,11 +146,13 @@ mod tests {
             lines: vec![line(true), line(false), line(false), line(false)],
             ..Default::default()
         }];
+        vm.emulator_remote_ratio = Some(0.2);
         let e = estimate(&vm, &Penalties::default()).expect("an estimate");
         assert_eq!(e.parts[&Part::Cpu], 0.5 * 0.03);
         assert_eq!(e.parts[&Part::Memory], 0.074);
         assert_eq!(e.parts[&Part::Irq], 0.25 * 0.01);
-        assert!((e.total - (0.015 + 0.074 + 0.0025)).abs() < 1e-12);
+        assert_eq!(e.parts[&Part::Emulator], 0.2 * 0.01);
+        assert!((e.total - (0.015 + 0.074 + 0.0025 + 0.002)).abs() < 1e-12);
     }
 
     #[test]
@@ -167,6 +179,7 @@ mod tests {
             cpu: 1.0,
             memory: 1.0,
             irq: 1.0,
+            emulator: 1.0,
         };
         assert_eq!(estimate(&vm, &all).map(|e| e.total), Some(1.0));
     }

@@ -28,6 +28,7 @@ fn view() -> HostView {
     let totals = DomainTotals {
         vcpus: BTreeMap::from([(0, vcpu)]),
         remote_ratio: Some(1.0),
+        ..Default::default()
     };
     let (topology, totals) = (
         topo("two-socket-gpu"),

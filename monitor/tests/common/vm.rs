@@ -36,6 +36,8 @@ pub struct VmOptions {
     /// Guest RAM in MiB, all of it touched at start (`<allocation mode='immediate'/>`), for
     /// tests that count where memory sits; `None`: 128 MiB, touched as the guest goes.
     pub preallocated_mib: Option<u32>,
+    /// `<iothreads>`: IOThreads libvirt has QEMU create ("IO iothread1", ...).
+    pub iothreads: u32,
 }
 
 impl Default for VmOptions {
@@ -48,6 +50,7 @@ impl Default for VmOptions {
             vcpu_cpuset: None,
             machine: "pc",
             preallocated_mib: None,
+            iothreads: 0,
         }
     }
 }
@@ -259,9 +262,74 @@ impl TestVm {
         virsh_ok(&["dumpxml", &self.name])
     }
 
+    /// Every thread of the QEMU process now: (tid, name), by tid.
+    pub fn threads(&self) -> Vec<(u32, String)> {
+        let dir = format!("/proc/{}/task", self.pid);
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {dir}: {e}"));
+        let mut threads: Vec<(u32, String)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let tid = e.file_name().to_str()?.parse().ok()?;
+                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+                Some((tid, comm.trim().to_string()))
+            })
+            .collect();
+        threads.sort();
+        threads
+    }
+
+    /// Nanoseconds thread `tid` of the QEMU process has run (first field of its schedstat).
+    pub fn thread_run_ns(&self, tid: u32) -> u64 {
+        let path = format!("/proc/{}/task/{tid}/schedstat", self.pid);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let first = text.split_whitespace().next().unwrap_or_default();
+        first
+            .parse()
+            .unwrap_or_else(|e| panic!("bad schedstat {text:?} in {path}: {e}"))
+    }
+
+    /// Stops the whole QEMU process (SIGSTOP: every thread, the main loop and IOThreads too,
+    /// which `suspend` leaves running) until the guard drops (SIGCONT). Returns once every
+    /// thread is stopped, so their run-time counters stand still.
+    pub fn freeze(&self) -> Frozen {
+        // SAFETY: kill(2) on the pid of the QEMU process this guard started.
+        let rc = unsafe { libc::kill(self.pid as i32, libc::SIGSTOP) };
+        assert_eq!(rc, 0, "SIGSTOP to QEMU {} failed", self.pid);
+        let frozen = Frozen { pid: self.pid };
+        let what = format!("every thread of QEMU {} ({}) to stop", self.pid, self.name);
+        wait_for(Duration::from_secs(5), &what, || {
+            self.threads()
+                .iter()
+                .all(|(tid, _)| {
+                    let path = format!("/proc/{}/task/{tid}/stat", self.pid);
+                    let stat = std::fs::read_to_string(path).unwrap_or_default();
+                    // Gone, or stopped ('T'); the name may hold spaces: split after ')'.
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.trim_start().chars().next())
+                        .is_none_or(|state| state == 'T')
+                })
+                .then_some(())
+        });
+        frozen
+    }
+
     fn task_file(&self, vcpu: u32, file: &str) -> String {
         let path = format!("/proc/{}/task/{}/{file}", self.pid, self.vcpu_tid(vcpu));
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+    }
+}
+
+/// A QEMU process stopped by [`TestVm::freeze`]; continued (SIGCONT) on drop, also while a
+/// failing test unwinds.
+#[derive(Debug)]
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid this guard stopped.
+        unsafe { libc::kill(self.pid as i32, libc::SIGCONT) };
     }
 }
 
@@ -342,6 +410,10 @@ fn domain_xml(name: &str, opts: &VmOptions, vcpus: usize, kernel: Option<&Path>)
         None => "<boot dev='network'/>".to_string(),
     };
     let metadata = opts.metadata_xml.as_deref().unwrap_or_default();
+    let iothreads = match opts.iothreads {
+        0 => String::new(),
+        n => format!("<iothreads>{n}</iothreads>"),
+    };
     let machine = opts.machine;
     let (memory_mib, backing) = match opts.preallocated_mib {
         Some(mib) => (
@@ -362,7 +434,7 @@ fn domain_xml(name: &str, opts: &VmOptions, vcpus: usize, kernel: Option<&Path>)
   <name>{name}</name>
   <metadata>{metadata}</metadata>
   <memory unit='MiB'>{memory_mib}</memory>{backing}
-  <vcpu placement='static'{cpuset}>{vcpus}</vcpu>
+  <vcpu placement='static'{cpuset}>{vcpus}</vcpu>{iothreads}
   <os><type arch='x86_64' machine='{machine}'>hvm</type>{boot}</os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>

@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use super::{moves, MOVES_HEADER};
+use crate::inventory::ThreadRole;
 use crate::view::HostView;
 
 fn pct(x: f64) -> String {
@@ -42,8 +44,8 @@ pub fn status(host: &HostView) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:>4} {:>8} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7} {:>10}",
-            "vcpu", "tid", "allowed", "run s", "local", "same", "remote", "now", "migrations"
+            "  {:>4} {:>8} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7}  {}",
+            "vcpu", "tid", "allowed", "run s", "local", "same", "remote", "now", MOVES_HEADER
         );
         for v in &vm.vcpus {
             let flag = if v.allowed_on_far_socket { " !" } else { "" };
@@ -51,7 +53,7 @@ pub fn status(host: &HostView) -> String {
             let tid = v.tid.map_or("-".to_string(), |t| t.to_string());
             let _ = writeln!(
                 out,
-                "  {:>4} {:>8} {:>10} {:>9.1} {} {} {} {} {:>10}{flag}",
+                "  {:>4} {:>8} {:>10} {:>9.1} {} {} {} {}  {}{flag}",
                 v.vcpu,
                 tid,
                 v.allowed_cpus.to_string(),
@@ -60,7 +62,25 @@ pub fn status(host: &HostView) -> String {
                 pct(shares.same_socket),
                 pct(shares.remote),
                 ratio(v.remote_ratio),
-                v.cross_socket_migrations
+                moves(&v.migrations)
+            );
+        }
+        for role in vm.threads.iter().filter(|r| r.role != ThreadRole::Vcpu) {
+            let shares = role.run_seconds.shares();
+            let names = if role.names.is_empty() {
+                "none".to_string()
+            } else {
+                role.names.join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "  {:<9} {:>2} thread(s) {:>9.1} s  local {} same {} remote {}  ({names})",
+                role.role.as_str(),
+                role.threads,
+                role.run_seconds.total(),
+                pct(shares.local),
+                pct(shares.same_socket),
+                pct(shares.remote),
             );
         }
         if let Some(m) = &vm.memory {

@@ -191,7 +191,7 @@ pub fn rows(
                         format!("    vCPU {}", v.vcpu),
                         pct(v.remote_ratio),
                         String::new(),
-                        v.cross_socket_migrations.to_string(),
+                        super::moves(&v.migrations),
                         String::new(),
                         String::new(),
                         format!(

@@ -145,11 +145,13 @@ pub fn build(
     let mut gpu_nodes: Vec<u32> = gpus.iter().filter_map(|g| g.node).collect();
     gpu_nodes.sort_unstable();
     gpu_nodes.dedup();
+    let threads = crate::inventory::threads::host_threads(&paths.proc_root, pid, &vcpus);
     found.vm = Some(Vm {
         name,
         uuid,
         pid,
         vcpus,
+        threads,
         gpus,
         gpu_nodes,
         spec,

@@ -1,0 +1,91 @@
+//! One figure per locality relative to a VM's GPUs, and the share rules on it.
+
+use std::ops::AddAssign;
+
+use serde::{Deserialize, Serialize};
+
+use crate::topology::Locality;
+
+/// One figure per locality relative to a VM's GPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ByLocality<T> {
+    /// On a GPU's NUMA node.
+    pub local: T,
+    /// On another node of a GPU's socket.
+    pub same_socket: T,
+    /// On a socket without the VM's GPUs.
+    pub remote: T,
+    /// No GPU, or a CPU the topology does not describe.
+    pub none: T,
+}
+
+impl<T: Copy> ByLocality<T> {
+    /// The figure of `locality`.
+    pub fn get(&self, locality: Locality) -> T {
+        match locality {
+            Locality::Local => self.local,
+            Locality::SameSocket => self.same_socket,
+            Locality::Remote => self.remote,
+            Locality::None => self.none,
+        }
+    }
+
+    /// The figure of `locality`, to change.
+    pub fn get_mut(&mut self, locality: Locality) -> &mut T {
+        match locality {
+            Locality::Local => &mut self.local,
+            Locality::SameSocket => &mut self.same_socket,
+            Locality::Remote => &mut self.remote,
+            Locality::None => &mut self.none,
+        }
+    }
+
+    /// Every (locality, figure), in [`Locality::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Locality, T)> + '_ {
+        Locality::ALL.into_iter().map(|l| (l, self.get(l)))
+    }
+}
+
+impl<T: Copy + AddAssign> AddAssign for ByLocality<T> {
+    fn add_assign(&mut self, other: Self) {
+        for l in Locality::ALL {
+            *self.get_mut(l) += other.get(l);
+        }
+    }
+}
+
+impl ByLocality<f64> {
+    /// The sum over all localities.
+    pub fn total(&self) -> f64 {
+        self.local + self.same_socket + self.remote + self.none
+    }
+
+    /// Share of the time on the remote socket, among the time whose locality is known.
+    pub fn remote_share(&self) -> Option<f64> {
+        let known = self.local + self.same_socket + self.remote;
+        (known > 0.0).then(|| self.remote / known)
+    }
+
+    /// Each locality's share of the total (all 0 when nothing ran).
+    pub fn shares(&self) -> ByLocality<f64> {
+        let total = self.total();
+        let share = |x: f64| if total > 0.0 { x / total } else { 0.0 };
+        ByLocality {
+            local: share(self.local),
+            same_socket: share(self.same_socket),
+            remote: share(self.remote),
+            none: share(self.none),
+        }
+    }
+
+    /// What was added since `old` (never negative).
+    pub(super) fn since(&self, old: &ByLocality<f64>) -> ByLocality<f64> {
+        let d = |new: f64, old: f64| (new - old).max(0.0);
+        ByLocality {
+            local: d(self.local, old.local),
+            same_socket: d(self.same_socket, old.same_socket),
+            remote: d(self.remote, old.remote),
+            none: d(self.none, old.none),
+        }
+    }
+}
