@@ -62,8 +62,9 @@ pub struct Engine {
     calibration: Option<crate::calibration::Calibration>,
     calibration_problem: Option<String>,
     /// Each VM's memory by node as read this tick, and the VMs whose could not be.
-    memory: BTreeMap<String, crate::memory::BytesByNode>,
+    memory: BTreeMap<String, crate::memory::Resident>,
     memory_problems: Vec<String>,
+    memory_reader: crate::memory::MemoryReader,
     /// Problems already logged; pruned to those the last scan still found.
     reported: HashSet<String>,
     /// Which vCPU threads the probes account.
@@ -86,6 +87,7 @@ pub struct Engine {
 impl Engine {
     /// Loads the probes (a failure is logged and exported, not fatal) and prepares the loop.
     pub fn new(config: Config, topology: Topology, shared: Shared) -> Engine {
+        let memory_reader = crate::memory::MemoryReader::new(config.numa_maps_fallback());
         let options = ProbeOptions {
             max_threads: config.probes.max_threads,
             max_exit_keys: config.probes.max_exit_keys,
@@ -154,6 +156,7 @@ impl Engine {
             calibration_problem,
             memory: BTreeMap::new(),
             memory_problems: Vec::new(),
+            memory_reader,
             reported: HashSet::new(),
             tracking: tracking::Tracking::default(),
             notifier: notify::Notifier::from_env(),
@@ -192,6 +195,7 @@ impl Engine {
         repin::PolicyLoop::reconfigure(&mut self.policy, &config.policy, &config.qmp.state_dir);
         self.accounting
             .set_window(Duration::from_secs_f64(config.remote_ratio_window_seconds));
+        self.memory_reader.set_fallback(config.numa_maps_fallback());
         self.qmp.reconfigure(
             config.qmp.clone(),
             Duration::from_secs_f64(config.rescan_seconds),
@@ -346,13 +350,19 @@ impl Engine {
         }
     }
 
-    /// Each VM's memory by node from its memory cgroup (two small reads per VM). A VM that
-    /// stopped since the scan simply has none this tick; other failures are problem lines.
+    /// Each VM's memory by node from its cgroups (a few small reads per VM), or numa_maps now
+    /// and then for a VM without them. A VM that stopped since the scan simply has none this
+    /// tick; other failures are problem lines.
     fn read_memory(&mut self) {
         self.memory.clear();
         self.memory_problems.clear();
-        for vm in &self.inventory.vms {
-            match crate::memory::read(&self.paths.proc_root, &self.config.cgroup_root, vm.pid) {
+        let vms = &self.inventory.vms;
+        self.memory_reader
+            .retain(|pid| vms.iter().any(|vm| vm.pid == pid));
+        let (proc_root, cgroup_root) = (&self.paths.proc_root, &self.config.cgroup_root);
+        let now = Instant::now();
+        for vm in vms {
+            match self.memory_reader.read(proc_root, cgroup_root, vm.pid, now) {
                 Ok(bytes) => {
                     self.memory.insert(vm.name.clone(), bytes);
                 }

@@ -1,17 +1,21 @@
 //! Where a VM's memory sits: the bytes its memory cgroup has on each NUMA node, from
 //! `memory.numa_stat` (cgroup v1, where libvirt puts a VM in
-//! `memory:/machine/qemu-N-NAME.libvirt-qemu`, and v2). Two small reads per VM per tick
-//! (/proc/PID/cgroup and the stat file), never a page-table walk.
+//! `memory:/machine/qemu-N-NAME.libvirt-qemu`, and v2), plus its hugetlb pages by node
+//! ([`hugetlb`]). A few small reads per VM per tick (/proc/PID/cgroup and the stat files),
+//! never a page-table walk; [`numa_maps`] is the slow fallback for a VM without them.
 //!
 //! What is counted: the cgroup's `total` (v1: anon, file and unevictable pages) or the sum of
-//! v2's `anon`, `file` and `unevictable` bytes, hierarchical where the kernel offers it. Guest RAM is
-//! anonymous memory of the QEMU process (or file pages for memfd/hugetlbfs backing), charged
-//! to this cgroup when the guest first touches it. Hugetlb pages are not in
-//! `memory.numa_stat`; kernels >= 5.11 have them per node in the hugetlb controller
-//! (`hugetlb.<size>.numa_stat`), which this does not read yet.
+//! v2's `anon`, `file` and `unevictable` bytes, hierarchical where the kernel offers it. Guest
+//! RAM is anonymous memory of the QEMU process (or file pages for memfd backing), charged to
+//! this cgroup when the guest first touches it; hugetlbfs-backed guest RAM is charged to the
+//! hugetlb controller instead (`hugetlb.<size>.numa_stat`, kernel >= 5.17).
 
-use std::collections::BTreeMap;
+mod hugetlb;
+pub mod numa_maps;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A VM's memory cgroup could not be found or read, or is not in the kernel's format.
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +44,131 @@ pub enum MemoryError {
     },
 }
 
-/// The resident bytes of a VM's memory cgroup on each NUMA node.
+/// Resident bytes on each NUMA node.
 pub type BytesByNode = BTreeMap<u32, u64>;
 
-/// Reads the memory of the process `pid` (its cgroup's, that is) by node: /proc/PID/cgroup
-/// under `proc_root`, the stat file under `cgroup_root` (normally /sys/fs/cgroup).
-pub fn read(proc_root: &Path, cgroup_root: &Path, pid: u32) -> Result<BytesByNode, MemoryError> {
+/// Where a VM's memory figures come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemorySource {
+    /// Its cgroups' counters (memory.numa_stat, hugetlb.*.numa_stat), read every tick.
+    #[default]
+    Cgroup,
+    /// /proc/PID/numa_maps, read at most every `numa_maps_fallback_seconds`.
+    NumaMaps,
+}
+
+impl MemorySource {
+    /// The `source` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemorySource::Cgroup => "cgroup",
+            MemorySource::NumaMaps => "numa_maps",
+        }
+    }
+}
+
+/// A VM's resident memory by node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resident {
+    /// All of it (hugetlb pages included), by node.
+    pub by_node: BytesByNode,
+    /// Its hugetlb pages, by node (empty when there are none or they cannot be read).
+    pub hugetlb_by_node: BytesByNode,
+    /// Where the figures come from.
+    pub source: MemorySource,
+}
+
+/// Reads the memory of the process `pid` (its cgroups', that is) by node: /proc/PID/cgroup
+/// under `proc_root`, the stat files under `cgroup_root` (normally /sys/fs/cgroup).
+pub fn read(proc_root: &Path, cgroup_root: &Path, pid: u32) -> Result<Resident, MemoryError> {
     let cgroup_file = proc_root.join(pid.to_string()).join("cgroup");
     let text = read_file(&cgroup_file)?;
-    let (v1, relative) = memory_cgroup(&text).ok_or(MemoryError::NoCgroup { path: cgroup_file })?;
+    let mut by_node = read_memory_cgroup(&text, &cgroup_file, cgroup_root)?;
+    let hugetlb_by_node = hugetlb::read(&text, cgroup_root)?;
+    for (node, bytes) in &hugetlb_by_node {
+        *by_node.entry(*node).or_default() += bytes;
+    }
+    Ok(Resident {
+        by_node,
+        hugetlb_by_node,
+        source: MemorySource::Cgroup,
+    })
+}
+
+/// Reads each VM's memory every tick from its cgroups, and, for a VM whose cgroups cannot be
+/// read (no memory cgroup, an odd layout), from numa_maps at most every `fallback`: the
+/// figure in between is the last walk's.
+#[derive(Debug, Default)]
+pub struct MemoryReader {
+    fallback: Option<Duration>,
+    /// QEMU pid -> when its numa_maps was last read, and what it said.
+    walked: HashMap<u32, (Instant, Resident)>,
+}
+
+impl MemoryReader {
+    /// A reader whose numa_maps fallback runs at most every `fallback` (None: never).
+    pub fn new(fallback: Option<Duration>) -> Self {
+        MemoryReader {
+            fallback,
+            walked: HashMap::new(),
+        }
+    }
+
+    /// The memory of process `pid` now; `Err` when it cannot be read (the process is gone,
+    /// or its cgroups are unreadable and the fallback is off or failed too).
+    pub fn read(
+        &mut self,
+        proc_root: &Path,
+        cgroup_root: &Path,
+        pid: u32,
+        now: Instant,
+    ) -> Result<Resident, MemoryError> {
+        let cgroup_err = match read(proc_root, cgroup_root, pid) {
+            Ok(resident) => {
+                self.walked.remove(&pid);
+                return Ok(resident);
+            }
+            Err(e) => e,
+        };
+        let Some(every) = self.fallback else {
+            return Err(cgroup_err);
+        };
+        if let Some((at, last)) = self.walked.get(&pid) {
+            if now.duration_since(*at) < every {
+                return Ok(last.clone());
+            }
+        }
+        let by_node = numa_maps::read(proc_root, pid)?;
+        let resident = Resident {
+            by_node,
+            hugetlb_by_node: BytesByNode::new(),
+            source: MemorySource::NumaMaps,
+        };
+        tracing::debug!(pid, error = %cgroup_err, "memory by node read from numa_maps");
+        self.walked.insert(pid, (now, resident.clone()));
+        Ok(resident)
+    }
+
+    /// A new fallback interval (a reload); the last walks stay.
+    pub fn set_fallback(&mut self, fallback: Option<Duration>) {
+        self.fallback = fallback;
+    }
+
+    /// Forgets the walks of processes `alive` says are gone.
+    pub fn retain(&mut self, alive: impl Fn(u32) -> bool) {
+        self.walked.retain(|pid, _| alive(*pid));
+    }
+}
+
+/// The memory cgroup's bytes by node (memory.numa_stat).
+fn read_memory_cgroup(
+    text: &str,
+    cgroup_file: &Path,
+    cgroup_root: &Path,
+) -> Result<BytesByNode, MemoryError> {
+    let (v1, relative) = memory_cgroup(text).ok_or(MemoryError::NoCgroup {
+        path: cgroup_file.to_path_buf(),
+    })?;
     // libvirt puts QEMU's own threads in an `emulator` child on v2 (and for cpu/cpuset on
     // v1); the VM's memory is accounted at the domain's level above it.
     let relative = relative.strip_suffix("/emulator").unwrap_or(relative);
@@ -209,11 +329,98 @@ mod tests {
         assert!(err.contains("memory/machine/vm/memory.numa_stat"), "{err}");
         std::fs::create_dir_all(cg.join("memory/machine/vm")).unwrap();
         std::fs::write(cg.join("memory/machine/vm/memory.numa_stat"), V1).unwrap();
-        assert_eq!(read(&proc_root, &cg, 42).unwrap()[&1], 948 * page_size());
+        assert_eq!(
+            read(&proc_root, &cg, 42).unwrap().by_node[&1],
+            948 * page_size()
+        );
         // A VM that stopped: its /proc entry is gone.
         assert!(matches!(
             read(&proc_root, &cg, 43),
             Err(MemoryError::Read { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+
+    /// A /proc and cgroup tree for pid 42; `memory` false leaves its memory cgroup out.
+    fn tree(memory: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (proc_root, cg) = (dir.path().join("proc"), dir.path().join("cgroup"));
+        std::fs::create_dir_all(proc_root.join("42")).unwrap();
+        let line = if memory {
+            "4:memory:/vm\n"
+        } else {
+            "1:cpu:/vm\n"
+        };
+        std::fs::write(proc_root.join("42/cgroup"), line).unwrap();
+        std::fs::write(
+            proc_root.join("42/numa_maps"),
+            "7f00 default anon=2 N0=1 N1=1 kernelpagesize_kB=4\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(cg.join("memory/vm")).unwrap();
+        std::fs::write(cg.join("memory/vm/memory.numa_stat"), "total=1 N0=1\n").unwrap();
+        std::fs::create_dir_all(cg.join("hugetlb/vm")).unwrap();
+        std::fs::write(
+            cg.join("hugetlb/vm/hugetlb.2MB.numa_stat"),
+            "total=2097152 N1=2097152\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn hugetlb_pages_are_added_to_the_nodes_they_sit_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (proc_root, cg) = (dir.path().join("proc"), dir.path().join("cgroup"));
+        std::fs::create_dir_all(proc_root.join("42")).unwrap();
+        std::fs::write(proc_root.join("42/cgroup"), "5:hugetlb:/vm\n4:memory:/vm\n").unwrap();
+        std::fs::create_dir_all(cg.join("memory/vm")).unwrap();
+        std::fs::write(cg.join("memory/vm/memory.numa_stat"), "total=1 N0=1 N1=0\n").unwrap();
+        std::fs::create_dir_all(cg.join("hugetlb/vm")).unwrap();
+        std::fs::write(
+            cg.join("hugetlb/vm/hugetlb.2MB.numa_stat"),
+            "total=2097152 N1=2097152\n",
+        )
+        .unwrap();
+        let r = read(&proc_root, &cg, 42).unwrap();
+        assert_eq!(r.by_node, BTreeMap::from([(0, page_size()), (1, 2097152)]));
+        assert_eq!(r.hugetlb_by_node, BTreeMap::from([(1, 2097152)]));
+        assert_eq!(r.source, MemorySource::Cgroup);
+    }
+
+    #[test]
+    fn numa_maps_only_without_a_memory_cgroup_and_at_most_once_per_interval() {
+        let every = Duration::from_secs(60);
+        let with = tree(true);
+        let (p, c) = (with.path().join("proc"), with.path().join("cgroup"));
+        let mut reader = MemoryReader::new(Some(every));
+        let t0 = Instant::now();
+        let r = reader.read(&p, &c, 42, t0).unwrap();
+        assert_eq!(r.source, MemorySource::Cgroup, "cgroup first, no walk");
+
+        let without = tree(false);
+        let (p, c) = (without.path().join("proc"), without.path().join("cgroup"));
+        let r = reader.read(&p, &c, 42, t0).unwrap();
+        assert_eq!(r.source, MemorySource::NumaMaps);
+        assert_eq!(r.by_node, BTreeMap::from([(0, 4096), (1, 4096)]));
+        // Within the interval the last walk is reused: numa_maps is not read again.
+        std::fs::write(p.join("42/numa_maps"), "7f00 default N0=x\n").unwrap();
+        let again = reader.read(&p, &c, 42, t0 + every / 2).unwrap();
+        assert_eq!(again, r);
+        // After it, numa_maps is read again (and its error named).
+        let err = reader.read(&p, &c, 42, t0 + every).unwrap_err().to_string();
+        assert!(err.contains("numa_maps") && err.contains("N0=x"), "{err}");
+        // Off: no walk at all, the cgroup error stands.
+        let mut off = MemoryReader::new(None);
+        let err = off.read(&p, &c, 42, t0).unwrap_err();
+        assert!(matches!(err, MemoryError::NoCgroup { .. }), "{err}");
+        // A process that vanished mid-read is an error, not a stale figure.
+        std::fs::remove_dir_all(p.join("42")).unwrap();
+        reader.retain(|_| false);
+        assert!(reader.read(&p, &c, 42, t0 + every * 2).is_err());
     }
 }

@@ -104,6 +104,15 @@ pub const SYS_NICE_FOR_PROCESS_PINS: Kept = Kept {
           the threads of a QEMU without libvirt run by another user",
 };
 
+/// CAP_SYS_PTRACE, kept when the numa_maps fallback is on: /proc/PID/numa_maps needs ptrace
+/// read access to the QEMU process, which a process without capabilities lacks even under
+/// the same uid when QEMU holds capabilities the daemon does not.
+pub const SYS_PTRACE_FOR_NUMA_MAPS: Kept = Kept {
+    cap: Capability::CAP_SYS_PTRACE,
+    why: "numa_maps_fallback_seconds is not 0: reading /proc/PID/numa_maps of a QEMU whose \
+          memory cgroup cannot be read needs ptrace read access",
+};
+
 /// `(major, minor)` of a kernel release such as "6.18.44-fc-v1045".
 fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -112,18 +121,16 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 
 /// Drops every capability the steady state does not need from every thread, and logs one
 /// line with what was kept (and why) and what was dropped. Call it once the probes are
-/// attached and their maps open. `pins_processes`: enforce mode with QMP sockets configured,
-/// which keeps [`SYS_NICE_FOR_PROCESS_PINS`]. A failure is logged, not fatal: the daemon
-/// still works, with more privilege than it needs, and says so.
-pub fn drop_after_attach(pins_processes: bool) {
+/// attached and their maps open. `by_config`: what the configuration needs beyond the
+/// probes ([`SYS_NICE_FOR_PROCESS_PINS`], [`SYS_PTRACE_FOR_NUMA_MAPS`]). A failure is logged,
+/// not fatal: the daemon still works, with more privilege than it needs, and says so.
+pub fn drop_after_attach(by_config: &[Kept]) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let bpf_disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
         .ok()
         .and_then(|t| t.trim().parse().ok());
     let mut kept = needed_in_steady_state(release.trim(), bpf_disabled);
-    if pins_processes {
-        kept.push(SYS_NICE_FOR_PROCESS_PINS);
-    }
+    kept.extend_from_slice(by_config);
     let before = held_by_process().unwrap_or_default();
     match drop_all_but(&kept) {
         Ok(bounding_kept) => {

@@ -60,7 +60,7 @@ pub static NO_INTERRUPTS: crate::interrupts::VfioInterrupts = crate::interrupts:
 };
 
 /// No VM memory read.
-pub static NO_MEMORY: std::collections::BTreeMap<String, crate::memory::BytesByNode> =
+pub static NO_MEMORY: std::collections::BTreeMap<String, crate::memory::Resident> =
     std::collections::BTreeMap::new();
 
 /// The inputs of a view of `vms` with `totals` on the two-socket fixture (libvirt up, tick 1,

@@ -14,6 +14,7 @@ use pinsight::cpuset::CpuSet;
 use pinsight::inventory::{
     domain_xml, Gpu, GpuSource, HostThread, Inventory, ThreadRole, VcpuThread, Vm,
 };
+use pinsight::memory::{MemorySource, Resident};
 use pinsight::metrics::{render, render_scrape_duration};
 use pinsight::probes::{Moves, ThreadCounters};
 use pinsight::topology::Topology;
@@ -137,13 +138,25 @@ fn metrics_exposition_matches_the_golden_file() {
         "{MANIFEST}/tests/fixtures/proc/two-socket-gpu"
     )))
     .expect("the /proc fixture");
-    // 3 GiB on node 0 (the far socket for gpu-vm-declared), 1 GiB on its GPU's node.
+    // 3 GiB on node 0 (the far socket for gpu-vm-declared), 1 GiB on its GPU's node, of
+    // which 512 MiB hugetlb pages; the GPU-less VM's 1 MiB read from numa_maps.
     let memory = BTreeMap::from([
         (
             "gpu-vm-declared".to_string(),
-            BTreeMap::from([(0, 3 << 30), (1, 1 << 30)]),
+            Resident {
+                by_node: BTreeMap::from([(0, 3 << 30), (1, 1 << 30)]),
+                hugetlb_by_node: BTreeMap::from([(1, 512 << 20)]),
+                source: MemorySource::Cgroup,
+            },
         ),
-        ("plain-vm".to_string(), BTreeMap::from([(0, 1 << 20)])),
+        (
+            "plain-vm".to_string(),
+            Resident {
+                by_node: BTreeMap::from([(0, 1 << 20)]),
+                hugetlb_by_node: BTreeMap::new(),
+                source: MemorySource::NumaMaps,
+            },
+        ),
     ]);
     // As `pinsight calibrate` would write it on a two-node host.
     let figures = |from, to, latency_ns, bandwidth_bytes_per_second| PairFigures {

@@ -16,9 +16,14 @@ use common::{metric_value, require_host, wait_for, TestVm, VmOptions};
 
 /// Bytes per node of `pid`'s anonymous mappings, and of its largest one (the guest's RAM).
 fn numa_maps_anon(pid: u32) -> (u64, u64) {
+    numa_maps_bytes(pid, false)
+}
+
+/// Bytes of `pid`'s mappings (file-backed ones too when `files`), and of its largest one.
+fn numa_maps_bytes(pid: u32, files: bool) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/numa_maps")).expect("numa_maps");
     let (mut anon, mut largest) = (0u64, 0u64);
-    for line in text.lines().filter(|l| !l.contains(" file=")) {
+    for line in text.lines().filter(|l| files || !l.contains(" file=")) {
         let page_kb: u64 = line
             .split_whitespace()
             .find_map(|f| f.strip_prefix("kernelpagesize_kB="))
@@ -111,5 +116,71 @@ fn memory_locality_follows_the_gpus_node_and_agrees_with_numa_maps() {
     assert!(
         within(ours, ram as f64, 0.02),
         "pinsight {ours} B vs the guest RAM mapping {ram} B: more than 2% apart"
+    );
+}
+
+/// A host whose memory cgroups cannot be read (here: `cgroup_root` points at an empty
+/// directory) falls back to the VM's numa_maps, says so in pinsight_domain_memory_source, and
+/// gets the same picture: all of the far VM's memory remote, within 2% of the guest's RAM.
+#[test]
+fn without_a_memory_cgroup_numa_maps_is_the_fallback_and_says_so() {
+    require_host();
+    let far = TestVm::start(VmOptions {
+        metadata_xml: Some(common::gpu_metadata("0000:3b:00.0")),
+        preallocated_mib: Some(512),
+        ..VmOptions::idle("memwalk")
+    });
+    let empty = tempfile::tempdir().expect("a scratch directory");
+    let daemon = Daemon::start(
+        &fixture("two-socket-gpu"),
+        &format!(
+            "tick_seconds = 0.25\nrescan_seconds = 0.5\nnuma_maps_fallback_seconds = 1\n\
+             cgroup_root = {:?}\n",
+            empty.path()
+        ),
+        &[],
+    );
+    let source = |m: &str, source| {
+        metric_value(
+            m,
+            "pinsight_domain_memory_source",
+            &[("domain", &far.name), ("source", source)],
+        )
+    };
+    let m = wait_for(
+        Duration::from_secs(20),
+        "the VM's memory from numa_maps",
+        || {
+            let m = daemon.metrics();
+            (source(&m, "numa_maps") == Some(1.0)).then_some(m)
+        },
+    );
+    assert_eq!(source(&m, "cgroup"), None, "{m}");
+    let remote = metric_value(
+        &m,
+        "pinsight_domain_memory_bytes",
+        &[("domain", &far.name), ("locality", "remote")],
+    )
+    .expect("remote bytes");
+    // The fallback counts every mapping (QEMU's heap and libraries too), as this does.
+    let (all, ram) = numa_maps_bytes(far.pid, true);
+    eprintln!(
+        "far VM from numa_maps: pinsight {} MiB remote; numa_maps {} MiB in all, guest RAM {} MiB",
+        remote / 1048576.0,
+        all >> 20,
+        ram >> 20
+    );
+    assert!(ram >= 500 << 20, "the guest's RAM is not preallocated");
+    assert!(
+        remote >= ram as f64 && within(remote, all as f64, 0.02),
+        "pinsight {remote} B vs numa_maps {all} B (guest RAM {ram} B)"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "pinsight_domain_memory_remote_ratio",
+            &[("domain", &far.name)]
+        ),
+        Some(1.0)
     );
 }

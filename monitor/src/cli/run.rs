@@ -109,13 +109,19 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
         };
         let shared = crate::daemon::shared();
         let stop = Arc::new(AtomicBool::new(false));
-        // Enforce mode pins QEMUs without libvirt itself: CAP_SYS_NICE stays (privilege.rs).
-        let pins_processes =
-            config.policy.mode == crate::config::Mode::Enforce && !config.qmp.sockets.is_empty();
+        // Enforce mode pins QEMUs without libvirt itself: CAP_SYS_NICE stays; the numa_maps
+        // fallback reads QEMU's page tables: CAP_SYS_PTRACE stays (privilege.rs).
+        let mut by_config = Vec::new();
+        if config.policy.mode == crate::config::Mode::Enforce && !config.qmp.sockets.is_empty() {
+            by_config.push(crate::privilege::SYS_NICE_FOR_PROCESS_PINS);
+        }
+        if config.numa_maps_fallback().is_some() {
+            by_config.push(crate::privilege::SYS_PTRACE_FOR_NUMA_MAPS);
+        }
         // The engine is created inside the runtime so aya-log can read the probes' log buffer.
         let engine = crate::daemon::Engine::new(config, topology, shared.clone());
         // The probes are attached (or reported as skipped) by now.
-        crate::privilege::drop_after_attach(pins_processes);
+        crate::privilege::drop_after_attach(&by_config);
         crate::daemon::notify::ready("started; first tick pending");
         let engine_stop = stop.clone();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();

@@ -55,8 +55,13 @@ pub struct Config {
     /// Root of procfs for /proc/interrupts and /proc/irq (GPU interrupts); a fixture
     /// directory in tests, since no VFIO device exists there. Threads are always read from /proc.
     pub irq_proc_root: PathBuf,
-    /// Root of the cgroup file systems (VM memory by node: memory.numa_stat).
+    /// Root of the cgroup file systems (VM memory by node: memory.numa_stat, and
+    /// hugetlb.<size>.numa_stat).
     pub cgroup_root: PathBuf,
+    /// For a VM whose memory cgroup cannot be read: read its memory by node from
+    /// /proc/PID/numa_maps at most this often (seconds; 0: never). The walk holds the VM's
+    /// mmap lock (BENCHMARKS.md has its cost), so it is slow by design.
+    pub numa_maps_fallback_seconds: f64,
     /// libvirt connection URI.
     pub libvirt_uri: String,
     /// Longest a libvirt call may take before libvirt counts as down and the connection is
@@ -114,6 +119,12 @@ impl Default for OverheadConfig {
 }
 
 impl Config {
+    /// How often the numa_maps fallback may run, None when it is off.
+    pub fn numa_maps_fallback(&self) -> Option<std::time::Duration> {
+        (self.numa_maps_fallback_seconds > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.numa_maps_fallback_seconds))
+    }
+
     /// The overhead estimate's penalties, cpu's from `cross_socket_penalty`.
     pub fn penalties(&self) -> crate::view::Penalties {
         crate::view::Penalties {
@@ -259,6 +270,7 @@ impl Default for Config {
             sysfs_root: PathBuf::from("/sys"),
             irq_proc_root: PathBuf::from("/proc"),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            numa_maps_fallback_seconds: 0.0,
             libvirt_uri: "qemu:///system".into(),
             libvirt_timeout_seconds: 5.0,
             qemu_run_dir: PathBuf::from("/run/libvirt/qemu"),
@@ -416,6 +428,7 @@ impl Config {
         let p = &self.policy;
         match key {
             "tick_seconds" => self.tick_seconds,
+            "numa_maps_fallback_seconds" => self.numa_maps_fallback_seconds,
             "rescan_seconds" => self.rescan_seconds,
             "libvirt_timeout_seconds" => self.libvirt_timeout_seconds,
             "remote_ratio_window_seconds" => self.remote_ratio_window_seconds,

@@ -26,6 +26,12 @@ impl Range {
 /// time arithmetic overflows, no map larger than the kernel allows.
 pub const RANGES: &[Range] = &[
     Range {
+        key: "numa_maps_fallback_seconds",
+        min: 0.0,
+        max: 86_400.0,
+        text: "must be 0 (never) to 86400",
+    },
+    Range {
         key: "tick_seconds",
         min: 0.05,
         max: 60.0,

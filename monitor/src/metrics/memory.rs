@@ -10,7 +10,17 @@ pub(super) fn families(vms: &[VmView], cut: &mut u64) -> Vec<Family> {
     let mut bytes = Family::new(
         "pinsight_domain_memory_bytes",
         MetricType::GAUGE,
-        "Resident memory of the VM's memory cgroup (memory.numa_stat: anon, file and unevictable; hugetlb pages not included) by locality of its NUMA node to the VM's GPUs.",
+        "Resident memory of the VM by locality of its NUMA node to the VM's GPUs: its memory cgroup's memory.numa_stat (anon, file and unevictable) plus its hugetlb pages (hugetlb.<size>.numa_stat, kernel >= 5.17); or, for a VM without a readable memory cgroup, /proc/PID/numa_maps read at most every numa_maps_fallback_seconds (see pinsight_domain_memory_source).",
+    );
+    let mut hugetlb = Family::new(
+        "pinsight_domain_memory_hugetlb_bytes",
+        MetricType::GAUGE,
+        "The hugetlb pages (hugetlbfs-backed guest RAM) among pinsight_domain_memory_bytes, by locality; 0 without hugepages or where the hugetlb controller's numa_stat cannot be read.",
+    );
+    let mut source = Family::new(
+        "pinsight_domain_memory_source",
+        MetricType::GAUGE,
+        "1 for where the VM's memory figures come from: cgroup (its cgroups' counters, every tick) or numa_maps (the slow fallback, a page-table walk at most every numa_maps_fallback_seconds).",
     );
     let mut ratio = Family::new(
         "pinsight_domain_memory_remote_ratio",
@@ -20,20 +30,29 @@ pub(super) fn families(vms: &[VmView], cut: &mut u64) -> Vec<Family> {
     for vm in vms {
         let Some(memory) = &vm.memory else { continue };
         let domain = bounded_label(&vm.domain, cut);
+        let labels = |locality: crate::topology::Locality| {
+            vec![
+                ("domain", domain.clone()),
+                ("locality", locality.as_str().to_string()),
+            ]
+        };
         for (locality, b) in memory.by_locality.iter() {
-            bytes.push(
-                vec![
-                    ("domain", domain.clone()),
-                    ("locality", locality.as_str().to_string()),
-                ],
-                b as f64,
-            );
+            bytes.push(labels(locality), b as f64);
+            let huge = memory.hugetlb_by_locality.get(locality);
+            hugetlb.push(labels(locality), huge as f64);
         }
+        source.push(
+            vec![
+                ("domain", domain.clone()),
+                ("source", memory.source.clone()),
+            ],
+            1.0,
+        );
         if let Some(r) = memory.remote_ratio {
             ratio.push(vec![("domain", domain)], r);
         }
     }
-    vec![bytes, ratio]
+    vec![bytes, hugetlb, ratio, source]
 }
 
 /// The node-to-node memory figures of `pinsight calibrate`, when the daemon has them.

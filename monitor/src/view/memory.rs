@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounting::ByLocality;
 use crate::inventory::Vm;
-use crate::memory::BytesByNode;
+use crate::memory::Resident;
 use crate::topology::{Locality, Topology};
 
 /// Where a VM's memory sits.
@@ -18,6 +18,13 @@ pub struct MemoryView {
     pub by_locality: ByLocality<u64>,
     /// Share of the bytes on another socket than the GPUs; `None` without GPU or memory.
     pub remote_ratio: Option<f64>,
+    /// The hugetlb pages among them, by locality.
+    #[serde(default)]
+    pub hugetlb_by_locality: ByLocality<u64>,
+    /// Where the figures come from: "cgroup" (every tick) or "numa_maps" (the slow
+    /// fallback, at most every numa_maps_fallback_seconds).
+    #[serde(default)]
+    pub source: String,
 }
 
 /// The locality of memory on `node` to GPUs on `gpu_nodes`.
@@ -39,19 +46,25 @@ pub fn node_locality(topology: &Topology, node: u32, gpu_nodes: &[u32]) -> Local
     }
 }
 
-/// The memory view of `vm` from its bytes per node.
-pub fn memory_view(vm: &Vm, topology: &Topology, bytes: &BytesByNode) -> MemoryView {
-    let mut by_locality = ByLocality::<u64>::default();
-    for (&node, &b) in bytes {
-        *by_locality.get_mut(node_locality(topology, node, &vm.gpu_nodes)) += b;
-    }
-    let total: u64 = bytes.values().sum();
+/// The memory view of `vm` from its resident bytes per node.
+pub fn memory_view(vm: &Vm, topology: &Topology, resident: &Resident) -> MemoryView {
+    let by_locality = |bytes: &BTreeMap<u32, u64>| {
+        let mut sum = ByLocality::<u64>::default();
+        for (&node, &b) in bytes {
+            *sum.get_mut(node_locality(topology, node, &vm.gpu_nodes)) += b;
+        }
+        sum
+    };
+    let all = by_locality(&resident.by_node);
+    let total: u64 = resident.by_node.values().sum();
     let remote_ratio =
-        (!vm.gpu_nodes.is_empty() && total > 0).then(|| by_locality.remote as f64 / total as f64);
+        (!vm.gpu_nodes.is_empty() && total > 0).then(|| all.remote as f64 / total as f64);
     MemoryView {
-        by_node: bytes.clone(),
-        by_locality,
+        by_node: resident.by_node.clone(),
+        by_locality: all,
         remote_ratio,
+        hugetlb_by_locality: by_locality(&resident.hugetlb_by_node),
+        source: resident.source.as_str().to_string(),
     }
 }
 
@@ -63,11 +76,17 @@ mod tests {
     #[test]
     fn memory_on_the_other_socket_is_remote_and_on_the_gpus_node_local() {
         let topology = topo("two-socket-gpu");
-        let bytes = BTreeMap::from([(0, 300), (1, 100)]);
+        let bytes = Resident {
+            by_node: BTreeMap::from([(0, 300), (1, 100)]),
+            hugetlb_by_node: BTreeMap::from([(1, 64)]),
+            ..Default::default()
+        };
         let far = VmBuilder::new("vm").gpu("0000:3b:00.0", 1).build();
         let v = memory_view(&far, &topology, &bytes);
         assert_eq!((v.by_locality.local, v.by_locality.remote), (100, 300));
         assert_eq!(v.remote_ratio, Some(0.75));
+        assert_eq!(v.hugetlb_by_locality.local, 64);
+        assert_eq!(v.source, "cgroup");
         let near = VmBuilder::new("vm").gpu("0000:3b:00.0", 0).build();
         assert_eq!(
             memory_view(&near, &topology, &bytes).remote_ratio,

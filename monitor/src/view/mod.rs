@@ -276,7 +276,7 @@ pub struct ViewInputs<'a> {
     /// The host's vfio-pci interrupt lines.
     pub interrupts: &'a crate::interrupts::VfioInterrupts,
     /// Each VM's resident bytes per NUMA node, by domain name.
-    pub memory: &'a BTreeMap<String, crate::memory::BytesByNode>,
+    pub memory: &'a BTreeMap<String, crate::memory::Resident>,
     /// Node-to-node memory figures from `pinsight calibrate`.
     pub calibration: Option<&'a crate::calibration::Calibration>,
 }

@@ -89,11 +89,23 @@ pub fn status(host: &HostView) -> String {
                 .iter()
                 .map(|(n, b)| format!("node {n} {:.0} MiB", *b as f64 / 1048576.0))
                 .collect();
+            let huge = m.hugetlb_by_locality;
+            let huge = huge.local + huge.same_socket + huge.remote + huge.none;
             let _ = writeln!(
                 out,
-                "  memory: {}  remote {}",
+                "  memory: {}  remote {}{}{}",
                 nodes.join(", "),
-                ratio(m.remote_ratio)
+                ratio(m.remote_ratio),
+                if huge > 0 {
+                    format!("  (hugetlb {:.0} MiB)", huge as f64 / 1048576.0)
+                } else {
+                    String::new()
+                },
+                if m.source == "numa_maps" {
+                    "  (from numa_maps: the memory cgroup is unreadable)"
+                } else {
+                    ""
+                }
             );
         }
         for g in &vm.gpu_interrupts {

@@ -1,0 +1,147 @@
+//! Hugetlb pages of a VM by node: `hugetlb.<size>.numa_stat` of its hugetlb cgroup, from
+//! kernel 5.17 on. v1 has `total=B N0=B ...` and `hierarchical_total=B N0=B ...`, v2 `total=`
+//! only, in bytes. Guest RAM backed by hugetlbfs (`<memoryBacking><hugepages/>`) is here and
+//! not in `memory.numa_stat`.
+
+use std::path::{Path, PathBuf};
+
+use super::{node_field, read_file, BytesByNode, MemoryError};
+
+/// Where the hugetlb controller of a process sits: v1 `hugetlb` hierarchy, or v2.
+fn hugetlb_dir(cgroup_text: &str, cgroup_root: &Path) -> Option<PathBuf> {
+    let mut v2 = None;
+    for line in cgroup_text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.strip_suffix("/emulator").unwrap_or(path);
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "hugetlb") {
+            return Some(cgroup_root.join("hugetlb").join(path));
+        }
+        if id == "0" && controllers.is_empty() {
+            // Pure v2 has cgroup.controllers at the root; a hybrid host mounts v2 at
+            // `unified` beside the v1 hierarchies.
+            let base = if cgroup_root.join("cgroup.controllers").exists() {
+                cgroup_root.to_path_buf()
+            } else {
+                cgroup_root.join("unified")
+            };
+            v2 = Some(base.join(path));
+        }
+    }
+    v2
+}
+
+/// The hugetlb bytes by node of the process whose /proc/PID/cgroup is `cgroup_text`, summed
+/// over page sizes. A host without the controller there (or a kernel without numa_stat)
+/// gives none: that is no error, the VM just has no hugetlb figure.
+pub fn read(cgroup_text: &str, cgroup_root: &Path) -> Result<BytesByNode, MemoryError> {
+    let mut nodes = BytesByNode::new();
+    let Some(dir) = hugetlb_dir(cgroup_text, cgroup_root) else {
+        return Ok(nodes);
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(nodes);
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("hugetlb.") && n.ends_with(".numa_stat"))
+        })
+        .collect();
+    files.sort();
+    for path in files {
+        let text = read_file(&path)?;
+        let per_size = parse(&text).map_err(|reason| MemoryError::Format { path, reason })?;
+        for (node, bytes) in per_size {
+            *nodes.entry(node).or_default() += bytes;
+        }
+    }
+    Ok(nodes)
+}
+
+/// `hierarchical_total=` (v1, the cgroup and its children) else `total=`, bytes by node.
+fn parse(text: &str) -> Result<BytesByNode, String> {
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.split_once('=').is_some_and(|(k, _)| k == key))
+    };
+    let line = line("hierarchical_total")
+        .or_else(|| line("total"))
+        .ok_or("no total= line")?;
+    line.split_whitespace()
+        .skip(1)
+        .map(|field| node_field(field, '='))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn v1_hierarchical_first_and_v2_total_in_bytes() {
+        // The kernel's own examples (commit f47761999052, "hugetlb: add hugetlb.*.numa_stat").
+        let v1 = "total=0 N0=0 N1=0\nhierarchical_total=2097152 N0=2097152 N1=0\n";
+        assert_eq!(parse(v1).unwrap(), BTreeMap::from([(0, 2097152), (1, 0)]));
+        let v2 = "total=4194304 N0=0 N1=4194304\n";
+        assert_eq!(parse(v2).unwrap(), BTreeMap::from([(0, 0), (1, 4194304)]));
+        assert!(parse("").unwrap_err().contains("no total"));
+        assert!(parse("total=1 X0=1\n").unwrap_err().contains("\"X0=1\""));
+    }
+
+    #[test]
+    fn reads_every_page_size_of_a_v1_or_hybrid_v2_tree_and_none_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let vm = root.join("hugetlb/machine/qemu-1-vm.libvirt-qemu");
+        std::fs::create_dir_all(&vm).unwrap();
+        std::fs::write(
+            vm.join("hugetlb.2MB.numa_stat"),
+            "total=2097152 N0=0 N1=2097152\n",
+        )
+        .unwrap();
+        std::fs::write(
+            vm.join("hugetlb.1GB.numa_stat"),
+            "total=1073741824 N0=1073741824 N1=0\n",
+        )
+        .unwrap();
+        std::fs::write(vm.join("hugetlb.2MB.usage_in_bytes"), "2097152\n").unwrap();
+        let v1 = "5:hugetlb:/machine/qemu-1-vm.libvirt-qemu\n0::/\n";
+        assert_eq!(
+            read(v1, root).unwrap(),
+            BTreeMap::from([(0, 1073741824), (1, 2097152)])
+        );
+        // Hybrid: no v1 hugetlb line, the controller is on v2 under `unified`.
+        let v2 = root.join("unified/machine/vm/libvirt");
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(
+            v2.join("hugetlb.2MB.numa_stat"),
+            "total=4194304 N0=4194304\n",
+        )
+        .unwrap();
+        let hybrid = "4:memory:/machine/vm\n0::/machine/vm/libvirt/emulator\n";
+        assert_eq!(read(hybrid, root).unwrap(), BTreeMap::from([(0, 4194304)]));
+        // No controller (or no such cgroup): no hugetlb figure, no error.
+        assert!(read("4:memory:/x\n", root).unwrap().is_empty());
+        assert!(read("0::/nowhere\n", root).unwrap().is_empty());
+        // An unknown line is ignored; a malformed file is named.
+        std::fs::write(
+            v2.join("hugetlb.2MB.numa_stat"),
+            "something_new=1\ntotal=1 N0=x\n",
+        )
+        .unwrap();
+        let err = read(hybrid, root).unwrap_err().to_string();
+        assert!(
+            err.contains("hugetlb.2MB.numa_stat") && err.contains("N0=x"),
+            "{err}"
+        );
+    }
+}
