@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Daemon cost with many real VMs: starts N 1-vCPU KVM guests (BUSY of them keep their vCPU
-# busy, the rest idle), runs the daemon on the two-socket fixture, and reports its CPU share
-# and memory over DURATION seconds, the /metrics scrape time (median of 20), and each probe's
-# cost per event from bpf_stats (the daemon runs with --bpf-stats).
-#   bash scripts/bench-scale.sh [N=20] [BUSY=3] [DURATION=60]
+# Daemon cost with many real VMs: starts N KVM guests of VCPUS vCPUs (BUSY of them keep a
+# vCPU busy, the rest idle), runs the daemon on the two-socket fixture with every source on
+# (probes, memory cgroups, the fixture's GPU interrupts, every QEMU thread by role), and
+# reports its CPU share and memory over DURATION seconds, the /metrics scrape time (median
+# of 20), and each probe's cost per event from bpf_stats (the daemon runs with --bpf-stats).
+#   bash scripts/bench-scale.sh [N=20] [BUSY=3] [DURATION=60] [VCPUS=1]
 # Ends only the VMs (by name) and the daemon (by pid) it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-20}; BUSY=${2:-3}; DURATION=${3:-60}
+N=${1:-20}; BUSY=${2:-3}; DURATION=${3:-60}; VCPUS=${4:-1}
 PREFIX="pinsight-bench-$$"
 WORK=$(mktemp -d /tmp/pinsight-bench.XXXXXX)
 ADDR="127.0.0.1:${PINSIGHT_BENCH_PORT:-9814}"
@@ -23,18 +24,22 @@ GUEST=$(bash scripts/build-spin-guest.sh "$WORK" 2000)
 for i in $(seq 1 "$N"); do
   if [ "$i" -le "$BUSY" ]; then os="<kernel>$GUEST</kernel>"; else os="<boot dev='network'/>"; fi
   cat > "$WORK/d$i.xml" <<XML
-<domain type='kvm'><name>$PREFIX-$i</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+<domain type='kvm'><name>$PREFIX-$i</name><memory unit='MiB'>64</memory><vcpu>$VCPUS</vcpu>
 <metadata><pinsight:domain xmlns:pinsight="urn:pinsight:domain:1"><pinsight:gpu address="0000:3b:00.0"/></pinsight:domain></metadata>
 <os><type arch='x86_64' machine='pc'>hvm</type>$os</os><devices><serial type='pty'/></devices></domain>
 XML
   virsh -q -c qemu:///system create "$WORK/d$i.xml" >/dev/null
 done
-echo "started $N VMs ($BUSY busy)"
-printf 'listen = "%s"\nsysfs_root = "monitor/tests/fixtures/sysfs/two-socket-gpu"\n' "$ADDR" > "$WORK/pinsight.toml"
+echo "started $N VMs of $VCPUS vCPU(s) ($BUSY busy)"
+printf 'listen = "%s"\nsysfs_root = "monitor/tests/fixtures/sysfs/two-socket-gpu"\nirq_proc_root = "monitor/tests/fixtures/proc/two-socket-gpu"\n' "$ADDR" > "$WORK/pinsight.toml"
 target/release/pinsight run --bpf-stats --config "$WORK/pinsight.toml" 2> "$WORK/daemon.log" &
 DAEMON_PID=$!
 sleep 10   # let it find every VM and settle
-vms=$(curl -s "http://$ADDR/metrics" | grep -c '^pinsight_domain_info')
+metrics=$(curl -s "http://$ADDR/metrics")
+vms=$(grep -c '^pinsight_domain_info' <<< "$metrics")
+threads=$(awk '/^pinsight_domain_threads\{/ { n += $NF } END { print n + 0 }' <<< "$metrics")
+memory=$(grep -c '^pinsight_domain_memory_remote_ratio' <<< "$metrics" || true)
+echo "the daemon sees $vms VMs, $threads QEMU threads by role, memory of $memory VMs"
 ticks() { awk '{print $14 + $15}' "/proc/$DAEMON_PID/stat"; }
 hz=$(getconf CLK_TCK)
 t0=$(ticks); s0=$(date +%s.%N)
