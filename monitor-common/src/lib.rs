@@ -29,4 +29,9 @@ pub mod programs {
     /// Benchmark only: an empty tp_btf program on sched_switch, the floor the kernel imposes.
     /// The daemon never loads it; `examples/probe_cost.rs` does.
     pub const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
+    /// Benchmark only: an empty program on kvm:kvm_exit, the floor for [`KVM_EXIT`].
+    pub const KVM_EXIT_EMPTY: &str = "kvm_exit_empty";
+    /// Benchmark only: an empty program on kvm:kvm_userspace_exit, the floor for
+    /// [`KVM_USERSPACE_EXIT`].
+    pub const KVM_USERSPACE_EXIT_EMPTY: &str = "kvm_userspace_exit_empty";
 }

@@ -40,7 +40,8 @@ pub const fn slot_words(pid_max: u32) -> u32 {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
-    /// A KVM_EXITS insert failed (map full): an exit was not counted.
+    /// A tracked thread's slot had no KVM_EXITS entry (beyond its size): an exit was not
+    /// counted.
     KvmExits = 0,
     /// A tracked thread's slot had no run-time entry (a slot beyond RUN_NS's size).
     MissingThread = 1,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::daemon::{fixture, Daemon};
 use common::perf::PerfStat;
 use common::{metric_sum, metric_value, require_host, wait_for, TestVm, VmOptions};
+use pinsight::probes::{exit_reasons, KvmExitSource, ProbeOptions, Probes, ThreadCounters};
 
 const TICK: f64 = 0.1;
 /// How long the guest runs between the two pauses.
@@ -168,4 +169,100 @@ fn probe_self_metrics_appear_with_bpf_stats() {
         metric_value(&m, "pinsight_probe_map_errors_total", &[]),
         Some(0.0)
     );
+}
+
+/// All exits in `counters`, and those counted on CPUs other than `cpu`.
+fn exit_totals(counters: &ThreadCounters, cpu: usize) -> (u64, u64) {
+    let all = counters.exits.values().flatten().sum();
+    let elsewhere = counters
+        .exits
+        .values()
+        .flat_map(|by_cpu| by_cpu.iter().enumerate())
+        .filter(|(c, _)| *c != cpu)
+        .map(|(_, n)| n)
+        .sum();
+    (all, elsewhere)
+}
+
+/// The probes' exit counters are a per-CPU array indexed by the thread's slot: a slot handed
+/// to another thread after untrack must start from zero, never inherit the last thread's
+/// counts. With one slot (max_threads 1) reuse is certain. Against perf over a fenced
+/// interval (as above) the counts are exact, per reason and on the vCPU's one CPU.
+#[test]
+fn a_reused_slot_starts_from_zero_and_counts_exactly() {
+    require_host();
+    let vm = TestVm::start(VmOptions {
+        spin_iterations: 500,
+        ..VmOptions::busy("exitslot")
+    });
+    vm.pin_vcpu(0, "0");
+    let mut probes = Probes::load(ProbeOptions {
+        max_threads: 1,
+        max_exit_keys: 0,
+        kvm_exit_source: KvmExitSource::Auto,
+        cpu_topo: common::two_socket_topo(),
+    })
+    .expect("load the probes");
+    let source = probes.exit_source().expect("a KVM exit source attached");
+    let vcpu = vm.vcpu_tid(0);
+    let counted = |probes: &Probes, tid: u32| probes.read().expect("read")[&tid].clone();
+
+    // First tenant: the vCPU, over a fenced interval, against perf.
+    vm.suspend();
+    probes.track(vcpu).expect("track the vCPU");
+    let mut perf = PerfStat::start(&format!("kvm:{source}"), vcpu);
+    perf.enable();
+    vm.resume();
+    std::thread::sleep(RUN);
+    vm.suspend();
+    let perf_count = perf.finish();
+    let first = probes.untrack(vcpu).expect("untrack the vCPU");
+    let (total, off_cpu0) = exit_totals(&first, 0);
+    eprintln!("first tenant: pinsight {total}, perf {perf_count}");
+    assert!(
+        perf_count as f64 >= MIN_EXITS,
+        "only {perf_count} exits in {RUN:?}"
+    );
+    assert_eq!(
+        total, perf_count,
+        "pinsight against perf over the fenced interval"
+    );
+    assert_eq!(
+        off_cpu0, 0,
+        "exits on CPUs the vCPU is not pinned to: {first:?}"
+    );
+    let io = if source == "kvm_userspace_exit" {
+        "io"
+    } else {
+        "io_instruction"
+    };
+    let by_label: Vec<_> = first
+        .exits
+        .keys()
+        .map(|code| exit_reasons::name(source, *code))
+        .collect();
+    assert!(by_label.contains(&io), "no {io} exits: {by_label:?}");
+
+    // Second tenant of the same slot: a thread that never enters a guest sees no exits.
+    // SAFETY: gettid has no arguments and cannot fail.
+    let me = unsafe { libc::gettid() } as u32;
+    probes
+        .track(me)
+        .expect("track a plain thread in the freed slot");
+    let plain = counted(&probes, me);
+    assert!(plain.exits.is_empty(), "inherited exits: {:?}", plain.exits);
+    probes.untrack(me).expect("untrack the plain thread");
+
+    // Third: the vCPU again, paused, starts from zero; running, counts again.
+    probes.track(vcpu).expect("track the vCPU again");
+    assert!(counted(&probes, vcpu).exits.is_empty());
+    vm.resume();
+    wait_for(
+        Duration::from_secs(20),
+        "exits of the re-tracked vCPU",
+        || (exit_totals(&counted(&probes, vcpu), 0).0 > 0).then_some(()),
+    );
+    vm.suspend();
+    let (_, off_cpu0) = exit_totals(&counted(&probes, vcpu), 0);
+    assert_eq!(off_cpu0, 0);
 }

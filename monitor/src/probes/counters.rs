@@ -1,9 +1,10 @@
 //! Tracking threads and reading the probes' counters: what the daemon does every tick.
 
-use std::collections::{BTreeMap, HashMap as StdHashMap};
+use std::collections::BTreeMap;
 
 use aya::maps::PerCpuValues;
-use monitor_common::kvm_exit::{ExitKey, KVM_EXITS};
+use monitor_common::kvm_exit::{ExitCounts, KVM_EXITS};
+use monitor_common::programs;
 use monitor_common::sched_migrate_task::MOVE_SCOPES;
 use monitor_common::sched_switch::{CpuRun, ThreadRun, RUN_NS, THREAD_RUN};
 use monitor_common::tracked::{
@@ -11,6 +12,7 @@ use monitor_common::tracked::{
 };
 
 use super::error::map_err;
+use super::exit_reasons;
 use super::{MapUsage, Moves, ProbeError, Probes, ProgramStats, ThreadCounters};
 
 impl Probes {
@@ -30,17 +32,26 @@ impl Probes {
             tracked: self.tracked.len(),
             capacity: self.options.max_threads,
         })?;
-        // Counters first, the slot last: the probes never see a half-tracked thread. Counting
+        // Counters first, the slot last: the probes never see a half-tracked thread, and a
+        // slot's counters left by its previous thread (or by a probe that looked the slot up
+        // just before that thread was untracked) are cleared, never handed on. Counting
         // starts at the thread's run-time clock now, so a stint in progress counts from here.
         // (try_from fails only for a length other than the possible CPUs', which this is.)
         let runtime =
             thread_runtime_ns(tid).map_err(|source| ProbeError::ThreadClock { tid, source })?;
         let zeros = PerCpuValues::try_from(vec![CpuRun::default(); self.nr_cpus])
             .map_err(|e| map_err(RUN_NS)(aya::maps::MapError::IoError(e)))?;
+        let no_exits = PerCpuValues::try_from(vec![ExitCounts::default(); self.nr_cpus])
+            .map_err(|e| map_err(KVM_EXITS)(aya::maps::MapError::IoError(e)))?;
         let published = self
             .run_ns
             .set(slot, zeros, 0)
             .map_err(map_err(RUN_NS))
+            .and_then(|()| {
+                self.kvm_exits
+                    .set(slot, no_exits, 0)
+                    .map_err(map_err(KVM_EXITS))
+            })
             .and_then(|()| {
                 self.thread_run
                     .set(slot, ThreadRun::tracked_at(runtime), 0)
@@ -58,15 +69,10 @@ impl Probes {
 
     /// Stops accounting `tid` and frees its map entries, returning its final counters.
     pub fn untrack(&mut self, tid: u32) -> Result<ThreadCounters, ProbeError> {
+        // The slot first: from here no probe counts into it; its counters are cleared when
+        // the slot is next handed out.
         self.set_slot(tid, 0)?;
-        let exits = self.read_exits()?;
-        let last = self.read_thread(tid, &exits);
-        for reason in last.exits.keys() {
-            let _ = self.kvm_exits.remove(&ExitKey {
-                tid,
-                reason: *reason,
-            });
-        }
+        let last = self.read_thread(tid);
         if let Some(slot) = self.slots.remove(&tid) {
             self.free_slots.push(slot);
         }
@@ -89,32 +95,32 @@ impl Probes {
 
     /// Cumulative counters of every tracked thread: one pass over each map.
     pub fn read(&self) -> Result<BTreeMap<u32, ThreadCounters>, ProbeError> {
-        let exits = self.read_exits()?;
         Ok(self
             .tracked
             .iter()
-            .map(|&tid| (tid, self.read_thread(tid, &exits)))
+            .map(|&tid| (tid, self.read_thread(tid)))
             .collect())
     }
 
-    fn read_exits(&self) -> Result<StdHashMap<u32, BTreeMap<u32, Vec<u64>>>, ProbeError> {
-        let mut exits: StdHashMap<u32, BTreeMap<u32, Vec<u64>>> = StdHashMap::new();
-        for entry in self.kvm_exits.iter() {
-            // An entry removed between get_next_key and lookup is not an error worth failing on.
-            let Ok((key, values)) = entry else { continue };
-            exits
-                .entry(key.tid)
-                .or_default()
-                .insert(key.reason, values.to_vec());
-        }
-        Ok(exits)
+    /// The exits counted in `slot`, per reason code (see [`ThreadCounters::exits`]) and CPU;
+    /// reasons never seen are left out.
+    fn read_exits(&self, slot: u32) -> BTreeMap<u32, Vec<u64>> {
+        let Ok(per_cpu) = self.kvm_exits.get(&slot, 0) else {
+            return BTreeMap::new();
+        };
+        let source = self.exit_source.unwrap_or(programs::KVM_EXIT);
+        (0..exit_reasons::labels(source).len())
+            .filter_map(|index| {
+                let by_cpu: Vec<u64> = per_cpu.iter().map(|c| c.by_reason[index]).collect();
+                by_cpu
+                    .iter()
+                    .any(|&n| n > 0)
+                    .then(|| (exit_reasons::code_of(source, index), by_cpu))
+            })
+            .collect()
     }
 
-    fn read_thread(
-        &self,
-        tid: u32,
-        exits: &StdHashMap<u32, BTreeMap<u32, Vec<u64>>>,
-    ) -> ThreadCounters {
+    fn read_thread(&self, tid: u32) -> ThreadCounters {
         let slot = self.slots.get(&tid).copied();
         let per_cpu = slot
             .and_then(|slot| self.run_ns.get(&slot, 0).ok())
@@ -143,7 +149,7 @@ impl Probes {
         ThreadCounters {
             run_ns_by_cpu,
             moves: Moves::from_counts(&moves),
-            exits: exits.get(&tid).cloned().unwrap_or_default(),
+            exits: slot.map(|slot| self.read_exits(slot)).unwrap_or_default(),
         }
     }
 
@@ -170,17 +176,17 @@ impl Probes {
 
     /// Entries in use and capacity of the maps that grow with the number of VMs.
     pub fn map_usage(&self) -> Vec<MapUsage> {
-        let exit_entries = self.kvm_exits.keys().count() as u64;
         vec![
             MapUsage {
                 map: RUN_NS,
                 entries: self.tracked.len() as u64,
                 capacity: self.options.max_threads.into(),
             },
+            // One entry per tracked thread, as RUN_NS: it cannot fill before RUN_NS does.
             MapUsage {
                 map: KVM_EXITS,
-                entries: exit_entries,
-                capacity: self.options.max_exit_keys.into(),
+                entries: self.tracked.len() as u64,
+                capacity: self.options.max_threads.into(),
             },
         ]
     }

@@ -25,9 +25,9 @@ pub mod tracefs;
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use std::path::Path;
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, MapData, PerCpuArray};
 use aya::{Btf, Ebpf, EbpfLoader};
-use monitor_common::kvm_exit::{ExitKey, KVM_EXITS};
+use monitor_common::kvm_exit::{ExitCounts, KVM_EXITS};
 use monitor_common::sched_migrate_task::{CpuTopo, CPU_TOPO};
 use monitor_common::sched_switch::{CpuRun, ThreadRun, RUN_NS, THREAD_RUN};
 use monitor_common::tracked::{self, MAP_ERRORS, TRACKED_TIDS};
@@ -63,7 +63,9 @@ pub fn embedded_object() -> &'static [u8] {
 pub struct ProbeOptions {
     /// Capacity of the per-thread maps: the most vCPU threads tracked at once (< 65536).
     pub max_threads: u32,
-    /// Capacity of the (thread, exit reason) map.
+    /// Sizes nothing any more: the KVM exit counters have one entry per tracked thread
+    /// (`max_threads`) and a bounded set of reasons. Kept until the config key
+    /// `probes.max_exit_keys`, which feeds it, is retired.
     pub max_exit_keys: u32,
     /// KVM exit source.
     pub kvm_exit_source: KvmExitSource,
@@ -88,7 +90,9 @@ pub struct ThreadCounters {
     pub run_ns_by_cpu: Vec<u64>,
     /// Moves from CPU to CPU, by scope.
     pub moves: Moves,
-    /// KVM exits per reason code, each indexed by CPU id.
+    /// KVM exits per reason code, each indexed by CPU id. The probes count per reason
+    /// label (`exit_reasons`), so each reason comes under one code of it
+    /// ([`exit_reasons::code_of`]) and every unknown code under [`exit_reasons::OTHER_CODE`].
     pub exits: BTreeMap<u32, Vec<u64>>,
 }
 
@@ -120,7 +124,7 @@ pub struct Probes {
     tracked_tids: Array<MapData, u64>,
     run_ns: PerCpuArray<MapData, CpuRun>,
     thread_run: Array<MapData, ThreadRun>,
-    kvm_exits: PerCpuHashMap<MapData, ExitKey, u64>,
+    kvm_exits: PerCpuArray<MapData, ExitCounts>,
     map_errors: PerCpuArray<MapData, u64>,
     status: BTreeMap<&'static str, ProbeStatus>,
     /// Loaded and verified, waiting for [`Probes::attach`].
@@ -162,7 +166,7 @@ impl Probes {
             .set_max_entries(TRACKED_TIDS, slot_words)
             .set_max_entries(RUN_NS, sched_switch::slot_entries(options.max_threads))
             .set_max_entries(THREAD_RUN, sched_switch::slot_entries(options.max_threads))
-            .set_max_entries(KVM_EXITS, options.max_exit_keys)
+            .set_max_entries(KVM_EXITS, sched_switch::slot_entries(options.max_threads))
             .set_max_entries(CPU_TOPO, nr_cpus as u32);
         for (name, value) in &globals {
             loader.set_global(name, value, true);
@@ -194,7 +198,7 @@ impl Probes {
             run_ns: PerCpuArray::try_from(take(&mut ebpf, RUN_NS)?).map_err(map_err(RUN_NS))?,
             thread_run: Array::try_from(take(&mut ebpf, THREAD_RUN)?)
                 .map_err(map_err(THREAD_RUN))?,
-            kvm_exits: PerCpuHashMap::try_from(take(&mut ebpf, KVM_EXITS)?)
+            kvm_exits: PerCpuArray::try_from(take(&mut ebpf, KVM_EXITS)?)
                 .map_err(map_err(KVM_EXITS))?,
             map_errors: PerCpuArray::try_from(take(&mut ebpf, MAP_ERRORS)?)
                 .map_err(map_err(MAP_ERRORS))?,

@@ -1,0 +1,296 @@
+//! Measures what the KVM exit probe costs per run, against an empty program on the same
+//! tracepoint, before (older objects, e.g. main's hash-map probe) and after (this build),
+//! all attached at once so every program runs on exactly the same exits.
+//!
+//!     scripts/build-spin-guest.sh /tmp/pc 500        # the busy guest
+//!     flock -o /work/vmtest.lock target/release/examples/kvm_exit_cost \
+//!         --guest /tmp/pc/spin-500.elf --compare main=OLD.o [--seconds 4] [--rounds 5]
+//!
+//! It boots a QEMU (no libvirt) running the busy guest, whose vCPU exits to QEMU at every
+//! `out`, and alternates two scenarios per round: "untracked" (nobody tracks the vCPU: the
+//! cost every thread on a host pays) and "tracked" (both probes track it: the cost per
+//! counted exit). Per program and scenario: ns per run from bpf_stats (run_time_ns /
+//! run_cnt over the scenario), the ratio to the empty program in the same interval, and
+//! over the rounds the median with min and max.
+
+// A benchmark stops at the first failure with its reason; clippy::unwrap_used guards the
+// daemon's own paths.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use aya::maps::Array;
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+use clap::Parser;
+use monitor_common::programs::KVM_USERSPACE_EXIT_EMPTY;
+use monitor_common::programs::{KVM_EXIT, KVM_EXIT_EMPTY, KVM_USERSPACE_EXIT};
+use monitor_common::tracked::{slot_shift, slot_word, slot_words};
+use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes};
+
+/// Cost of the KVM exit probe, before and after, against an empty program.
+#[derive(Parser)]
+struct Args {
+    /// The busy guest (scripts/build-spin-guest.sh OUTDIR ITERATIONS prints its path).
+    #[arg(long)]
+    guest: PathBuf,
+    /// Other builds' eBPF objects to compare with, as LABEL=PATH (repeatable): their
+    /// kvm_userspace_exit / kvm_exit and a TRACKED_TIDS slot table of the same layout.
+    #[arg(long = "compare", value_name = "LABEL=PATH")]
+    compare: Vec<String>,
+    /// kvm_userspace_exit (fires under nested KVM) or kvm_exit (bare metal).
+    #[arg(long, default_value = KVM_USERSPACE_EXIT)]
+    source: String,
+    /// Seconds per scenario per round.
+    #[arg(long, default_value_t = 4)]
+    seconds: u64,
+    /// Rounds (each: untracked, then tracked).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+/// An older object: its label, the loaded object, its slot table.
+type Other = (String, Ebpf, Array<aya::maps::MapData, u64>);
+
+/// A QEMU running the guest, killed (by its pid) when dropped.
+struct Guest {
+    pid: u32,
+}
+
+impl Guest {
+    fn boot(kernel: &Path) -> Guest {
+        let pidfile =
+            std::env::temp_dir().join(format!("kvm_exit_cost-{}.pid", std::process::id()));
+        let status = Command::new("qemu-system-x86_64")
+            .args(["-name", "kvm_exit_cost,debug-threads=on"])
+            .args(["-machine", "pc,accel=kvm", "-m", "64", "-smp", "1"])
+            .arg("-kernel")
+            .arg(kernel)
+            .args(["-display", "none", "-nodefaults", "-daemonize", "-pidfile"])
+            .arg(&pidfile)
+            .status()
+            .expect("qemu-system-x86 installed (scripts/setup.sh)");
+        assert!(status.success(), "qemu failed: {status}");
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = std::fs::remove_file(&pidfile);
+        Guest { pid }
+    }
+
+    /// The tid of the thread QEMU names `CPU 0/KVM`.
+    fn vcpu_tid(&self) -> u32 {
+        for _ in 0..100 {
+            for task in std::fs::read_dir(format!("/proc/{}/task", self.pid)).unwrap() {
+                let task = task.unwrap().path();
+                let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+                if comm.trim() == "CPU 0/KVM" {
+                    return task.file_name().unwrap().to_str().unwrap().parse().unwrap();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("QEMU {} has no CPU 0/KVM thread", self.pid);
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of the QEMU this program started.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+    }
+}
+
+/// Loads `object` and attaches only its program `name` to kvm:`event`.
+fn attach_one(object: &[u8], name: &str, event: &str, loader: &mut EbpfLoader) -> Ebpf {
+    let mut ebpf = loader.load(object).unwrap();
+    let prog: &mut TracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
+    prog.load().unwrap();
+    prog.attach("kvm", event).unwrap();
+    ebpf
+}
+
+/// (run time ns, run count) of a program, from bpf_stats.
+fn run_stats(ebpf: &Ebpf, name: &str) -> (u64, u64) {
+    let info = ebpf.program(name).unwrap().info().unwrap();
+    (info.run_time().as_nanos() as u64, info.run_count())
+}
+
+fn pinsight_stats(probes: &Probes, name: &str) -> (u64, u64) {
+    let stats = probes.program_stats().expect("bpf_stats enabled");
+    let s = stats.iter().find(|s| s.program == name).unwrap();
+    (s.run_time_ns, s.run_count)
+}
+
+fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    let args = Args::parse();
+    let (program, empty_name) = match args.source.as_str() {
+        KVM_USERSPACE_EXIT => (KVM_USERSPACE_EXIT, KVM_USERSPACE_EXIT_EMPTY),
+        KVM_EXIT => (KVM_EXIT, KVM_EXIT_EMPTY),
+        other => panic!("--source: {other} is neither {KVM_USERSPACE_EXIT} nor {KVM_EXIT}"),
+    };
+    let stats_were_on = pinsight::probes::bpf_stats_enabled();
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("root needed for bpf_stats");
+    let guest = Guest::boot(&args.guest);
+    let vcpu = guest.vcpu_tid();
+
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let objects: Vec<(String, Vec<u8>)> = args
+        .compare
+        .iter()
+        .map(|spec| {
+            let (label, path) = spec.split_once('=').expect("--compare LABEL=PATH");
+            (label.to_string(), std::fs::read(path).unwrap())
+        })
+        .collect();
+    let source = if program == KVM_EXIT {
+        KvmExitSource::KvmExit
+    } else {
+        KvmExitSource::KvmUserspaceExit
+    };
+    // Programs on one tracepoint run one after the other in attach order, so each round
+    // loads and attaches them afresh, in an order rotated by one: none always goes first.
+    let attach_all = |round: usize| {
+        let n = objects.len() + 2;
+        let mut empty = None;
+        let mut others: Vec<Option<Other>> = (0..objects.len()).map(|_| None).collect();
+        let mut probes = None;
+        for i in (0..n).map(|i| (i + round) % n) {
+            if i == 0 {
+                empty = Some(attach_one(
+                    embedded_object(),
+                    empty_name,
+                    program,
+                    &mut EbpfLoader::new(),
+                ));
+            } else if i <= objects.len() {
+                // Each older object loaded as its daemon would, slot table sized for pid_max.
+                let (label, object) = &objects[i - 1];
+                let mut ebpf = attach_one(
+                    object,
+                    program,
+                    program,
+                    EbpfLoader::new()
+                        .set_max_entries("TRACKED_TIDS", slot_words(pid_max))
+                        .set_max_entries("RUN_NS", 1025)
+                        .set_max_entries("THREAD_RUN", 1025)
+                        .set_max_entries("KVM_EXITS", 16384)
+                        .set_max_entries("CPU_TOPO", 64),
+                );
+                let tids = Array::try_from(ebpf.take_map("TRACKED_TIDS").unwrap()).unwrap();
+                others[i - 1] = Some((label.clone(), ebpf, tids));
+            } else {
+                let loaded = Probes::load(ProbeOptions {
+                    max_threads: 1024,
+                    max_exit_keys: 16384,
+                    kvm_exit_source: source,
+                    cpu_topo: Default::default(),
+                })
+                .unwrap();
+                assert_eq!(loaded.exit_source(), Some(program));
+                probes = Some(loaded);
+            }
+        }
+        let others: Vec<Other> = others.into_iter().map(Option::unwrap).collect();
+        (empty.unwrap(), others, probes.unwrap())
+    };
+
+    let mut who: Vec<String> = vec!["empty".into()];
+    who.extend(objects.iter().map(|(label, _)| label.clone()));
+    who.push("this build".into());
+    println!(
+        "## {program}: ns per run (bpf_stats), all {} programs attached at once (attach order rotated each round), {} rounds x {} s per scenario\n",
+        who.len(),
+        args.rounds,
+        args.seconds
+    );
+    println!(
+        "vCPU thread {vcpu} of QEMU {}, guest {}\n",
+        guest.pid,
+        args.guest.display()
+    );
+    let head: Vec<String> = who.iter().map(|w| format!("{w} ns/run")).collect();
+    println!("| round | scenario | runs | {} |", head.join(" | "));
+    println!("|---|---|---|{}", "---|".repeat(who.len()));
+    // (scenario, program index, ns per run)
+    let mut ns: Vec<(&str, usize, f64)> = Vec::new();
+    for round in 1..=args.rounds {
+        let (empty, mut others, mut probes) = attach_all(round);
+        for (scenario, track) in [("untracked", false), ("tracked", true)] {
+            if track {
+                // Slot 1 of each older table; pinsight hands out its own.
+                for (_, _, tids) in &mut others {
+                    tids.set(slot_word(vcpu), 1u64 << slot_shift(vcpu), 0)
+                        .unwrap();
+                }
+                probes.track(vcpu).unwrap();
+            }
+            let sample = |probes: &Probes, others: &[Other]| {
+                let mut v = vec![run_stats(&empty, empty_name)];
+                v.extend(others.iter().map(|(_, ebpf, _)| run_stats(ebpf, program)));
+                v.push(pinsight_stats(probes, program));
+                v
+            };
+            let start = sample(&probes, &others);
+            std::thread::sleep(Duration::from_secs(args.seconds));
+            let end = sample(&probes, &others);
+            if track {
+                for (_, _, tids) in &mut others {
+                    tids.set(slot_word(vcpu), 0, 0).unwrap();
+                }
+                probes.untrack(vcpu).unwrap();
+            }
+            let per: Vec<f64> = start
+                .iter()
+                .zip(&end)
+                .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
+                .collect();
+            let runs = end[0].1 - start[0].1;
+            let cells: Vec<String> = per.iter().map(|x| format!("{x:.1}")).collect();
+            println!("| {round} | {scenario} | {runs} | {} |", cells.join(" | "));
+            ns.extend(per.iter().enumerate().map(|(i, x)| (scenario, i, *x)));
+        }
+    }
+    println!("\n| scenario | program | ns/run median (min-max) | ratio to empty, same interval: median (min-max) | target |");
+    println!("|---|---|---|---|---|");
+    for scenario in ["untracked", "tracked"] {
+        let target = if scenario == "tracked" { 1.5 } else { 1.10 };
+        let of = |i: usize| -> Vec<f64> {
+            ns.iter()
+                .filter(|(s, j, _)| *s == scenario && *j == i)
+                .map(|(_, _, x)| *x)
+                .collect()
+        };
+        let empty_ns = of(0);
+        for (i, name) in who.iter().enumerate() {
+            let (m, lo, hi) = median_spread(of(i));
+            if i == 0 {
+                println!("| {scenario} | {name} | {m:.1} ({lo:.1}-{hi:.1}) | 1 | |");
+                continue;
+            }
+            let ratios: Vec<f64> = of(i).iter().zip(&empty_ns).map(|(x, e)| x / e).collect();
+            let (r, rlo, rhi) = median_spread(ratios);
+            let met = if r <= target { "met" } else { "not met" };
+            println!(
+                "| {scenario} | {name} | {m:.1} ({lo:.1}-{hi:.1}) | {r:.2}x ({rlo:.2}-{rhi:.2}) | <= {target}x: {met} |"
+            );
+        }
+    }
+    drop(guest);
+    if !stats_were_on {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    }
+}
