@@ -122,7 +122,8 @@ fn reason_index(family: Family, code: u32, table: &[u8]) -> usize {
 #[inline(always)]
 fn count_exit(slot: u32, index: usize) {
     let Some(counts) = KVM_EXITS.get_ptr_mut(slot) else {
-        // A slot beyond the map: the daemon sizes both from probes.max_threads, so never.
+        // A slot beyond the map: a tracked thread that is not a vCPU (emulator, IOThread),
+        // which KVM never runs a guest in, so never.
         count_map_error(MapError::KvmExits);
         return;
     };

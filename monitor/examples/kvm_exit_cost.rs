@@ -195,7 +195,7 @@ fn main() {
             } else {
                 let loaded = Probes::load(ProbeOptions {
                     max_threads: 1024,
-                    max_exit_keys: 16384,
+                    max_other_threads: 64,
                     kvm_exit_source: source,
                     cpu_topo: Default::default(),
                 })

@@ -121,7 +121,7 @@ fn ping_pong(stop: Arc<AtomicBool>) -> (Vec<u32>, Vec<std::thread::JoinHandle<u6
 fn options() -> ProbeOptions {
     ProbeOptions {
         max_threads: 1024,
-        max_exit_keys: 16384,
+        max_other_threads: 64,
         kvm_exit_source: KvmExitSource::Off,
         // 64 one-CPU cores, alternating between two socket-nodes.
         cpu_topo: (0..64)

@@ -90,7 +90,7 @@ impl Engine {
         let memory_reader = crate::memory::MemoryReader::new(config.numa_maps_fallback());
         let options = ProbeOptions {
             max_threads: config.probes.max_threads,
-            max_exit_keys: config.probes.max_exit_keys,
+            max_other_threads: config.probes.max_other_threads,
             kvm_exit_source: config.probes.kvm_exit_source,
             cpu_topo: topology.cpu_topo(),
         };

@@ -126,7 +126,7 @@ fn config_lines() -> impl Strategy<Value = String> {
         "per_vcpu_metrics",
         "[probes]",
         "max_threads",
-        "max_exit_keys",
+        "max_other_threads",
         "kvm_exit_source",
         "[policy]",
         "mode",

@@ -161,8 +161,13 @@ fn probe_self_metrics_appear_with_bpf_stats() {
         .unwrap()
             > 0.0
     );
+    // Defaults: 1024 vCPU slots (the exit counters) and 1024 for the other QEMU threads.
     assert_eq!(
         metric_value(&m, "pinsight_probe_map_capacity", &[("map", "RUN_NS")]),
+        Some(2048.0)
+    );
+    assert_eq!(
+        metric_value(&m, "pinsight_probe_map_capacity", &[("map", "KVM_EXITS")]),
         Some(1024.0)
     );
     assert_eq!(
@@ -198,7 +203,7 @@ fn a_reused_slot_starts_from_zero_and_counts_exactly() {
     vm.pin_vcpu(0, "0");
     let mut probes = Probes::load(ProbeOptions {
         max_threads: 1,
-        max_exit_keys: 0,
+        max_other_threads: 64,
         kvm_exit_source: KvmExitSource::Auto,
         cpu_topo: common::two_socket_topo(),
     })

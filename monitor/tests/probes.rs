@@ -45,7 +45,7 @@ fn options(kvm_exit_source: KvmExitSource) -> ProbeOptions {
     // CPU 0 on socket 0, CPU 1 on socket 1: the same shape as the two-socket fixture.
     ProbeOptions {
         max_threads: 64,
-        max_exit_keys: 256,
+        max_other_threads: 64,
         kvm_exit_source,
         cpu_topo: common::two_socket_topo(),
     }

@@ -34,7 +34,7 @@ fn run_time_equals_schedstat_while_another_vm_boots() {
     require_host();
     let mut probes = Probes::load(ProbeOptions {
         max_threads: 64,
-        max_exit_keys: 256,
+        max_other_threads: 64,
         kvm_exit_source: KvmExitSource::Auto,
         cpu_topo: common::two_socket_topo(),
     })

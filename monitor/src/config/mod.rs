@@ -167,11 +167,14 @@ impl Default for QmpConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbesConfig {
-    /// Most QEMU threads tracked at once: vCPUs first, then the emulator, IOThreads and the
-    /// rest (sizes the per-thread maps).
+    /// Most vCPU threads tracked at once (sizes the per-thread maps, KVM exits included).
     pub max_threads: u32,
-    /// Most (thread, exit reason) pairs counted at once.
-    pub max_exit_keys: u32,
+    /// Most other QEMU threads tracked at once: emulator, IOThreads and the rest, about 4
+    /// per VM (run time and moves; no KVM exits).
+    pub max_other_threads: u32,
+    /// Retired and ignored: KVM exits are counted per tracked vCPU thread and a bounded set
+    /// of reasons, sized by `max_threads`. Still accepted so older files load; `load` warns.
+    pub max_exit_keys: Option<u32>,
     /// auto | kvm_exit | kvm_userspace_exit | off.
     pub kvm_exit_source: KvmExitSource,
 }
@@ -292,8 +295,9 @@ impl Default for Config {
 impl Default for ProbesConfig {
     fn default() -> Self {
         ProbesConfig {
-            max_threads: 2048,
-            max_exit_keys: 16384,
+            max_threads: 1024,
+            max_other_threads: 1024,
+            max_exit_keys: None,
             kvm_exit_source: KvmExitSource::Auto,
         }
     }
@@ -316,6 +320,13 @@ impl Config {
             reason: e.to_string().trim().to_string(),
         })?;
         config.validate(path)?;
+        if config.probes.max_exit_keys.is_some() {
+            tracing::warn!(
+                config = %path.display(),
+                "probes.max_exit_keys is retired and ignored: KVM exits are counted per tracked \
+                 vCPU thread (probes.max_threads) and a bounded set of reasons; remove the line"
+            );
+        }
         Ok(config)
     }
 
@@ -439,7 +450,7 @@ impl Config {
             "max_exported_vms" => f64::from(self.max_exported_vms),
             "qmp.timeout_seconds" => self.qmp.timeout_seconds,
             "probes.max_threads" => f64::from(self.probes.max_threads),
-            "probes.max_exit_keys" => f64::from(self.probes.max_exit_keys),
+            "probes.max_other_threads" => f64::from(self.probes.max_other_threads),
             "policy.remote_ratio_high" => p.remote_ratio_high,
             "policy.remote_ratio_clear" => p.remote_ratio_clear,
             "policy.cooldown_seconds" => p.cooldown_seconds,

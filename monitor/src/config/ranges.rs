@@ -88,14 +88,14 @@ pub const RANGES: &[Range] = &[
     Range {
         key: "probes.max_threads",
         min: 1.0,
-        max: 65535.0,
-        text: "must be 1 to 65535 (slots are 16-bit)",
+        max: 32767.0,
+        text: "must be 1 to 32767 (slots are 16-bit, shared with max_other_threads)",
     },
     Range {
-        key: "probes.max_exit_keys",
-        min: 1.0,
-        max: 4_194_304.0,
-        text: "must be 1 to 4194304",
+        key: "probes.max_other_threads",
+        min: 0.0,
+        max: 32768.0,
+        text: "must be 0 to 32768 (slots are 16-bit, shared with max_threads)",
     },
     Range {
         key: "policy.remote_ratio_high",

@@ -23,7 +23,7 @@ fn every_numeric_key_refuses_values_outside_its_range_naming_key_value_and_range
         // Integer keys are u32 in TOML: values below 0 or above u32 fail to parse, which
         // is refused too (by serde, naming the key).
         let integer = range.key.contains("max_threads")
-            || range.key.contains("max_exit_keys")
+            || range.key.contains("max_other_threads")
             || range.key.contains("max_repins")
             || range.key.contains("max_exported_vms");
         let below = range.min

@@ -20,8 +20,9 @@ use crate::topology::Topology;
 pub trait Tracker {
     /// Tracked tids.
     fn tracked(&self) -> &BTreeSet<u32>;
-    /// Starts accounting `tid` with fresh counters.
-    fn track(&mut self, tid: u32) -> Result<(), ProbeError>;
+    /// Starts accounting `tid` with fresh counters: a vCPU thread when `vcpu`, else another
+    /// QEMU thread (in its own pool of slots).
+    fn track(&mut self, tid: u32, vcpu: bool) -> Result<(), ProbeError>;
     /// Stops accounting `tid`, returning its last counters.
     fn untrack(&mut self, tid: u32) -> Result<ThreadCounters, ProbeError>;
 }
@@ -30,8 +31,12 @@ impl Tracker for Probes {
     fn tracked(&self) -> &BTreeSet<u32> {
         Probes::tracked(self)
     }
-    fn track(&mut self, tid: u32) -> Result<(), ProbeError> {
-        Probes::track(self, tid)
+    fn track(&mut self, tid: u32, vcpu: bool) -> Result<(), ProbeError> {
+        if vcpu {
+            Probes::track(self, tid)
+        } else {
+            Probes::track_other(self, tid)
+        }
     }
     fn untrack(&mut self, tid: u32) -> Result<ThreadCounters, ProbeError> {
         Probes::untrack(self, tid)
@@ -58,14 +63,15 @@ impl Tracking {
         new: &Inventory,
         topology: &Topology,
     ) {
-        // vCPU threads first: when the maps are full, they are the ones to measure.
+        // vCPUs and the other threads have slots of their own (probes.max_threads and
+        // probes.max_other_threads): a host full of IOThreads never costs a vCPU its slot.
         let vcpus = new.vms.iter().flat_map(|vm| &vm.vcpus);
         let others = new.vms.iter().flat_map(|vm| &vm.threads);
-        let order: Vec<(u32, u64)> = vcpus
-            .map(|t| (t.tid, t.start_time))
-            .chain(others.map(|t| (t.tid, t.start_time)))
+        let order: Vec<(u32, u64, bool)> = vcpus
+            .map(|t| (t.tid, t.start_time, true))
+            .chain(others.map(|t| (t.tid, t.start_time, false)))
             .collect();
-        let wanted: BTreeMap<u32, u64> = order.iter().copied().collect();
+        let wanted: BTreeMap<u32, u64> = order.iter().map(|&(t, s, _)| (t, s)).collect();
         let stale: Vec<u32> = probes
             .tracked()
             .iter()
@@ -84,11 +90,11 @@ impl Tracking {
             self.started.remove(&tid);
         }
         self.unmeasured.retain(|tid, _| wanted.contains_key(tid));
-        for &(tid, start) in &order {
+        for &(tid, start, vcpu) in &order {
             if probes.tracked().contains(&tid) {
                 continue;
             }
-            match probes.track(tid) {
+            match probes.track(tid, vcpu) {
                 Ok(()) => {
                     self.started.insert(tid, start);
                     self.unmeasured.remove(&tid);
@@ -129,13 +135,13 @@ mod tests {
         fn tracked(&self) -> &BTreeSet<u32> {
             &self.tracked
         }
-        fn track(&mut self, tid: u32) -> Result<(), ProbeError> {
+        fn track(&mut self, tid: u32, _vcpu: bool) -> Result<(), ProbeError> {
             self.calls.push(format!("track {tid}"));
             if self.tracked.len() >= self.capacity {
                 return Err(ProbeError::Full {
                     tid,
-                    tracked: self.tracked.len(),
                     capacity: self.capacity as u32,
+                    key: "probes.max_threads",
                 });
             }
             self.tracked.insert(tid);

@@ -278,7 +278,7 @@ pub fn render(view: &HostView) -> String {
     let mut capacity = Family::new(
         "pinsight_probe_map_capacity",
         GAUGE,
-        "Capacity of a probe map (probes.max_threads, probes.max_exit_keys).",
+        "Capacity of a probe map: RUN_NS holds every tracked QEMU thread (probes.max_threads + probes.max_other_threads), KVM_EXITS the vCPU threads (probes.max_threads).",
     );
     for m in &view.probes.maps {
         entries.push(vec![("map", m.map.clone())], m.entries as f64);

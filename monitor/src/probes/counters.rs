@@ -18,6 +18,16 @@ use super::{MapUsage, Moves, ProbeError, Probes, ProgramStats, ThreadCounters};
 impl Probes {
     /// Starts accounting `tid` as a vCPU thread.
     pub fn track(&mut self, tid: u32) -> Result<(), ProbeError> {
+        self.track_as(tid, true)
+    }
+
+    /// Starts accounting `tid`, a QEMU thread that is not a vCPU (run time and moves; no
+    /// KVM exits), in a slot of its own pool (`max_other_threads`).
+    pub fn track_other(&mut self, tid: u32) -> Result<(), ProbeError> {
+        self.track_as(tid, false)
+    }
+
+    fn track_as(&mut self, tid: u32, vcpu: bool) -> Result<(), ProbeError> {
         if self.tracked.contains(&tid) {
             return Ok(());
         }
@@ -27,11 +37,18 @@ impl Probes {
                 table_tids: self.slot_words * SLOTS_PER_WORD,
             });
         }
-        let slot = self.free_slots.pop().ok_or(ProbeError::Full {
-            tid,
-            tracked: self.tracked.len(),
-            capacity: self.options.max_threads,
-        })?;
+        let (pool, capacity, key) = if vcpu {
+            let key = "probes.max_threads";
+            (&mut self.free_slots, self.options.max_threads, key)
+        } else {
+            let key = "probes.max_other_threads";
+            (
+                &mut self.free_other_slots,
+                self.options.max_other_threads,
+                key,
+            )
+        };
+        let slot = pool.pop().ok_or(ProbeError::Full { tid, capacity, key })?;
         // Counters first, the slot last: the probes never see a half-tracked thread, and a
         // slot's counters left by its previous thread (or by a probe that looked the slot up
         // just before that thread was untracked) are cleared, never handed on. Counting
@@ -47,10 +64,12 @@ impl Probes {
             .run_ns
             .set(slot, zeros, 0)
             .map_err(map_err(RUN_NS))
-            .and_then(|()| {
-                self.kvm_exits
+            .and_then(|()| match self.has_exits(slot) {
+                true => self
+                    .kvm_exits
                     .set(slot, no_exits, 0)
-                    .map_err(map_err(KVM_EXITS))
+                    .map_err(map_err(KVM_EXITS)),
+                false => Ok(()),
             })
             .and_then(|()| {
                 self.thread_run
@@ -59,7 +78,7 @@ impl Probes {
             })
             .and_then(|()| self.set_slot(tid, slot));
         if let Err(e) = published {
-            self.free_slots.push(slot);
+            self.free_slot(slot);
             return Err(e);
         }
         self.slots.insert(tid, slot);
@@ -74,10 +93,23 @@ impl Probes {
         self.set_slot(tid, 0)?;
         let last = self.read_thread(tid);
         if let Some(slot) = self.slots.remove(&tid) {
-            self.free_slots.push(slot);
+            self.free_slot(slot);
         }
         self.tracked.remove(&tid);
         Ok(last)
+    }
+
+    /// Whether `slot` is a vCPU's, the only ones with KVM exit counters.
+    fn has_exits(&self, slot: u32) -> bool {
+        slot <= self.options.max_threads
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        if self.has_exits(slot) {
+            self.free_slots.push(slot);
+        } else {
+            self.free_other_slots.push(slot);
+        }
     }
 
     fn set_slot(&mut self, tid: u32, slot: u32) -> Result<(), ProbeError> {
@@ -149,7 +181,10 @@ impl Probes {
         ThreadCounters {
             run_ns_by_cpu,
             moves: Moves::from_counts(&moves),
-            exits: slot.map(|slot| self.read_exits(slot)).unwrap_or_default(),
+            exits: slot
+                .filter(|&slot| self.has_exits(slot))
+                .map(|slot| self.read_exits(slot))
+                .unwrap_or_default(),
         }
     }
 
@@ -180,12 +215,12 @@ impl Probes {
             MapUsage {
                 map: RUN_NS,
                 entries: self.tracked.len() as u64,
-                capacity: self.options.max_threads.into(),
+                capacity: u64::from(self.options.max_threads + self.options.max_other_threads),
             },
-            // One entry per tracked thread, as RUN_NS: it cannot fill before RUN_NS does.
+            // One entry per tracked vCPU thread.
             MapUsage {
                 map: KVM_EXITS,
-                entries: self.tracked.len() as u64,
+                entries: self.slots.values().filter(|&&s| self.has_exits(s)).count() as u64,
                 capacity: self.options.max_threads.into(),
             },
         ]

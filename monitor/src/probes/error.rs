@@ -64,15 +64,15 @@ pub enum ProbeError {
         /// The read or parse error.
         source: std::io::Error,
     },
-    /// More vCPU threads than the maps hold.
-    #[error("cannot track thread {tid}: {tracked} threads tracked, maps hold {capacity} (raise probes.max_threads)")]
+    /// More threads of a kind (vCPU, or other) than the maps hold.
+    #[error("cannot track thread {tid}: all {capacity} slots of its kind are taken (raise {key})")]
     Full {
         /// The thread.
         tid: u32,
-        /// Threads tracked now.
-        tracked: usize,
-        /// Map capacity.
+        /// The slots of its kind.
         capacity: u32,
+        /// The config key that sizes them.
+        key: &'static str,
     },
 }
 

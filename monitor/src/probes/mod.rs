@@ -61,12 +61,13 @@ pub fn embedded_object() -> &'static [u8] {
 /// Sizes and choices for loading the probes.
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
-    /// Capacity of the per-thread maps: the most vCPU threads tracked at once (< 65536).
+    /// The most vCPU threads tracked at once: slots 1..=max_threads, the only ones with KVM
+    /// exit counters (a bounded set of reasons each).
     pub max_threads: u32,
-    /// Sizes nothing any more: the KVM exit counters have one entry per tracked thread
-    /// (`max_threads`) and a bounded set of reasons. Kept until the config key
-    /// `probes.max_exit_keys`, which feeds it, is retired.
-    pub max_exit_keys: u32,
+    /// The most other QEMU threads (emulator, IOThreads, the rest) tracked at once: the slots
+    /// after the vCPUs', with run time and moves but no exit counters. The sum with
+    /// `max_threads` stays below 65536 (16-bit slots).
+    pub max_other_threads: u32,
     /// KVM exit source.
     pub kvm_exit_source: KvmExitSource,
     /// Where each CPU sits (`Topology::cpu_topo`); CPUs absent here are "unknown" to the
@@ -134,9 +135,12 @@ pub struct Probes {
     /// Our copy of the slot words (four 16-bit slots each), so tracking is one map write.
     words: StdHashMap<u32, u64>,
     tracked: BTreeSet<u32>,
-    /// Run-array slot of each tracked thread (1..=max_threads; 0 means untracked).
+    /// Run-array slot of each tracked thread (vCPUs 1..=max_threads, others after them; 0
+    /// means untracked).
     slots: StdHashMap<u32, u32>,
+    /// Free vCPU slots and free slots of other threads.
     free_slots: Vec<u32>,
+    free_other_slots: Vec<u32>,
     slot_words: u32,
     nr_cpus: usize,
     options: ProbeOptions,
@@ -159,13 +163,14 @@ impl Probes {
         globals.extend(sched_migrate_task::globals());
         globals.extend(kvm_exit::globals());
         let slot_words = tracked::slot_words(pid_max());
+        let all_threads = options.max_threads + options.max_other_threads;
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(path, source)| ProbeError::PossibleCpus { path, source })?;
         let mut loader = EbpfLoader::new();
         loader
             .set_max_entries(TRACKED_TIDS, slot_words)
-            .set_max_entries(RUN_NS, sched_switch::slot_entries(options.max_threads))
-            .set_max_entries(THREAD_RUN, sched_switch::slot_entries(options.max_threads))
+            .set_max_entries(RUN_NS, sched_switch::slot_entries(all_threads))
+            .set_max_entries(THREAD_RUN, sched_switch::slot_entries(all_threads))
             .set_max_entries(KVM_EXITS, sched_switch::slot_entries(options.max_threads))
             .set_max_entries(CPU_TOPO, nr_cpus as u32);
         for (name, value) in &globals {
@@ -211,6 +216,7 @@ impl Probes {
             slots: StdHashMap::new(),
             // Handed out from the end, so slot 1 goes first.
             free_slots: (1..=options.max_threads).rev().collect(),
+            free_other_slots: (options.max_threads + 1..=all_threads).rev().collect(),
             slot_words,
             nr_cpus,
             options,
