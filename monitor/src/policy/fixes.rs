@@ -14,8 +14,8 @@ use crate::config::{FixMode, PolicyConfig};
 use crate::cpuset::CpuSet;
 use crate::interrupts::VfioInterrupts;
 use crate::inventory::{Vm, Vmm};
+use crate::memory::BytesByNode;
 use crate::topology::{normalize_pci_address, Topology};
-use crate::view::HostView;
 
 /// The longest the memory budget accrues: moves larger than this much budget never start.
 pub const BUDGET_ACCRUAL_SECONDS: f64 = 3600.0;
@@ -146,14 +146,29 @@ pub struct FixPlan {
     pub irqbalance: Option<Irqbalance>,
 }
 
+/// The fixes as the daemon publishes them: the plan and the moves counted by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FixesView {
+    /// The last evaluation.
+    pub plan: FixPlan,
+    /// pinsight_memory_moves_total by (domain, outcome).
+    pub memory_moves: Vec<(String, String, u64)>,
+    /// pinsight_irq_moves_total by (domain, gpu, outcome).
+    pub irq_moves: Vec<(String, String, String, u64)>,
+    /// Whether irqbalance runs (None: not looked for, policy.irq = "off").
+    pub irqbalance_running: Option<bool>,
+}
+
 /// What the fixes are decided from.
 pub struct FixInputs<'a> {
     /// The host.
     pub topology: &'a Topology,
     /// Running VMs.
     pub vms: &'a [Vm],
-    /// This tick's view (memory by node, remote shares).
-    pub view: &'a HostView,
+    /// Each VM's resident bytes per node, by domain name.
+    pub memory: &'a BTreeMap<String, BytesByNode>,
+    /// Each VM's vCPU remote share over the window, by domain name (absent: unknown).
+    pub remote_ratios: &'a BTreeMap<String, f64>,
     /// The GPUs' interrupt lines with their affinity.
     pub interrupts: &'a VfioInterrupts,
     /// irqbalance, if it runs.
@@ -261,10 +276,9 @@ fn words_only(mode: FixMode, key: &str, enforce: bool) -> Option<String> {
 
 /// The memory move of `vm`, when its vCPUs sit by its GPU and its memory mostly does not.
 fn memory_fix(config: &PolicyConfig, inputs: &FixInputs, vm: &Vm) -> Option<MemoryFix> {
-    let memory = inputs.view.vm(&vm.name)?.memory.as_ref()?;
-    let total: u64 = memory.by_node.values().sum();
-    let off: BTreeMap<u32, u64> = memory
-        .by_node
+    let by_node = inputs.memory.get(&vm.name)?;
+    let total: u64 = by_node.values().sum();
+    let off: BTreeMap<u32, u64> = by_node
         .iter()
         .filter(|(node, bytes)| !vm.gpu_nodes.contains(node) && **bytes > 0)
         .map(|(n, b)| (*n, *b))
@@ -280,10 +294,9 @@ fn memory_fix(config: &PolicyConfig, inputs: &FixInputs, vm: &Vm) -> Option<Memo
         .iter()
         .all(|t| t.allowed_cpus.intersection(&far).is_empty());
     let ran_near = inputs
-        .view
-        .vm(&vm.name)
-        .and_then(|v| v.remote_ratio)
-        .is_some_and(|r| r <= config.remote_ratio_clear);
+        .remote_ratios
+        .get(&vm.name)
+        .is_some_and(|r| *r <= config.remote_ratio_clear);
     // Memory follows the vCPUs: moving it to the GPU while they run far would only make it
     // remote to them. The repin comes first.
     if !(confined || ran_near) {
