@@ -55,7 +55,16 @@ mod tests {
         std::fs::write(q.join("comm"), "irqbalance\n").unwrap();
         std::fs::write(
             q.join("cmdline"),
-            "/usr/sbin/irqbalance\0--foreground\0--banirq=156\0-i\0157\0-i158\0",
+            [
+                "/usr/sbin/irqbalance",
+                "--foreground",
+                "--banirq=156",
+                "-i",
+                "157",
+                "-i158",
+                "",
+            ]
+            .join("\0"),
         )
         .unwrap();
         std::fs::create_dir_all(dir.path().join("irq")).unwrap();
