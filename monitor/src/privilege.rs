@@ -104,6 +104,22 @@ pub const SYS_NICE_FOR_PROCESS_PINS: Kept = Kept {
           the threads of a QEMU without libvirt run by another user",
 };
 
+/// Kept when enforce mode moves VM memory (`policy.memory = "enforce"`): migrate_pages(2)
+/// of a QEMU of another uid needs CAP_SYS_PTRACE (its ptrace_may_access check), and a target
+/// node outside the QEMU's cpuset.mems CAP_SYS_NICE.
+pub const FOR_MEMORY_MOVES: [Kept; 2] = [
+    Kept {
+        cap: Capability::CAP_SYS_PTRACE,
+        why: "policy.mode and policy.memory are enforce: migrate_pages of a QEMU run by \
+              another user",
+    },
+    Kept {
+        cap: Capability::CAP_SYS_NICE,
+        why: "policy.mode and policy.memory are enforce: migrate_pages to a node outside \
+              the QEMU's cpuset.mems",
+    },
+];
+
 /// `(major, minor)` of a kernel release such as "6.18.44-fc-v1045".
 fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -113,9 +129,10 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 /// Drops every capability the steady state does not need from every thread, and logs one
 /// line with what was kept (and why) and what was dropped. Call it once the probes are
 /// attached and their maps open. `pins_processes`: enforce mode with QMP sockets configured,
-/// which keeps [`SYS_NICE_FOR_PROCESS_PINS`]. A failure is logged, not fatal: the daemon
-/// still works, with more privilege than it needs, and says so.
-pub fn drop_after_attach(pins_processes: bool) {
+/// which keeps [`SYS_NICE_FOR_PROCESS_PINS`]; `moves_memory` keeps [`FOR_MEMORY_MOVES`]. A
+/// failure is logged, not fatal: the daemon still works, with more privilege than it needs,
+/// and says so.
+pub fn drop_after_attach(pins_processes: bool, moves_memory: bool) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let bpf_disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
         .ok()
@@ -123,6 +140,13 @@ pub fn drop_after_attach(pins_processes: bool) {
     let mut kept = needed_in_steady_state(release.trim(), bpf_disabled);
     if pins_processes {
         kept.push(SYS_NICE_FOR_PROCESS_PINS);
+    }
+    if moves_memory {
+        for k in FOR_MEMORY_MOVES {
+            if !kept.iter().any(|have| have.cap == k.cap) {
+                kept.push(k);
+            }
+        }
     }
     let before = held_by_process().unwrap_or_default();
     match drop_all_but(&kept) {

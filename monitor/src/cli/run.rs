@@ -112,10 +112,14 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
         // Enforce mode pins QEMUs without libvirt itself: CAP_SYS_NICE stays (privilege.rs).
         let pins_processes =
             config.policy.mode == crate::config::Mode::Enforce && !config.qmp.sockets.is_empty();
+        // Enforce mode moving VM memory calls migrate_pages: CAP_SYS_PTRACE and CAP_SYS_NICE
+        // stay (privilege.rs).
+        let moves_memory = config.policy.mode == crate::config::Mode::Enforce
+            && config.policy.memory == crate::config::FixMode::Enforce;
         // The engine is created inside the runtime so aya-log can read the probes' log buffer.
         let engine = crate::daemon::Engine::new(config, topology, shared.clone());
         // The probes are attached (or reported as skipped) by now.
-        crate::privilege::drop_after_attach(pins_processes);
+        crate::privilege::drop_after_attach(pins_processes, moves_memory);
         crate::daemon::notify::ready("started; first tick pending");
         let engine_stop = stop.clone();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();

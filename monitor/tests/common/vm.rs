@@ -36,6 +36,9 @@ pub struct VmOptions {
     /// Guest RAM in MiB, all of it touched at start (`<allocation mode='immediate'/>`), for
     /// tests that count where memory sits; `None`: 128 MiB, touched as the guest goes.
     pub preallocated_mib: Option<u32>,
+    /// `<numatune>` element of the domain (its memory policy), e.g.
+    /// `<numatune><memory mode='restrictive' nodeset='0'/></numatune>`.
+    pub numatune_xml: Option<&'static str>,
 }
 
 impl Default for VmOptions {
@@ -48,6 +51,7 @@ impl Default for VmOptions {
             vcpu_cpuset: None,
             machine: "pc",
             preallocated_mib: None,
+            numatune_xml: None,
         }
     }
 }
@@ -343,6 +347,7 @@ fn domain_xml(name: &str, opts: &VmOptions, vcpus: usize, kernel: Option<&Path>)
     };
     let metadata = opts.metadata_xml.as_deref().unwrap_or_default();
     let machine = opts.machine;
+    let numatune = opts.numatune_xml.unwrap_or_default();
     let (memory_mib, backing) = match opts.preallocated_mib {
         Some(mib) => (
             mib,
@@ -362,7 +367,7 @@ fn domain_xml(name: &str, opts: &VmOptions, vcpus: usize, kernel: Option<&Path>)
   <name>{name}</name>
   <metadata>{metadata}</metadata>
   <memory unit='MiB'>{memory_mib}</memory>{backing}
-  <vcpu placement='static'{cpuset}>{vcpus}</vcpu>
+  <vcpu placement='static'{cpuset}>{vcpus}</vcpu>{numatune}
   <os><type arch='x86_64' machine='{machine}'>hvm</type>{boot}</os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
