@@ -192,4 +192,41 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
         assert!(refused_before_moving(&err));
     }
+
+    #[test]
+    fn a_vm_whose_process_vanished_is_gone_and_nothing_is_recorded() {
+        let state = tempfile::tempdir().unwrap();
+        let fix = MemoryFix {
+            domain: "vm".into(),
+            uuid: "u-2".into(),
+            // Above this host's pid_max (32768 here, 4194304 at most): no such process.
+            pid: 4_194_305,
+            bytes: 1 << 20,
+            off_ratio: 1.0,
+            from: "0".parse().unwrap(),
+            to: "1".parse().unwrap(),
+            method: MemoryMethod::MigratePages,
+            verdict: crate::policy::fixes::FixVerdict::Apply,
+            reason: String::new(),
+        };
+        let err = apply(&fix, None, Path::new("/proc"), state.path(), 1.0).unwrap_err();
+        assert!(
+            matches!(err, FixError::Gone { pid: 4_194_305, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nothing moved"), "{err}");
+        assert!(!fix_record::path(state.path(), "u-2").exists());
+        // The same for a strict numatune's restart: never tried, nothing recorded but the time.
+        let restart = MemoryFix {
+            pid: std::process::id(),
+            method: MemoryMethod::Restart,
+            ..fix
+        };
+        let err = apply(&restart, None, Path::new("/proc"), state.path(), 1.0).unwrap_err();
+        assert!(err.to_string().contains("not tried"), "{err}");
+        let record = fix_record::read(&fix_record::path(state.path(), "u-2"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((record.memory, record.last_memory), (None, Some(1.0)));
+    }
 }
