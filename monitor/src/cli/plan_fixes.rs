@@ -74,7 +74,7 @@ pub fn render(plan: &FixPlan, source: &str) -> String {
         );
     }
     if plan.memory.is_empty() && plan.irq.is_empty() {
-        out.push_str("  none: every GPU VM's memory and interrupt lines are on its GPU's node, or its vCPUs are not\n");
+        out.push_str("  none: no GPU VM has memory (with its vCPUs by the GPU) or an interrupt line off its GPU's node\n");
     }
     for f in &plan.memory {
         let how = match &f.method {
