@@ -5,6 +5,7 @@
 //! publishes it. Every reader (/metrics, /, /status.json) reads that view and nothing else:
 //! sources -> accounting -> view -> policy verdicts -> published view.
 
+mod fixes;
 mod libvirt_source;
 pub mod notify;
 mod repin;
@@ -75,6 +76,8 @@ pub struct Engine {
     ticks: u64,
     /// The repin policy; None in observe mode.
     policy: Option<repin::PolicyLoop>,
+    /// The memory and interrupt fixes (run with the policy).
+    fixes: fixes::FixLoop,
     /// libvirt domain events (VM started, pins changed): a rescan at once.
     lifecycle: Option<Lifecycle>,
     /// QEMU VMs without libvirt, scanned through their QMP sockets on a thread of its own.
@@ -133,6 +136,7 @@ impl Engine {
                 Duration::from_secs_f64(config.rescan_seconds),
             ),
             policy: repin::PolicyLoop::new(&config.policy, &config.qmp.state_dir),
+            fixes: fixes::FixLoop::default(),
             lifecycle,
             libvirt: libvirt_source::LibvirtSource::new(
                 &config.libvirt_uri,
@@ -266,7 +270,22 @@ impl Engine {
                     &view,
                     self.libvirt.worker(),
                 );
+                self.fixes.forget_gone(&self.inventory.vms);
+                let sources = fixes::FixSources {
+                    topology: &self.topology,
+                    vms: &self.inventory.vms,
+                    memory: &self.memory,
+                    remote_ratios: view
+                        .vms
+                        .iter()
+                        .filter_map(|v| Some((v.domain.clone(), v.remote_ratio?)))
+                        .collect(),
+                    interrupts: &self.interrupts,
+                };
+                self.fixes
+                    .run(&self.config, &sources, self.libvirt.worker());
             }
+            view.fixes = Some(self.fixes.view.clone());
             view.set_policy(&policy.plan, &policy.repins);
             view.policy_paused = self.paused.clone();
         }

@@ -16,6 +16,7 @@ pub mod fatal;
 pub mod http;
 pub mod interrupts;
 pub mod inventory;
+pub mod irqbalance;
 pub mod lifecycle;
 pub mod lock;
 pub mod memory;

@@ -113,6 +113,22 @@ pub const SYS_PTRACE_FOR_NUMA_MAPS: Kept = Kept {
           memory cgroup cannot be read needs ptrace read access",
 };
 
+/// Kept when enforce mode moves VM memory (`policy.memory = "enforce"`): migrate_pages(2)
+/// of a QEMU of another uid needs CAP_SYS_PTRACE (its ptrace_may_access check), and a target
+/// node outside the QEMU's cpuset.mems CAP_SYS_NICE.
+pub const FOR_MEMORY_MOVES: [Kept; 2] = [
+    Kept {
+        cap: Capability::CAP_SYS_PTRACE,
+        why: "policy.mode and policy.memory are enforce: migrate_pages of a QEMU run by \
+              another user",
+    },
+    Kept {
+        cap: Capability::CAP_SYS_NICE,
+        why: "policy.mode and policy.memory are enforce: migrate_pages to a node outside \
+              the QEMU's cpuset.mems",
+    },
+];
+
 /// `(major, minor)` of a kernel release such as "6.18.44-fc-v1045".
 fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -122,15 +138,20 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 /// Drops every capability the steady state does not need from every thread, and logs one
 /// line with what was kept (and why) and what was dropped. Call it once the probes are
 /// attached and their maps open. `by_config`: what the configuration needs beyond the
-/// probes ([`SYS_NICE_FOR_PROCESS_PINS`], [`SYS_PTRACE_FOR_NUMA_MAPS`]). A failure is logged,
-/// not fatal: the daemon still works, with more privilege than it needs, and says so.
+/// probes ([`SYS_NICE_FOR_PROCESS_PINS`], [`SYS_PTRACE_FOR_NUMA_MAPS`],
+/// [`FOR_MEMORY_MOVES`]; a capability named twice is kept once). A failure is logged, not
+/// fatal: the daemon still works, with more privilege than it needs, and says so.
 pub fn drop_after_attach(by_config: &[Kept]) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let bpf_disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
         .ok()
         .and_then(|t| t.trim().parse().ok());
     let mut kept = needed_in_steady_state(release.trim(), bpf_disabled);
-    kept.extend_from_slice(by_config);
+    for k in by_config {
+        if !kept.iter().any(|have| have.cap == k.cap) {
+            kept.push(k.clone());
+        }
+    }
     let before = held_by_process().unwrap_or_default();
     match drop_all_but(&kept) {
         Ok(bounding_kept) => {

@@ -215,6 +215,7 @@ fn metrics_exposition_matches_the_golden_file() {
     // counted.
     view.vms[0].vcpus[0].repin_recommended = Some(true);
     view.vms[0].repins.insert("skipped_optout".to_string(), 1);
+    view.fixes = Some(fixes_view(&view.vms[0].domain));
     let rendered = (render(&view) + &render_scrape_duration(0.001))
         .replace(env!("CARGO_PKG_VERSION"), "VERSION")
         .replace(pinsight::metrics::exporter::COMMIT, "COMMIT")
@@ -263,4 +264,42 @@ fn golden_diff_names_the_line_of_an_insertion() {
     assert!(diff.contains("\n+new 9\n"), "{diff}");
     assert_eq!(diff.matches("\n-").count(), 0, "{diff}");
     assert!(diff.contains("\n c 3\n"), "{diff}");
+}
+
+/// The memory and interrupt fixes of a VM whose memory and one GPU line are misplaced.
+fn fixes_view(domain: &str) -> pinsight::policy::fixes::FixesView {
+    use pinsight::policy::fixes::{FixPlan, FixVerdict, FixesView, IrqFix, IrqMove, MemoryFix};
+    let cpus = |s: &str| s.parse::<CpuSet>().expect("a CPU list");
+    FixesView {
+        plan: FixPlan {
+            memory: vec![MemoryFix {
+                domain: domain.into(),
+                uuid: "u".into(),
+                pid: 1000,
+                bytes: 3 << 30,
+                off_ratio: 0.75,
+                from: cpus("0"),
+                to: cpus("1"),
+                method: pinsight::policy::fixes::MemoryMethod::MigratePages,
+                verdict: FixVerdict::Recommend,
+                reason: String::new(),
+            }],
+            irq: vec![IrqFix {
+                domain: domain.into(),
+                uuid: "u".into(),
+                gpu: "0000:3b:00.0".into(),
+                lines: vec![IrqMove {
+                    irq: 156,
+                    before: cpus("0"),
+                    after: cpus("1"),
+                }],
+                verdict: FixVerdict::Apply,
+                reason: String::new(),
+            }],
+            irqbalance: None,
+        },
+        memory_moves: vec![(domain.into(), "recommended".into(), 1)],
+        irq_moves: vec![(domain.into(), "0000:3b:00.0".into(), "applied".into(), 1)],
+        irqbalance_running: Some(false),
+    }
 }

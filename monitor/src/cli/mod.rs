@@ -11,6 +11,7 @@ pub mod client;
 pub mod host;
 pub mod logging;
 pub mod plan;
+pub mod plan_fixes;
 pub mod render;
 pub mod restore;
 pub mod run;
@@ -84,6 +85,17 @@ pub enum CliError {
     /// A repin or restore could not be made (the error says what was rolled back).
     #[error(transparent)]
     Remediate(#[from] RemediateError),
+    /// A memory or interrupt fix could not be made or undone.
+    #[error(transparent)]
+    Fix(#[from] crate::remediate::fix_record::FixError),
+    /// Some recorded fixes could not be put back (they stay recorded for another try).
+    #[error("domain {domain}: not restored: {failed}")]
+    FixesNotRestored {
+        /// Domain name.
+        domain: String,
+        /// What failed, in words.
+        failed: String,
+    },
     /// The daemon's /status.json could not be fetched.
     #[error(transparent)]
     Fetch(#[from] FetchError),

@@ -1,5 +1,6 @@
 //! `pinsight plan`: what the repin policy in enforce mode would do now, and why; or, with
-//! `--undo`, the pins a VM had before pinsight first acted on it. Changes nothing.
+//! `--undo`, the pins a VM had before pinsight first acted on it; then the memory and
+//! interrupt fixes (`plan_fixes`). Changes nothing.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -50,7 +51,8 @@ fn plan(
     json: bool,
 ) -> Result<(), CliError> {
     let addr = addr.unwrap_or_else(|| daemon_addr(config.listen));
-    let (ratios, source) = match fetch_status(&addr) {
+    let daemon = fetch_status(&addr);
+    let (ratios, source) = match &daemon {
         Ok(view) => (
             view.vcpu_remote_ratios(),
             format!("remote shares from the daemon at {addr}"),
@@ -60,6 +62,8 @@ fn plan(
             format!("no remote shares ({e}): deciding by allowed CPUs alone"),
         ),
     };
+    let (fixes, fixes_source) =
+        super::plan_fixes::fix_plan(config, topology, inventory, daemon.as_ref().ok());
     // The decision is the same in every mode; only the daemon's loop acts on it.
     let plan = Policy::new(config.policy.clone()).evaluate(&Inputs {
         topology,
@@ -68,10 +72,11 @@ fn plan(
         now: unix_now(),
     });
     if json {
-        print_json(&serde_json::json!({ "ratios": source, "plan": plan }))
+        print_json(&serde_json::json!({ "ratios": source, "plan": plan, "fixes": fixes }))
     } else {
         println!("What `enforce` would do now (nothing is changed); {source}.\n");
         print!("{}", render::plan(&plan));
+        print!("{}", super::plan_fixes::render(&fixes, &fixes_source));
         Ok(())
     }
 }

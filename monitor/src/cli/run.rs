@@ -110,13 +110,18 @@ pub fn execute(args: RunArgs) -> Result<(), CliError> {
         let shared = crate::daemon::shared();
         let stop = Arc::new(AtomicBool::new(false));
         // Enforce mode pins QEMUs without libvirt itself: CAP_SYS_NICE stays; the numa_maps
-        // fallback reads QEMU's page tables: CAP_SYS_PTRACE stays (privilege.rs).
+        // fallback reads QEMU's page tables: CAP_SYS_PTRACE stays; enforce mode moving VM
+        // memory calls migrate_pages: CAP_SYS_PTRACE and CAP_SYS_NICE stay (privilege.rs).
         let mut by_config = Vec::new();
-        if config.policy.mode == crate::config::Mode::Enforce && !config.qmp.sockets.is_empty() {
+        let enforce = config.policy.mode == crate::config::Mode::Enforce;
+        if enforce && !config.qmp.sockets.is_empty() {
             by_config.push(crate::privilege::SYS_NICE_FOR_PROCESS_PINS);
         }
         if config.numa_maps_fallback().is_some() {
             by_config.push(crate::privilege::SYS_PTRACE_FOR_NUMA_MAPS);
+        }
+        if enforce && config.policy.memory == crate::config::FixMode::Enforce {
+            by_config.extend(crate::privilege::FOR_MEMORY_MOVES);
         }
         // The engine is created inside the runtime so aya-log can read the probes' log buffer.
         let engine = crate::daemon::Engine::new(config, topology, shared.clone());

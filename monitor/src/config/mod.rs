@@ -237,6 +237,45 @@ pub struct PolicyConfig {
     /// Move back a VM whose pins someone else changed after pinsight's last action (off:
     /// such a VM is reported as `skipped_operator` and left alone).
     pub reassert: bool,
+    /// Moving a GPU VM's memory to its GPU's node: off | recommend | enforce (enforce acts
+    /// only while `mode` is enforce too).
+    pub memory: FixMode,
+    /// Moving a GPU's misplaced interrupt lines to its node's CPUs: off | recommend | enforce
+    /// (enforce acts only while `mode` is enforce too).
+    pub irq: FixMode,
+    /// A VM whose vCPUs sit by its GPU has its memory fix recommended once this share of its
+    /// memory is off the GPU's node(s).
+    pub memory_remote_high: f64,
+    /// The host's budget for memory moves: a move of B bytes waits until the budget accrued
+    /// since the last move (at this rate) covers B.
+    pub memory_bytes_per_second: f64,
+    /// Seconds after a memory or interrupt fix on a VM during which that VM gets no other fix
+    /// of the same kind.
+    pub fix_cooldown_seconds: f64,
+}
+
+/// What the policy does with a misplaced VM's memory or GPU interrupts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FixMode {
+    /// Not evaluated.
+    Off,
+    /// Evaluated, logged, exported and shown by `pinsight plan`; nothing changed.
+    #[default]
+    Recommend,
+    /// Applied, with its guard rails, when the daemon's `policy.mode` is enforce as well.
+    Enforce,
+}
+
+impl FixMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FixMode::Off => "off",
+            FixMode::Recommend => "recommend",
+            FixMode::Enforce => "enforce",
+        }
+    }
 }
 
 /// Reads a CPU list ("0-1,8") from a TOML string.
@@ -262,6 +301,11 @@ impl Default for PolicyConfig {
             pin_emulator: true,
             opt_in: false,
             reassert: false,
+            memory: FixMode::Recommend,
+            irq: FixMode::Recommend,
+            memory_remote_high: 0.5,
+            memory_bytes_per_second: 268_435_456.0,
+            fix_cooldown_seconds: 600.0,
         }
     }
 }
@@ -456,6 +500,9 @@ impl Config {
             "policy.cooldown_seconds" => p.cooldown_seconds,
             "policy.max_repins_per_minute" => f64::from(p.max_repins_per_minute),
             "policy.max_oversubscription" => p.max_oversubscription,
+            "policy.memory_remote_high" => p.memory_remote_high,
+            "policy.memory_bytes_per_second" => p.memory_bytes_per_second,
+            "policy.fix_cooldown_seconds" => p.fix_cooldown_seconds,
             // RANGES and this match list the same keys (a unit test checks it).
             _ => f64::NAN,
         }

@@ -128,6 +128,24 @@ pub const RANGES: &[Range] = &[
         text: "must be a ratio from 1.0 (one pinned vCPU per host CPU) to 64",
     },
     Range {
+        key: "policy.memory_remote_high",
+        min: 0.0,
+        max: 1.0,
+        text: "must be a fraction from 0 to 1",
+    },
+    Range {
+        key: "policy.memory_bytes_per_second",
+        min: 1_048_576.0,
+        max: 1e12,
+        text: "must be 1048576 (1 MiB/s) to 1e12 bytes per second",
+    },
+    Range {
+        key: "policy.fix_cooldown_seconds",
+        min: 0.0,
+        max: 604_800.0,
+        text: "must be 0 to 604800 seconds (a week)",
+    },
+    Range {
         key: "qmp.timeout_seconds",
         min: 0.1,
         max: 60.0,

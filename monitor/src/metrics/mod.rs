@@ -6,6 +6,7 @@
 //! (its own render time, [`render_scrape_duration`]).
 
 pub mod exporter;
+mod fixes;
 mod health;
 mod interrupts;
 mod memory;
@@ -229,6 +230,7 @@ pub fn render(view: &HostView) -> String {
     let gpu_interrupts = interrupts::families(&view.vms[..exported], &mut cut);
     let vm_memory = memory::families(&view.vms[..exported], &mut cut);
     let vm_threads = threads::families(&view.vms[..exported], &mut cut);
+    let fix_families = fixes::families(view, &mut cut);
     let mut attached = Family::new(
         "pinsight_probe_attached",
         GAUGE,
@@ -338,6 +340,7 @@ pub fn render(view: &HostView) -> String {
     families.extend(vm_threads);
     families.extend(memory::calibration_families(view));
     families.extend(gpu_interrupts);
+    families.extend(fix_families);
     families.extend(health::families(view));
     encode(families)
 }

@@ -4,6 +4,7 @@
 //! through `remediate`, `pinsight plan` prints them.
 
 mod decide;
+pub mod fixes;
 pub mod placement;
 pub mod record;
 #[cfg(test)]

@@ -10,9 +10,16 @@
 //! A QEMU without libvirt (found through its QMP socket) goes through the same journal,
 //! reconcile and restore behind the same [`DomainCalls`]: [`ProcessVm`] pins its threads with
 //! sched_setaffinity and keeps the record in a [`state_file`] of its own.
+//!
+//! The memory and interrupt fixes ([`memory`], [`irq`]) keep their own record
+//! ([`fix_record`], one file per VM), which [`fix_restore`] undoes.
 
 mod domain;
+pub mod fix_record;
+pub mod fix_restore;
+pub mod irq;
 mod journal;
+pub mod memory;
 mod process;
 mod reconcile;
 pub mod state_file;

@@ -199,6 +199,17 @@ pub fn parse(path: &Path, text: &str) -> Result<StateFile, StateFileError> {
 /// rename over `path`, fsync of the directory. The directory is created (mode 0700) if
 /// missing.
 pub fn write(path: &Path, file: &StateFile) -> Result<(), StateFileError> {
+    let text = serde_json::to_vec_pretty(file).map_err(|e| StateFileError::Write {
+        path: path.to_path_buf(),
+        step: "encoding the record",
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(path, &text)
+}
+
+/// Writes `text` to `path` the way [`write`] does (also the memory and interrupt fixes'
+/// records, `remediate::fix_record`).
+pub fn write_atomic(path: &Path, text: &[u8]) -> Result<(), StateFileError> {
     let failed = |step: &'static str| {
         move |source| StateFileError::Write {
             path: path.to_path_buf(),
@@ -212,11 +223,6 @@ pub fn write(path: &Path, file: &StateFile) -> Result<(), StateFileError> {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(failed("setting the directory's mode"))?;
     }
-    let text = serde_json::to_vec_pretty(file).map_err(|e| StateFileError::Write {
-        path: path.to_path_buf(),
-        step: "encoding the record",
-        source: std::io::Error::other(e),
-    })?;
     let name = path
         .file_name()
         .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
@@ -229,7 +235,7 @@ pub fn write(path: &Path, file: &StateFile) -> Result<(), StateFileError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&temp)
         .map_err(failed("creating the temporary file"))?;
-    let written = out.write_all(&text).and_then(|()| out.sync_all());
+    let written = out.write_all(text).and_then(|()| out.sync_all());
     if let Err(source) = written {
         let _ = fs::remove_file(&temp);
         return Err(StateFileError::Write {

@@ -239,6 +239,9 @@ pub struct HostView {
     /// Node-to-node memory figures from `pinsight calibrate`, when there is a file.
     #[serde(default)]
     pub calibration: Option<crate::calibration::Calibration>,
+    /// The memory and interrupt fixes (recommend / enforce modes).
+    #[serde(default)]
+    pub fixes: Option<crate::policy::fixes::FixesView>,
 }
 
 /// What one view is built from.
@@ -323,6 +326,7 @@ impl HostView {
             problems,
             topology: TopologyView::of(inputs.topology),
             calibration: inputs.calibration.cloned(),
+            fixes: None,
         }
     }
 

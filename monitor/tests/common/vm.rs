@@ -38,6 +38,9 @@ pub struct VmOptions {
     pub preallocated_mib: Option<u32>,
     /// `<iothreads>`: IOThreads libvirt has QEMU create ("IO iothread1", ...).
     pub iothreads: u32,
+    /// `<numatune>` element of the domain (its memory policy), e.g.
+    /// `<numatune><memory mode='restrictive' nodeset='0'/></numatune>`.
+    pub numatune_xml: Option<&'static str>,
 }
 
 impl Default for VmOptions {
@@ -51,6 +54,7 @@ impl Default for VmOptions {
             machine: "pc",
             preallocated_mib: None,
             iothreads: 0,
+            numatune_xml: None,
         }
     }
 }
@@ -415,6 +419,7 @@ fn domain_xml(name: &str, opts: &VmOptions, vcpus: usize, kernel: Option<&Path>)
         n => format!("<iothreads>{n}</iothreads>"),
     };
     let machine = opts.machine;
+    let numatune = opts.numatune_xml.unwrap_or_default();
     let (memory_mib, backing) = match opts.preallocated_mib {
         Some(mib) => (
             mib,
@@ -434,7 +439,7 @@ fn domain_xml(name: &str, opts: &VmOptions, vcpus: usize, kernel: Option<&Path>)
   <name>{name}</name>
   <metadata>{metadata}</metadata>
   <memory unit='MiB'>{memory_mib}</memory>{backing}
-  <vcpu placement='static'{cpuset}>{vcpus}</vcpu>{iothreads}
+  <vcpu placement='static'{cpuset}>{vcpus}</vcpu>{iothreads}{numatune}
   <os><type arch='x86_64' machine='{machine}'>hvm</type>{boot}</os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>

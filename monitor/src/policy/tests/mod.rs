@@ -2,6 +2,7 @@
 //! SMT, SNC, a full node, reserved CPUs) and the guard rails (thresholds and hysteresis,
 //! cooldown, rate limit, opt-out, orchestrator, unreadable state).
 
+mod fixes;
 mod guards;
 mod operator;
 mod placement;
