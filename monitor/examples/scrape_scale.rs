@@ -103,6 +103,7 @@ fn main() {
                             tid,
                             role,
                             name: name.into(),
+                            allowed_cpus: "0-15".parse::<CpuSet>().unwrap(),
                             start_time: 1,
                         }
                     })

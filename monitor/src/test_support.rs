@@ -143,6 +143,7 @@ impl VmBuilder {
                 tid,
                 role,
                 name: role.as_str().into(),
+                allowed_cpus: CpuSet::default(),
                 start_time: 1,
             })
             .collect();

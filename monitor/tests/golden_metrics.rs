@@ -41,6 +41,7 @@ fn vm(xml_fixture: &str, tid: u32, gpu: Option<(&str, u32)>) -> Vm {
             tid: tid + 1000,
             role: ThreadRole::Emulator,
             name: "qemu-system-x86".into(),
+            allowed_cpus: CpuSet::default(),
             start_time: 1,
         }],
         gpus: gpu

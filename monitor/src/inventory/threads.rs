@@ -108,6 +108,8 @@ pub struct HostThread {
     pub role: ThreadRole,
     /// Its name (`comm`).
     pub name: String,
+    /// The CPUs it may run on (as of the scan).
+    pub allowed_cpus: CpuSet,
     /// When it started (as [`VcpuThread::start_time`]).
     #[serde(skip)]
     pub start_time: u64,
@@ -134,6 +136,7 @@ pub fn host_threads(proc_root: &Path, pid: u32, vcpus: &[VcpuThread]) -> Vec<Hos
                 tid,
                 role,
                 name: comm.trim().to_string(),
+                allowed_cpus: allowed_cpus(&entry.path()).unwrap_or_default(),
                 start_time: start_time(&entry.path()).unwrap_or(0),
             })
         })

@@ -85,6 +85,16 @@ pub fn topology(topology: &Topology, inventory: Result<&Inventory, &LibvirtError
                         }
                     );
                 }
+                for t in &vm.threads {
+                    let _ = writeln!(
+                        out,
+                        "    {} thread {} ({}) may run on CPUs {}",
+                        t.role.as_str(),
+                        t.tid,
+                        t.name,
+                        t.allowed_cpus
+                    );
+                }
             }
             for p in &inv.problems {
                 let _ = writeln!(out, "problem: {p}");
@@ -125,8 +135,10 @@ mod tests {
         let mut vm = VmBuilder::new("gpu-vm")
             .vcpus(&["0-1"])
             .gpu("0000:3b:00.0", 1)
+            .threads(&[(42, crate::inventory::ThreadRole::Emulator)])
             .build();
         (vm.pid, vm.vcpus[0].tid) = (42, 43);
+        vm.threads[0].allowed_cpus = "0".parse().unwrap();
         let inventory = Inventory {
             vms: vec![vm],
             problems: vec!["domain odd: no pid file".into()],
@@ -136,6 +148,7 @@ mod tests {
             text.ends_with(
                 "VMs:\n  gpu-vm pid 42 GPUs: 0000:3b:00.0 (node 1)\n\
                  \x20   vCPU 0 thread 43 may run on CPUs 0-1  <- includes the far socket\n\
+                 \x20   emulator thread 42 (emulator) may run on CPUs 0\n\
                  problem: domain odd: no pid file\n"
             ),
             "{text}"
