@@ -221,13 +221,7 @@ fn page_size() -> u64 {
 
 /// v1: `hierarchical_total=P N0=P N1=P` (pages); `total=` when there is no hierarchical line.
 fn parse_v1(text: &str) -> Result<BytesByNode, String> {
-    let line = |key: &str| {
-        text.lines()
-            .find(|l| l.split_once('=').is_some_and(|(k, _)| k == key))
-    };
-    let line = line("hierarchical_total")
-        .or_else(|| line("total"))
-        .ok_or("no total= line")?;
+    let line = total_line(text)?;
     let page = page_size();
     let mut nodes = BytesByNode::new();
     for field in line.split_whitespace().skip(1) {
@@ -235,6 +229,18 @@ fn parse_v1(text: &str) -> Result<BytesByNode, String> {
         nodes.insert(node, pages.saturating_mul(page));
     }
     Ok(nodes)
+}
+
+/// The `hierarchical_total=` line of a v1-style numa_stat (the cgroup and its children), else
+/// its `total=` line.
+fn total_line(text: &str) -> Result<&str, String> {
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.split_once('=').is_some_and(|(k, _)| k == key))
+    };
+    line("hierarchical_total")
+        .or_else(|| line("total"))
+        .ok_or_else(|| "no total= line".to_string())
 }
 
 /// v2: `anon N0=B N1=B`, `file ...`, `unevictable ...` (bytes), summed per node.

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{node_field, read_file, BytesByNode, MemoryError};
+use super::{node_field, read_file, total_line, BytesByNode, MemoryError};
 
 /// Where the hugetlb controller of a process sits: v1 `hugetlb` hierarchy, or v2.
 fn hugetlb_dir(cgroup_text: &str, cgroup_root: &Path) -> Option<PathBuf> {
@@ -68,14 +68,8 @@ pub fn read(cgroup_text: &str, cgroup_root: &Path) -> Result<BytesByNode, Memory
 
 /// `hierarchical_total=` (v1, the cgroup and its children) else `total=`, bytes by node.
 fn parse(text: &str) -> Result<BytesByNode, String> {
-    let line = |key: &str| {
-        text.lines()
-            .find(|l| l.split_once('=').is_some_and(|(k, _)| k == key))
-    };
-    let line = line("hierarchical_total")
-        .or_else(|| line("total"))
-        .ok_or("no total= line")?;
-    line.split_whitespace()
+    total_line(text)?
+        .split_whitespace()
         .skip(1)
         .map(|field| node_field(field, '='))
         .collect()

@@ -170,6 +170,18 @@ pub fn path(dir: &Path, uuid: &str) -> PathBuf {
     dir.join(format!("fixes-{safe}.json"))
 }
 
+/// The record of the VM `uuid` (named `domain`) in `dir` with its path, an empty one when
+/// there is none yet: what a fix adds its before/after to.
+pub fn open(dir: &Path, uuid: &str, domain: &str) -> Result<(PathBuf, FixRecord), StateFileError> {
+    let path = path(dir, uuid);
+    let record = read(&path)?.unwrap_or_else(|| FixRecord {
+        uuid: uuid.to_string(),
+        domain: domain.to_string(),
+        ..Default::default()
+    });
+    Ok((path, record))
+}
+
 /// Reads the record at `path`; an absent file is `None`.
 pub fn read(path: &Path) -> Result<Option<FixRecord>, StateFileError> {
     let failed = |source| StateFileError::Read {

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::fix_record::{self, FixError, FixRecord, IrqRecord};
+use super::fix_record::{self, FixError, IrqRecord};
 use crate::cpuset::CpuSet;
 use crate::policy::fixes::IrqFix;
 
@@ -75,12 +75,7 @@ pub fn apply(
             });
         }
     }
-    let path = fix_record::path(record_dir, &fix.uuid);
-    let mut record = fix_record::read(&path)?.unwrap_or_else(|| FixRecord {
-        uuid: fix.uuid.clone(),
-        domain: fix.domain.clone(),
-        ..Default::default()
-    });
+    let (path, mut record) = fix_record::open(record_dir, &fix.uuid, &fix.domain)?;
     let before = record.clone();
     for line in &fix.lines {
         let entry = record.irqs.entry(line.irq).or_insert_with(|| IrqRecord {

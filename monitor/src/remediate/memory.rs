@@ -88,12 +88,7 @@ pub fn apply(
             pid: fix.pid,
         });
     }
-    let path = fix_record::path(record_dir, &fix.uuid);
-    let mut record = fix_record::read(&path)?.unwrap_or_else(|| FixRecord {
-        uuid: fix.uuid.clone(),
-        domain: fix.domain.clone(),
-        ..Default::default()
-    });
+    let (path, mut record) = fix_record::open(record_dir, &fix.uuid, &fix.domain)?;
     let before = record.clone();
     let (from, to) = match &fix.method {
         MemoryMethod::Numatune { before, after } => (before.clone(), after.clone()),
