@@ -1,0 +1,82 @@
+//! The memory reader: hugetlb pages added by node, numa_maps only as the rate-limited fallback.
+
+use super::*;
+
+/// A /proc and cgroup tree for pid 42; `memory` false leaves its memory cgroup out.
+fn tree(memory: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (proc_root, cg) = (dir.path().join("proc"), dir.path().join("cgroup"));
+    std::fs::create_dir_all(proc_root.join("42")).unwrap();
+    let line = if memory {
+        "4:memory:/vm\n"
+    } else {
+        "1:cpu:/vm\n"
+    };
+    std::fs::write(proc_root.join("42/cgroup"), line).unwrap();
+    std::fs::write(
+        proc_root.join("42/numa_maps"),
+        "7f00 default anon=2 N0=1 N1=1 kernelpagesize_kB=4\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(cg.join("memory/vm")).unwrap();
+    std::fs::write(cg.join("memory/vm/memory.numa_stat"), "total=1 N0=1\n").unwrap();
+    std::fs::create_dir_all(cg.join("hugetlb/vm")).unwrap();
+    std::fs::write(
+        cg.join("hugetlb/vm/hugetlb.2MB.numa_stat"),
+        "total=2097152 N1=2097152\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn hugetlb_pages_are_added_to_the_nodes_they_sit_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proc_root, cg) = (dir.path().join("proc"), dir.path().join("cgroup"));
+    std::fs::create_dir_all(proc_root.join("42")).unwrap();
+    std::fs::write(proc_root.join("42/cgroup"), "5:hugetlb:/vm\n4:memory:/vm\n").unwrap();
+    std::fs::create_dir_all(cg.join("memory/vm")).unwrap();
+    std::fs::write(cg.join("memory/vm/memory.numa_stat"), "total=1 N0=1 N1=0\n").unwrap();
+    std::fs::create_dir_all(cg.join("hugetlb/vm")).unwrap();
+    std::fs::write(
+        cg.join("hugetlb/vm/hugetlb.2MB.numa_stat"),
+        "total=2097152 N1=2097152\n",
+    )
+    .unwrap();
+    let r = read(&proc_root, &cg, 42).unwrap();
+    assert_eq!(r.by_node, BTreeMap::from([(0, page_size()), (1, 2097152)]));
+    assert_eq!(r.hugetlb_by_node, BTreeMap::from([(1, 2097152)]));
+    assert_eq!(r.source, MemorySource::Cgroup);
+}
+
+#[test]
+fn numa_maps_only_without_a_memory_cgroup_and_at_most_once_per_interval() {
+    let every = Duration::from_secs(60);
+    let with = tree(true);
+    let (p, c) = (with.path().join("proc"), with.path().join("cgroup"));
+    let mut reader = MemoryReader::new(Some(every));
+    let t0 = Instant::now();
+    let r = reader.read(&p, &c, 42, t0).unwrap();
+    assert_eq!(r.source, MemorySource::Cgroup, "cgroup first, no walk");
+
+    let without = tree(false);
+    let (p, c) = (without.path().join("proc"), without.path().join("cgroup"));
+    let r = reader.read(&p, &c, 42, t0).unwrap();
+    assert_eq!(r.source, MemorySource::NumaMaps);
+    assert_eq!(r.by_node, BTreeMap::from([(0, 4096), (1, 4096)]));
+    // Within the interval the last walk is reused: numa_maps is not read again.
+    std::fs::write(p.join("42/numa_maps"), "7f00 default N0=x\n").unwrap();
+    let again = reader.read(&p, &c, 42, t0 + every / 2).unwrap();
+    assert_eq!(again, r);
+    // After it, numa_maps is read again (and its error named).
+    let err = reader.read(&p, &c, 42, t0 + every).unwrap_err().to_string();
+    assert!(err.contains("numa_maps") && err.contains("N0=x"), "{err}");
+    // Off: no walk at all, the cgroup error stands.
+    let mut off = MemoryReader::new(None);
+    let err = off.read(&p, &c, 42, t0).unwrap_err();
+    assert!(matches!(err, MemoryError::NoCgroup { .. }), "{err}");
+    // A process that vanished mid-read is an error, not a stale figure.
+    std::fs::remove_dir_all(p.join("42")).unwrap();
+    reader.retain(|_| false);
+    assert!(reader.read(&p, &c, 42, t0 + every * 2).is_err());
+}
