@@ -54,8 +54,9 @@ pub struct FixLoop {
     pub view: FixesView,
     memory_moves: BTreeMap<(String, &'static str), u64>,
     irq_moves: BTreeMap<(String, String, &'static str), u64>,
-    /// The last verdict reported per fix, so each situation is logged and counted once.
-    reported: BTreeMap<String, String>,
+    /// The last verdict reported per fix, keyed by (domain, GPU address or "memory"), so
+    /// each situation is logged and counted once.
+    reported: BTreeMap<(String, String), String>,
     irqbalance: Option<Irqbalance>,
     irqbalance_read: Option<Instant>,
     /// UUIDs whose record was read for its cooldown times.
@@ -100,12 +101,8 @@ impl FixLoop {
         let enforce = policy.mode == Mode::Enforce;
         self.settle(worker);
         self.guards.forget_gone(sources.vms);
-        self.reported.retain(|key, _| {
-            sources
-                .vms
-                .iter()
-                .any(|vm| key.starts_with(&format!("{}\n", vm.name)))
-        });
+        self.reported
+            .retain(|(domain, _), _| sources.vms.iter().any(|vm| &vm.name == domain));
         self.seed(sources.vms, &config.qmp.state_dir);
         self.read_irqbalance(config, sources.vms);
         let now = unix_now();
@@ -124,7 +121,7 @@ impl FixLoop {
             },
         );
         for fix in &plan.irq {
-            let key = format!("{}\n{}", fix.domain, fix.gpu);
+            let key = (fix.domain.clone(), fix.gpu.clone());
             let lines: Vec<String> = fix.lines.iter().map(|l| l.irq.to_string()).collect();
             if fix.verdict == FixVerdict::Apply {
                 self.apply_irq(config, fix, now);
@@ -134,7 +131,7 @@ impl FixLoop {
             }
         }
         for fix in &plan.memory {
-            let key = format!("{}\nmemory", fix.domain);
+            let key = (fix.domain.clone(), "memory".to_string());
             if fix.verdict == FixVerdict::Apply {
                 if !self.in_flight.iter().any(|f| f.domain == fix.domain) {
                     self.apply_memory(config, fix, worker, now);
@@ -161,7 +158,7 @@ impl FixLoop {
     }
 
     /// Whether `signature` is new for `key` (and remembers it).
-    fn is_new(&mut self, key: String, signature: String) -> bool {
+    fn is_new(&mut self, key: (String, String), signature: String) -> bool {
         self.reported.insert(key, signature.clone()).as_ref() != Some(&signature)
     }
 
