@@ -20,7 +20,9 @@ PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 pkg-
           dpkg-dev python3-pip
           chromium chromium-driver tmux)
 # One dpkg-query for all of them (one per package costs ~35 ms each on a re-run).
-installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null \
+# dpkg-query exits 1 when a package was never known to dpkg (a fresh machine), so its
+# status is ignored here: the awk filter decides what counts as installed.
+installed=$({ dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null || true; } \
   | awk '$2 == "install" && $3 == "ok" && $4 == "installed" { print $1 }')
 missing=()
 for p in "${PACKAGES[@]}"; do
