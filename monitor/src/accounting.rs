@@ -8,13 +8,13 @@
 //! therefore stay monotonic across vCPU thread changes, never run ahead of the thread's real
 //! run time ([`run_delta`]), and a GPU that moves changes only what is attributed from then on.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::inventory::{ThreadRole, Vm};
 use crate::probes::exit_reasons;
 use crate::probes::{Moves, ThreadCounters};
-use crate::topology::{Locality, Topology};
+use crate::topology::{CpuLocalities, Locality, Topology};
 
 mod by_locality;
 mod run_delta;
@@ -111,8 +111,8 @@ enum Owner {
     Role(ThreadRole),
 }
 
-/// Run seconds of every (domain, vCPU or role) at one instant.
-type RunSnapshot = BTreeMap<(String, Owner), ByLocality<f64>>;
+/// Run seconds of every vCPU and role of every domain at one instant.
+type RunSnapshot = BTreeMap<String, BTreeMap<Owner, ByLocality<f64>>>;
 
 struct SeenThread {
     domain: String,
@@ -163,8 +163,8 @@ impl Accounting {
         counters: &BTreeMap<u32, ThreadCounters>,
         topology: &Topology,
     ) {
-        self.domains
-            .retain(|name, _| vms.iter().any(|vm| &vm.name == name));
+        let names: BTreeSet<&str> = vms.iter().map(|vm| vm.name.as_str()).collect();
+        self.domains.retain(|name, _| names.contains(name.as_str()));
         for totals in self.domains.values_mut() {
             for vcpu in totals.vcpus.values_mut() {
                 vcpu.last_cpu_seconds.clear();
@@ -175,6 +175,8 @@ impl Accounting {
             for thread in &vm.vcpus {
                 totals.vcpus.entry(thread.vcpu).or_default();
             }
+            // Where each CPU is for this VM's GPUs, worked out once for all its threads.
+            let localities = topology.localities(&vm.gpu_nodes);
             let vcpus = vm.vcpus.iter().map(|t| (t.tid, Owner::Vcpu(t.vcpu)));
             let others = vm.threads.iter().map(|t| (t.tid, Owner::Role(t.role)));
             for (tid, owner) in vcpus.chain(others) {
@@ -187,15 +189,18 @@ impl Accounting {
                     last: ThreadCounters::default(),
                     owed_ns: 0,
                 });
-                let gpu_nodes = &vm.gpu_nodes;
-                totals.apply(seen, current, topology, gpu_nodes, self.exit_source);
-                seen.last = current.clone();
+                totals.apply(seen, current, &localities, self.exit_source);
+                seen.last.keep(current);
             }
         }
-        self.threads.retain(|tid, seen| {
-            counters.contains_key(tid) && vms.iter().any(|vm| vm.name == seen.domain)
-        });
-        self.update_ratios(now, vms);
+        self.threads
+            .retain(|tid, seen| counters.contains_key(tid) && names.contains(seen.domain.as_str()));
+        let with_gpus: BTreeSet<&str> = vms
+            .iter()
+            .filter(|vm| !vm.gpu_nodes.is_empty())
+            .map(|vm| vm.name.as_str())
+            .collect();
+        self.update_ratios(now, &with_gpus);
     }
 
     /// Folds the final counters of a thread that is no longer tracked.
@@ -207,23 +212,23 @@ impl Accounting {
             return;
         };
         if let Some(totals) = self.domains.get_mut(&seen.domain) {
-            totals.apply(&mut seen, last, topology, &vm.gpu_nodes, self.exit_source);
+            let localities = topology.localities(&vm.gpu_nodes);
+            totals.apply(&mut seen, last, &localities, self.exit_source);
         }
     }
 
-    fn update_ratios(&mut self, now: Instant, vms: &[Vm]) {
+    /// The windowed remote shares; `with_gpus` names the VMs that have GPUs.
+    fn update_ratios(&mut self, now: Instant, with_gpus: &BTreeSet<&str>) {
         let snapshot: RunSnapshot = self
             .domains
             .iter()
-            .flat_map(|(name, d)| {
+            .map(|(name, d)| {
                 let vcpus = d
                     .vcpus
                     .iter()
                     .map(|(vcpu, t)| (Owner::Vcpu(*vcpu), t.run_seconds));
                 let roles = d.roles.iter().map(|(role, s)| (Owner::Role(*role), *s));
-                vcpus
-                    .chain(roles)
-                    .map(move |(owner, s)| ((name.clone(), owner), s))
+                (name.clone(), vcpus.chain(roles).collect())
             })
             .collect();
         self.history.push_back((now, snapshot));
@@ -236,14 +241,13 @@ impl Accounting {
             return;
         };
         for (name, domain) in self.domains.iter_mut() {
-            let has_gpu = vms
-                .iter()
-                .any(|vm| &vm.name == name && !vm.gpu_nodes.is_empty());
+            let has_gpu = with_gpus.contains(name.as_str());
+            let (newest, oldest) = (newest.get(name), oldest.get(name));
             let delta = |owner: Owner| {
-                let key = (name.clone(), owner);
-                let new = newest.get(&key).copied().unwrap_or_default();
-                let old = oldest.get(&key).copied().unwrap_or_default();
-                new.since(&old)
+                let at = |s: Option<&BTreeMap<Owner, ByLocality<f64>>>| {
+                    s.and_then(|s| s.get(&owner)).copied().unwrap_or_default()
+                };
+                at(newest).since(&at(oldest))
             };
             let mut domain_delta = ByLocality::default();
             for (vcpu, totals) in domain.vcpus.iter_mut() {
@@ -274,8 +278,7 @@ impl DomainTotals {
         &mut self,
         seen: &mut SeenThread,
         current: &ThreadCounters,
-        topology: &Topology,
-        gpu_nodes: &[u32],
+        localities: &CpuLocalities,
         exit_source: &str,
     ) {
         let deltas = run_delta::run_deltas(
@@ -292,15 +295,15 @@ impl DomainTotals {
             Owner::Vcpu(index) => {
                 let vcpu = self.vcpus.entry(index).or_default();
                 for (cpu, seconds) in ran {
-                    *vcpu.run_seconds.get_mut(topology.locality(cpu, gpu_nodes)) += seconds;
+                    *vcpu.run_seconds.get_mut(localities.of(cpu)) += seconds;
                     *vcpu.last_cpu_seconds.entry(cpu).or_default() += seconds;
                 }
-                add_events(vcpu, &seen.last, current, topology, gpu_nodes, exit_source);
+                add_events(vcpu, &seen.last, current, localities, exit_source);
             }
             Owner::Role(role) => {
                 let run_seconds = self.roles.entry(role).or_default();
                 for (cpu, seconds) in ran {
-                    *run_seconds.get_mut(topology.locality(cpu, gpu_nodes)) += seconds;
+                    *run_seconds.get_mut(localities.of(cpu)) += seconds;
                 }
             }
         }
@@ -312,8 +315,7 @@ fn add_events(
     vcpu: &mut VcpuTotals,
     last: &ThreadCounters,
     current: &ThreadCounters,
-    topology: &Topology,
-    gpu_nodes: &[u32],
+    localities: &CpuLocalities,
     exit_source: &str,
 ) {
     vcpu.moves.add_since(&last.moves, &current.moves);
@@ -323,7 +325,7 @@ fn add_events(
         for (cpu, n) in per_cpu.iter().enumerate() {
             let delta = n.saturating_sub(before.and_then(|b| b.get(cpu).copied()).unwrap_or(0));
             if delta > 0 {
-                let locality = topology.locality(cpu as u32, gpu_nodes);
+                let locality = localities.of(cpu as u32);
                 *vcpu.exits.entry((locality, label)).or_default() += delta;
             }
         }

@@ -132,6 +132,86 @@ fn sched_switch_accounts_a_tracked_thread_per_cpu_and_counts_socket_moves() {
     assert!(probes.tracked().is_empty());
 }
 
+/// The batch read of the counter maps (one call per map) gives exactly what a lookup per
+/// thread and map gives: threads of both pools, with freed slots between them, each of which
+/// ran on both CPUs and then blocks, so nothing changes between the two reads.
+#[test]
+fn the_batch_read_equals_the_read_entry_by_entry() {
+    common::require_host();
+    let mut probes = Probes::load(options(KvmExitSource::Auto)).expect("probes load and attach");
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut gos = Vec::new();
+    let mut workers = Vec::new();
+    for n in 0..24 {
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (tid_tx, done_tx) = (tid_tx.clone(), done_tx.clone());
+        gos.push(go_tx);
+        workers.push(std::thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
+            go_rx.recv().unwrap();
+            for cpu in [n % 2, (n + 1) % 2] {
+                pin_self(cpu);
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_millis(2) {
+                    std::hint::spin_loop();
+                }
+            }
+            done_tx.send(()).unwrap();
+            // Blocks until the test ends: from here its counters stay as they are.
+            let _ = go_rx.recv();
+        }));
+    }
+    let tids: Vec<u32> = (0..24).map(|_| tid_rx.recv().unwrap()).collect();
+    for (n, &tid) in tids.iter().enumerate() {
+        match n % 3 {
+            0 => probes.track_other(tid),
+            _ => probes.track(tid),
+        }
+        .expect("track a worker");
+    }
+    for go in &gos {
+        go.send(()).unwrap();
+    }
+    for _ in 0..24 {
+        done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("every worker ran");
+    }
+    // Holes: freed slots below others still in use.
+    for &tid in tids.iter().step_by(5) {
+        probes.untrack(tid).unwrap();
+    }
+    let batch = probes.read().unwrap();
+    let each = probes.read_each().unwrap();
+    assert!(
+        probes.reads_in_batches(),
+        "this kernel (>= 5.6) refused a batch lookup: see the daemon's log line"
+    );
+    drop(gos);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let kept: Vec<u32> = tids
+        .iter()
+        .copied()
+        .filter(|t| !tids.iter().step_by(5).any(|u| u == t))
+        .collect();
+    assert_eq!(batch.keys().copied().collect::<Vec<_>>(), {
+        let mut k = kept.clone();
+        k.sort();
+        k
+    });
+    for tid in &kept {
+        let ran: u64 = batch[tid].run_ns_by_cpu.iter().sum();
+        assert!(
+            ran >= 1_000_000,
+            "thread {tid}: {ran} ns counted of its 4 ms"
+        );
+    }
+    assert_eq!(batch, each);
+}
+
 #[test]
 fn prepare_loads_every_program_and_attach_attaches_them() {
     common::require_host();

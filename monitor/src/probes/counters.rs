@@ -1,8 +1,9 @@
 //! Tracking threads and reading the probes' counters: what the daemon does every tick.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
-use aya::maps::PerCpuValues;
+use aya::maps::{IterableMap, PerCpuValues};
 use monitor_common::kvm_exit::{ExitCounts, KVM_EXITS};
 use monitor_common::programs;
 use monitor_common::sched_migrate_task::MOVE_SCOPES;
@@ -11,6 +12,7 @@ use monitor_common::tracked::{
     slot_shift, slot_word, MapError, SLOTS_PER_WORD, SLOT_MASK, TRACKED_TIDS,
 };
 
+use super::batch::Entries;
 use super::error::map_err;
 use super::exit_reasons;
 use super::{MapUsage, Moves, ProbeError, Probes, ProgramStats, ThreadCounters};
@@ -125,8 +127,22 @@ impl Probes {
             .map_err(map_err(TRACKED_TIDS))
     }
 
-    /// Cumulative counters of every tracked thread: one pass over each map.
+    /// Cumulative counters of every tracked thread: the slots in use of each map are read in
+    /// one batch call per map (entry by entry on a kernel without batch lookups).
     pub fn read(&self) -> Result<BTreeMap<u32, ThreadCounters>, ProbeError> {
+        let Some(batch) = self.read_batch() else {
+            return self.read_each();
+        };
+        Ok(self
+            .slots
+            .iter()
+            .map(|(&tid, &slot)| (tid, self.counters_of(tid, batch.slot(slot, self.nr_cpus))))
+            .collect())
+    }
+
+    /// What [`Probes::read`] gives, read entry by entry (a lookup per map and thread): the way
+    /// of kernels without batch lookups, and the reference the tests hold the batch read to.
+    pub fn read_each(&self) -> Result<BTreeMap<u32, ThreadCounters>, ProbeError> {
         Ok(self
             .tracked
             .iter()
@@ -134,29 +150,73 @@ impl Probes {
             .collect())
     }
 
-    /// The exits counted in `slot`, per reason code (see [`ThreadCounters::exits`]) and CPU;
-    /// reasons never seen are left out.
-    fn read_exits(&self, slot: u32) -> BTreeMap<u32, Vec<u64>> {
-        let Ok(per_cpu) = self.kvm_exits.get(&slot, 0) else {
-            return BTreeMap::new();
+    /// Whether [`Probes::read`] reads in batch calls (false after the kernel refused one).
+    pub fn reads_in_batches(&self) -> bool {
+        self.batch_reads.load(Ordering::Relaxed)
+    }
+
+    /// Every slot up to the highest in use, one batch lookup per map; None when the kernel
+    /// cannot (logged once) or a map could not be read.
+    fn read_batch(&self) -> Option<Batch> {
+        if !self.batch_reads.load(Ordering::Relaxed) {
+            return None;
+        }
+        let top = self.slots.values().copied().max()? + 1;
+        let vcpu_top = top.min(self.options.max_threads + 1);
+        let cpus = Some(self.nr_cpus);
+        let read = || -> std::io::Result<Batch> {
+            Ok(Batch {
+                run: Entries::read(self.run_ns.map(), top, cpus)?,
+                thread: Entries::read(self.thread_run.map(), top, None)?,
+                exits: Entries::read(self.kvm_exits.map(), vcpu_top, cpus)?,
+            })
         };
+        match read() {
+            Ok(batch) => Some(batch),
+            Err(e) => {
+                tracing::info!(error = %e, "batch lookups of the probe maps failed: reading them entry by entry from now on");
+                self.batch_reads.store(false, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// One slot's values, looked up entry by entry.
+    fn lookup_slot(&self, slot: u32) -> SlotValues {
+        SlotValues {
+            run: self.run_ns.get(&slot, 0).ok().map(|v| v.to_vec()),
+            thread: self.thread_run.get(&slot, 0).ok(),
+            exits: self
+                .has_exits(slot)
+                .then(|| self.kvm_exits.get(&slot, 0).ok().map(|v| v.to_vec()))
+                .flatten(),
+        }
+    }
+
+    /// The exits counted on each CPU (`per_cpu`), per reason code (see
+    /// [`ThreadCounters::exits`]) and CPU; reasons never seen are left out.
+    fn exits_by_reason(&self, per_cpu: &[ExitCounts]) -> BTreeMap<u32, Vec<u64>> {
         let source = self.exit_source.unwrap_or(programs::KVM_EXIT);
         (0..exit_reasons::labels(source).len())
-            .filter_map(|index| {
-                let by_cpu: Vec<u64> = per_cpu.iter().map(|c| c.by_reason[index]).collect();
-                by_cpu
-                    .iter()
-                    .any(|&n| n > 0)
-                    .then(|| (exit_reasons::code_of(source, index), by_cpu))
+            .filter(|&index| per_cpu.iter().any(|c| c.by_reason[index] > 0))
+            .map(|index| {
+                let by_cpu = per_cpu.iter().map(|c| c.by_reason[index]).collect();
+                (exit_reasons::code_of(source, index), by_cpu)
             })
             .collect()
     }
 
     fn read_thread(&self, tid: u32) -> ThreadCounters {
-        let slot = self.slots.get(&tid).copied();
-        let per_cpu = slot
-            .and_then(|slot| self.run_ns.get(&slot, 0).ok())
-            .map(|v| v.to_vec())
+        let values = match self.slots.get(&tid) {
+            Some(&slot) => self.lookup_slot(slot),
+            None => SlotValues::default(),
+        };
+        self.counters_of(tid, values)
+    }
+
+    fn counters_of(&self, tid: u32, values: SlotValues) -> ThreadCounters {
+        let per_cpu = values
+            .run
             .unwrap_or_else(|| vec![CpuRun::default(); self.nr_cpus]);
         let mut run_ns_by_cpu: Vec<u64> = per_cpu.iter().map(|c| c.run_ns).collect();
         let mut moves = [0u64; MOVE_SCOPES];
@@ -169,8 +229,7 @@ impl Probes {
         // progress (its run-time clock now, past where it was counted), read after the
         // counters so it never counts anything twice. Only threads on a CPU are read, so at
         // most one schedstat file per CPU per tick.
-        let thread = slot.and_then(|slot| self.thread_run.get(&slot, 0).ok());
-        if let Some(t) = thread.filter(|t| t.on_cpu == 1) {
+        if let Some(t) = values.thread.filter(|t| t.on_cpu == 1) {
             if let (Some(cpu_run), Ok(now)) = (
                 run_ns_by_cpu.get_mut(t.cpu as usize),
                 thread_runtime_ns(tid),
@@ -181,9 +240,9 @@ impl Probes {
         ThreadCounters {
             run_ns_by_cpu,
             moves: Moves::from_counts(&moves),
-            exits: slot
-                .filter(|&slot| self.has_exits(slot))
-                .map(|slot| self.read_exits(slot))
+            exits: values
+                .exits
+                .map(|per_cpu| self.exits_by_reason(&per_cpu))
                 .unwrap_or_default(),
         }
     }
@@ -250,6 +309,38 @@ impl Probes {
             .collect();
         Some(stats)
     }
+}
+
+/// What the maps hold for one slot (None: not read, or not a vCPU's for `exits`).
+#[derive(Default)]
+struct SlotValues {
+    run: Option<Vec<CpuRun>>,
+    thread: Option<ThreadRun>,
+    exits: Option<Vec<ExitCounts>>,
+}
+
+/// One reading of the slots in use of every counter map.
+struct Batch {
+    run: Entries<CpuRun>,
+    thread: Entries<ThreadRun>,
+    exits: Entries<ExitCounts>,
+}
+
+impl Batch {
+    fn slot(&self, slot: u32, cpus: usize) -> SlotValues {
+        SlotValues {
+            run: per_cpu(&self.run, slot, cpus),
+            thread: self.thread.get(slot, 0),
+            exits: per_cpu(&self.exits, slot, cpus),
+        }
+    }
+}
+
+/// The value of `slot` on each of `cpus` CPUs; None when the slot was not read.
+fn per_cpu<V: aya::Pod>(entries: &Entries<V>, slot: u32, cpus: usize) -> Option<Vec<V>> {
+    entries
+        .has(slot)
+        .then(|| (0..cpus).filter_map(|cpu| entries.get(slot, cpu)).collect())
 }
 
 /// Whether the kernel counts BPF program run time (`kernel.bpf_stats_enabled`).

@@ -11,6 +11,7 @@
 //! so `pinsight_probe_attached{probe=...} 0`), and the others keep working; only sched_switch
 //! is required. [`Probes::load`] is both.
 
+mod batch;
 pub mod btf;
 mod counters;
 mod error;
@@ -97,6 +98,20 @@ pub struct ThreadCounters {
     pub exits: BTreeMap<u32, Vec<u64>>,
 }
 
+impl ThreadCounters {
+    /// Becomes a copy of `current`, reusing the buffers it has (the accounting keeps each
+    /// thread's last reading this way every tick).
+    pub fn keep(&mut self, current: &ThreadCounters) {
+        self.run_ns_by_cpu.clone_from(&current.run_ns_by_cpu);
+        self.moves = current.moves;
+        self.exits
+            .retain(|reason, _| current.exits.contains_key(reason));
+        for (reason, by_cpu) in &current.exits {
+            self.exits.entry(*reason).or_default().clone_from(by_cpu);
+        }
+    }
+}
+
 /// Run time and count of one program, from the kernel's bpf_stats.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProgramStats {
@@ -145,6 +160,8 @@ pub struct Probes {
     nr_cpus: usize,
     options: ProbeOptions,
     exit_source: Option<&'static str>,
+    /// Whether the counter maps are read in batch calls (false once the kernel refused).
+    batch_reads: std::sync::atomic::AtomicBool,
 }
 
 impl Probes {
@@ -221,6 +238,7 @@ impl Probes {
             nr_cpus,
             options,
             exit_source: None,
+            batch_reads: std::sync::atomic::AtomicBool::new(true),
         };
         let btf = Btf::from_sys_fs().map_err(ProbeError::KernelBtf)?;
         for probe in [
@@ -331,4 +349,24 @@ fn tracefs_globals(
                 .ok()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ThreadCounters;
+
+    #[test]
+    fn keep_makes_an_exact_copy_whatever_was_there() {
+        let counters = |run: &[u64], exits: &[(u32, &[u64])]| ThreadCounters {
+            run_ns_by_cpu: run.to_vec(),
+            exits: exits.iter().map(|(r, by)| (*r, by.to_vec())).collect(),
+            ..ThreadCounters::default()
+        };
+        let mut last = counters(&[1, 2, 3, 4], &[(1, &[5, 6]), (30, &[7, 8])]);
+        let current = counters(&[9, 10], &[(30, &[11]), (48, &[12, 13])]);
+        last.keep(&current);
+        assert_eq!(last, current);
+        last.keep(&ThreadCounters::default());
+        assert_eq!(last, ThreadCounters::default());
+    }
 }

@@ -130,6 +130,22 @@ pub enum Locality {
     None,
 }
 
+/// The locality of each CPU for one VM's GPU nodes ([`Topology::localities`]).
+#[derive(Debug, Clone)]
+pub struct CpuLocalities {
+    by_cpu: Vec<Locality>,
+}
+
+impl CpuLocalities {
+    /// The locality of `cpu`: [`Locality::None`] for a CPU the topology does not know.
+    pub fn of(&self, cpu: u32) -> Locality {
+        self.by_cpu
+            .get(cpu as usize)
+            .copied()
+            .unwrap_or(Locality::None)
+    }
+}
+
 impl Locality {
     /// Every locality, in label order.
     pub const ALL: [Locality; 4] = [
@@ -257,6 +273,21 @@ impl Topology {
         } else {
             Locality::Remote
         }
+    }
+
+    /// [`Topology::locality`] of every online CPU for one set of GPU nodes, worked out once:
+    /// what a hot loop over many (thread, CPU) pairs of one VM looks up instead.
+    pub fn localities(&self, gpu_nodes: &[u32]) -> CpuLocalities {
+        let len = self
+            .cpus
+            .keys()
+            .next_back()
+            .map_or(0, |&cpu| cpu as usize + 1);
+        let mut by_cpu = vec![Locality::None; len];
+        for &cpu in self.cpus.keys() {
+            by_cpu[cpu as usize] = self.locality(cpu, gpu_nodes);
+        }
+        CpuLocalities { by_cpu }
     }
 
     /// Online CPUs on sockets that hold none of `gpu_nodes` (empty without GPU nodes).
