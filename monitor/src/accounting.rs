@@ -111,8 +111,9 @@ enum Owner {
     Role(ThreadRole),
 }
 
-/// Run seconds of every vCPU and role of every domain at one instant.
-type RunSnapshot = BTreeMap<String, BTreeMap<Owner, ByLocality<f64>>>;
+/// Run seconds of every vCPU and role of every domain at one instant, each domain's sorted
+/// by owner. A window's worth of these is kept (one per tick), so they are dense vectors.
+type RunSnapshot = BTreeMap<String, Vec<(Owner, ByLocality<f64>)>>;
 
 struct SeenThread {
     domain: String,
@@ -228,6 +229,7 @@ impl Accounting {
                     .iter()
                     .map(|(vcpu, t)| (Owner::Vcpu(*vcpu), t.run_seconds));
                 let roles = d.roles.iter().map(|(role, s)| (Owner::Role(*role), *s));
+                // vCPUs, then roles, each in key order: sorted in Owner's derived order.
                 (name.clone(), vcpus.chain(roles).collect())
             })
             .collect();
@@ -244,8 +246,12 @@ impl Accounting {
             let has_gpu = with_gpus.contains(name.as_str());
             let (newest, oldest) = (newest.get(name), oldest.get(name));
             let delta = |owner: Owner| {
-                let at = |s: Option<&BTreeMap<Owner, ByLocality<f64>>>| {
-                    s.and_then(|s| s.get(&owner)).copied().unwrap_or_default()
+                let at = |s: Option<&Vec<(Owner, ByLocality<f64>)>>| {
+                    s.and_then(|s| {
+                        let i = s.binary_search_by_key(&owner, |(o, _)| *o).ok()?;
+                        Some(s[i].1)
+                    })
+                    .unwrap_or_default()
                 };
                 at(newest).since(&at(oldest))
             };

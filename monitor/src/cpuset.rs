@@ -62,6 +62,24 @@ impl CpuSet {
         CpuSet { ranges }
     }
 
+    /// The CPUs whose bits are set in `words`, bit `i` of word `w` being CPU `64 * w + i`:
+    /// the layout of `cpu_set_t` and of the kernel's cpumasks. Visits set bits only.
+    pub fn from_mask_words(words: &[u64]) -> CpuSet {
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        for (w, &word) in words.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let cpu = 64 * w as u32 + bits.trailing_zeros();
+                match ranges.last_mut() {
+                    Some(last) if last.1 + 1 == cpu => last.1 = cpu,
+                    _ => ranges.push((cpu, cpu)),
+                }
+                bits &= bits - 1;
+            }
+        }
+        CpuSet { ranges }
+    }
+
     /// Whether `cpu` is in the set.
     pub fn contains(&self, cpu: u32) -> bool {
         self.range_index(cpu).is_ok()
@@ -302,6 +320,22 @@ impl<'de> serde::Deserialize<'de> for CpuSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_words_give_the_set_bits_as_ranges() {
+        let words = [0b1011_0001u64, 0, 1 << 63, 1, u64::MAX];
+        let bits = |w: &[u64]| -> CpuSet {
+            (0..64 * w.len() as u32)
+                .filter(|&c| w[c as usize / 64] >> (c % 64) & 1 == 1)
+                .collect()
+        };
+        assert_eq!(CpuSet::from_mask_words(&words), bits(&words));
+        assert_eq!(
+            CpuSet::from_mask_words(&words).to_string(),
+            "0,4-5,7,191-192,256-319"
+        );
+        assert!(CpuSet::from_mask_words(&[0, 0]).is_empty());
+    }
 
     #[test]
     fn parses_and_prints_kernel_lists() {

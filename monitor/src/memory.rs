@@ -81,18 +81,56 @@ pub struct Resident {
 /// Reads the memory of the process `pid` (its cgroups', that is) by node: /proc/PID/cgroup
 /// under `proc_root`, the stat files under `cgroup_root` (normally /sys/fs/cgroup).
 pub fn read(proc_root: &Path, cgroup_root: &Path, pid: u32) -> Result<Resident, MemoryError> {
-    let cgroup_file = proc_root.join(pid.to_string()).join("cgroup");
-    let text = read_file(&cgroup_file)?;
-    let mut by_node = read_memory_cgroup(&text, &cgroup_file, cgroup_root)?;
-    let hugetlb_by_node = hugetlb::read(&text, cgroup_root)?;
-    for (node, bytes) in &hugetlb_by_node {
-        *by_node.entry(*node).or_default() += bytes;
+    CgroupFiles::find(proc_root, cgroup_root, pid)?.read()
+}
+
+/// The stat files of one process's cgroups: found once from /proc/PID/cgroup (a QEMU process
+/// stays in its VM's cgroup for its life), then read every tick.
+#[derive(Debug, Clone)]
+struct CgroupFiles {
+    /// memory.numa_stat, and whether it is v1's format.
+    numa_stat: PathBuf,
+    v1: bool,
+    /// hugetlb.<size>.numa_stat of each page size (none without the controller).
+    hugetlb: Vec<PathBuf>,
+}
+
+impl CgroupFiles {
+    fn find(proc_root: &Path, cgroup_root: &Path, pid: u32) -> Result<CgroupFiles, MemoryError> {
+        let cgroup_file = proc_root.join(pid.to_string()).join("cgroup");
+        let text = read_file(&cgroup_file)?;
+        let (v1, numa_stat) =
+            memory_cgroup_file(&text, cgroup_root).ok_or_else(|| MemoryError::NoCgroup {
+                path: cgroup_file.clone(),
+            })?;
+        Ok(CgroupFiles {
+            numa_stat,
+            v1,
+            hugetlb: hugetlb::files(&text, cgroup_root),
+        })
     }
-    Ok(Resident {
-        by_node,
-        hugetlb_by_node,
-        source: MemorySource::Cgroup,
-    })
+
+    fn read(&self) -> Result<Resident, MemoryError> {
+        let stat = read_file(&self.numa_stat)?;
+        let parsed = if self.v1 {
+            parse_v1(&stat)
+        } else {
+            parse_v2(&stat)
+        };
+        let mut by_node = parsed.map_err(|reason| MemoryError::Format {
+            path: self.numa_stat.clone(),
+            reason,
+        })?;
+        let hugetlb_by_node = hugetlb::read(&self.hugetlb)?;
+        for (node, bytes) in &hugetlb_by_node {
+            *by_node.entry(*node).or_default() += bytes;
+        }
+        Ok(Resident {
+            by_node,
+            hugetlb_by_node,
+            source: MemorySource::Cgroup,
+        })
+    }
 }
 
 /// Reads each VM's memory every tick from its cgroups, and, for a VM whose cgroups cannot be
@@ -103,6 +141,8 @@ pub struct MemoryReader {
     fallback: Option<Duration>,
     /// QEMU pid -> when its numa_maps was last read, and what it said.
     walked: HashMap<u32, (Instant, Resident)>,
+    /// QEMU pid -> its cgroups' stat files, as last found.
+    found: HashMap<u32, CgroupFiles>,
 }
 
 impl MemoryReader {
@@ -111,6 +151,7 @@ impl MemoryReader {
         MemoryReader {
             fallback,
             walked: HashMap::new(),
+            found: HashMap::new(),
         }
     }
 
@@ -123,7 +164,7 @@ impl MemoryReader {
         pid: u32,
         now: Instant,
     ) -> Result<Resident, MemoryError> {
-        let cgroup_err = match read(proc_root, cgroup_root, pid) {
+        let cgroup_err = match self.read_cgroups(proc_root, cgroup_root, pid) {
             Ok(resident) => {
                 self.walked.remove(&pid);
                 return Ok(resident);
@@ -149,6 +190,26 @@ impl MemoryReader {
         Ok(resident)
     }
 
+    /// The cgroup counters of `pid`, from the files found for it before; when those cannot
+    /// be read (the process moved, or is another one of the same pid), found anew.
+    fn read_cgroups(
+        &mut self,
+        proc_root: &Path,
+        cgroup_root: &Path,
+        pid: u32,
+    ) -> Result<Resident, MemoryError> {
+        if let Some(files) = self.found.get(&pid) {
+            if let Ok(resident) = files.read() {
+                return Ok(resident);
+            }
+            self.found.remove(&pid);
+        }
+        let files = CgroupFiles::find(proc_root, cgroup_root, pid)?;
+        let resident = files.read()?;
+        self.found.insert(pid, files);
+        Ok(resident)
+    }
+
     /// A new fallback interval (a reload); the last walks stay.
     pub fn set_fallback(&mut self, fallback: Option<Duration>) {
         self.fallback = fallback;
@@ -157,18 +218,13 @@ impl MemoryReader {
     /// Forgets the walks of processes `alive` says are gone.
     pub fn retain(&mut self, alive: impl Fn(u32) -> bool) {
         self.walked.retain(|pid, _| alive(*pid));
+        self.found.retain(|pid, _| alive(*pid));
     }
 }
 
-/// The memory cgroup's bytes by node (memory.numa_stat).
-fn read_memory_cgroup(
-    text: &str,
-    cgroup_file: &Path,
-    cgroup_root: &Path,
-) -> Result<BytesByNode, MemoryError> {
-    let (v1, relative) = memory_cgroup(text).ok_or(MemoryError::NoCgroup {
-        path: cgroup_file.to_path_buf(),
-    })?;
+/// The memory cgroup's memory.numa_stat of a /proc/PID/cgroup text, and whether it is v1's.
+fn memory_cgroup_file(text: &str, cgroup_root: &Path) -> Option<(bool, PathBuf)> {
+    let (v1, relative) = memory_cgroup(text)?;
     // libvirt puts QEMU's own threads in an `emulator` child on v2 (and for cpu/cpuset on
     // v1); the VM's memory is accounted at the domain's level above it.
     let relative = relative.strip_suffix("/emulator").unwrap_or(relative);
@@ -180,9 +236,7 @@ fn read_memory_cgroup(
     let path = dir
         .join(relative.trim_start_matches('/'))
         .join("memory.numa_stat");
-    let stat = read_file(&path)?;
-    let parsed = if v1 { parse_v1(&stat) } else { parse_v2(&stat) };
-    parsed.map_err(|reason| MemoryError::Format { path, reason })
+    Some((v1, path))
 }
 
 fn read_file(path: &Path) -> Result<String, MemoryError> {

@@ -194,13 +194,11 @@ pub fn affinity(tid: u32) -> Option<CpuSet> {
     if rc != 0 {
         return None;
     }
-    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: CPU_ISSET reads bit `cpu` of `set`, and `cpu` is below its size in bits.
-    let cpus: CpuSet = (0..bits)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .map(|cpu| cpu as u32)
-        .collect();
-    Some(cpus)
+    // cpu_set_t is an array of unsigned longs, bit `i` of word `w` being CPU `64 * w + i`.
+    const WORDS: usize = std::mem::size_of::<libc::cpu_set_t>() / 8;
+    // SAFETY: cpu_set_t is WORDS u64s of plain bits, aligned as u64.
+    let words: &[u64; WORDS] = unsafe { &*(&set as *const libc::cpu_set_t).cast() };
+    Some(CpuSet::from_mask_words(words))
 }
 
 /// A task's start time (field 22 of its `stat`, clock ticks after boot).

@@ -35,16 +35,15 @@ fn hugetlb_dir(cgroup_text: &str, cgroup_root: &Path) -> Option<PathBuf> {
     v2
 }
 
-/// The hugetlb bytes by node of the process whose /proc/PID/cgroup is `cgroup_text`, summed
-/// over page sizes. A host without the controller there (or a kernel without numa_stat)
-/// gives none: that is no error, the VM just has no hugetlb figure.
-pub fn read(cgroup_text: &str, cgroup_root: &Path) -> Result<BytesByNode, MemoryError> {
-    let mut nodes = BytesByNode::new();
+/// The hugetlb.<size>.numa_stat files of the process whose /proc/PID/cgroup is
+/// `cgroup_text`, one per page size, in name order. A host without the controller there (or
+/// a kernel without numa_stat) has none: that is no error, the VM just has no hugetlb figure.
+pub fn files(cgroup_text: &str, cgroup_root: &Path) -> Vec<PathBuf> {
     let Some(dir) = hugetlb_dir(cgroup_text, cgroup_root) else {
-        return Ok(nodes);
+        return Vec::new();
     };
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(nodes);
+        return Vec::new();
     };
     let mut files: Vec<PathBuf> = entries
         .flatten()
@@ -56,9 +55,18 @@ pub fn read(cgroup_text: &str, cgroup_root: &Path) -> Result<BytesByNode, Memory
         })
         .collect();
     files.sort();
+    files
+}
+
+/// The hugetlb bytes by node in `files` ([`files`]), summed over page sizes.
+pub fn read(files: &[PathBuf]) -> Result<BytesByNode, MemoryError> {
+    let mut nodes = BytesByNode::new();
     for path in files {
-        let text = read_file(&path)?;
-        let per_size = parse(&text).map_err(|reason| MemoryError::Format { path, reason })?;
+        let text = read_file(path)?;
+        let per_size = parse(&text).map_err(|reason| MemoryError::Format {
+            path: path.clone(),
+            reason,
+        })?;
         for (node, bytes) in per_size {
             *nodes.entry(node).or_default() += bytes;
         }
@@ -110,7 +118,7 @@ mod tests {
         std::fs::write(vm.join("hugetlb.2MB.usage_in_bytes"), "2097152\n").unwrap();
         let v1 = "5:hugetlb:/machine/qemu-1-vm.libvirt-qemu\n0::/\n";
         assert_eq!(
-            read(v1, root).unwrap(),
+            read(&files(v1, root)).unwrap(),
             BTreeMap::from([(0, 1073741824), (1, 2097152)])
         );
         // Hybrid: no v1 hugetlb line, the controller is on v2 under `unified`.
@@ -122,17 +130,20 @@ mod tests {
         )
         .unwrap();
         let hybrid = "4:memory:/machine/vm\n0::/machine/vm/libvirt/emulator\n";
-        assert_eq!(read(hybrid, root).unwrap(), BTreeMap::from([(0, 4194304)]));
+        assert_eq!(
+            read(&files(hybrid, root)).unwrap(),
+            BTreeMap::from([(0, 4194304)])
+        );
         // No controller (or no such cgroup): no hugetlb figure, no error.
-        assert!(read("4:memory:/x\n", root).unwrap().is_empty());
-        assert!(read("0::/nowhere\n", root).unwrap().is_empty());
+        assert!(read(&files("4:memory:/x\n", root)).unwrap().is_empty());
+        assert!(read(&files("0::/nowhere\n", root)).unwrap().is_empty());
         // An unknown line is ignored; a malformed file is named.
         std::fs::write(
             v2.join("hugetlb.2MB.numa_stat"),
             "something_new=1\ntotal=1 N0=x\n",
         )
         .unwrap();
-        let err = read(hybrid, root).unwrap_err().to_string();
+        let err = read(&files(hybrid, root)).unwrap_err().to_string();
         assert!(
             err.contains("hugetlb.2MB.numa_stat") && err.contains("N0=x"),
             "{err}"

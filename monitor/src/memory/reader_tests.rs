@@ -2,17 +2,12 @@
 
 use super::*;
 
-/// A /proc and cgroup tree for pid 42; `memory` false leaves its memory cgroup out.
-fn tree(memory: bool) -> tempfile::TempDir {
+/// A /proc and cgroup tree for pid 42, in its memory cgroup.
+fn tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let (proc_root, cg) = (dir.path().join("proc"), dir.path().join("cgroup"));
     std::fs::create_dir_all(proc_root.join("42")).unwrap();
-    let line = if memory {
-        "4:memory:/vm\n"
-    } else {
-        "1:cpu:/vm\n"
-    };
-    std::fs::write(proc_root.join("42/cgroup"), line).unwrap();
+    std::fs::write(proc_root.join("42/cgroup"), "4:memory:/vm\n").unwrap();
     std::fs::write(
         proc_root.join("42/numa_maps"),
         "7f00 default anon=2 N0=1 N1=1 kernelpagesize_kB=4\n",
@@ -52,15 +47,17 @@ fn hugetlb_pages_are_added_to_the_nodes_they_sit_on() {
 #[test]
 fn numa_maps_only_without_a_memory_cgroup_and_at_most_once_per_interval() {
     let every = Duration::from_secs(60);
-    let with = tree(true);
+    let with = tree();
     let (p, c) = (with.path().join("proc"), with.path().join("cgroup"));
     let mut reader = MemoryReader::new(Some(every));
     let t0 = Instant::now();
     let r = reader.read(&p, &c, 42, t0).unwrap();
     assert_eq!(r.source, MemorySource::Cgroup, "cgroup first, no walk");
 
-    let without = tree(false);
-    let (p, c) = (without.path().join("proc"), without.path().join("cgroup"));
+    // The VM loses its memory cgroup (the files found for it go, and /proc no longer names
+    // one): from here numa_maps is the source.
+    std::fs::write(p.join("42/cgroup"), "1:cpu:/vm\n").unwrap();
+    std::fs::remove_dir_all(c.join("memory/vm")).unwrap();
     let r = reader.read(&p, &c, 42, t0).unwrap();
     assert_eq!(r.source, MemorySource::NumaMaps);
     assert_eq!(r.by_node, BTreeMap::from([(0, 4096), (1, 4096)]));
@@ -79,4 +76,29 @@ fn numa_maps_only_without_a_memory_cgroup_and_at_most_once_per_interval() {
     std::fs::remove_dir_all(p.join("42")).unwrap();
     reader.retain(|_| false);
     assert!(reader.read(&p, &c, 42, t0 + every * 2).is_err());
+}
+
+#[test]
+fn the_files_found_once_are_read_each_time_and_found_anew_when_they_go() {
+    let dir = tree();
+    let (p, c) = (dir.path().join("proc"), dir.path().join("cgroup"));
+    let mut reader = MemoryReader::new(None);
+    let t0 = Instant::now();
+    let first = reader.read(&p, &c, 42, t0).unwrap();
+    assert_eq!(first.by_node[&0], page_size());
+    // /proc/PID/cgroup is not read again while the files it led to are there...
+    std::fs::write(p.join("42/cgroup"), "4:memory:/elsewhere\n").unwrap();
+    std::fs::write(c.join("memory/vm/memory.numa_stat"), "total=3 N0=3\n").unwrap();
+    let r = reader.read(&p, &c, 42, t0).unwrap();
+    assert_eq!(r.by_node[&0], 3 * page_size());
+    // ...and is when they are gone (the process moved, or is another one of that pid).
+    std::fs::remove_dir_all(c.join("memory/vm")).unwrap();
+    std::fs::create_dir_all(c.join("memory/elsewhere")).unwrap();
+    std::fs::write(
+        c.join("memory/elsewhere/memory.numa_stat"),
+        "total=5 N1=5\n",
+    )
+    .unwrap();
+    let r = reader.read(&p, &c, 42, t0).unwrap();
+    assert_eq!(r.by_node, BTreeMap::from([(1, 5 * page_size())]));
 }
