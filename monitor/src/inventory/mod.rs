@@ -190,8 +190,8 @@ pub fn build_vm(
 ) -> Result<Vm, VmError> {
     let pid_file = paths.qemu_run_dir.join(format!("{}.pid", spec.name));
     let pid = read_pid(&spec.name, &pid_file)?;
-    let vcpus =
-        threads::vcpu_threads(&paths.proc_root, pid).map_err(|source| VmError::Threads {
+    let (vcpus, host_threads) =
+        threads::all_threads(&paths.proc_root, pid).map_err(|source| VmError::Threads {
             domain: spec.name.clone(),
             source,
         })?;
@@ -202,7 +202,6 @@ pub fn build_vm(
     for warning in &spec.warnings {
         problems.push(warning.clone());
     }
-    let host_threads = threads::host_threads(&paths.proc_root, pid, &vcpus);
     Ok(Vm {
         name: spec.name.clone(),
         uuid: spec.uuid.clone(),

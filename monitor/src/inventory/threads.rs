@@ -119,27 +119,12 @@ pub struct HostThread {
 /// name or through QMP, nor named like one), by tid. Threads that exit while they are read
 /// are left out; a process that is gone has none (its vCPU threads' read reports it).
 pub fn host_threads(proc_root: &Path, pid: u32, vcpus: &[VcpuThread]) -> Vec<HostThread> {
-    let task_dir = proc_root.join(pid.to_string()).join("task");
-    let Ok(entries) = std::fs::read_dir(&task_dir) else {
+    let Ok(tasks) = Tasks::of(proc_root, pid) else {
         return Vec::new();
     };
-    let mut threads: Vec<HostThread> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let tid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            if vcpus.iter().any(|v| v.tid == tid) {
-                return None;
-            }
-            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            let role = ThreadRole::of(pid, tid, &comm);
-            (role != ThreadRole::Vcpu).then(|| HostThread {
-                tid,
-                role,
-                name: comm.trim().to_string(),
-                allowed_cpus: allowed_cpus(&entry.path()).unwrap_or_default(),
-                start_time: start_time(&entry.path()).unwrap_or(0),
-            })
-        })
+    let mut threads: Vec<HostThread> = tasks
+        .filter(|task| !vcpus.iter().any(|v| v.tid == task.tid))
+        .filter_map(|task| task.host_thread(proc_root, pid))
         .collect();
     threads.sort_by_key(|t| t.tid);
     threads
@@ -148,39 +133,103 @@ pub fn host_threads(proc_root: &Path, pid: u32, vcpus: &[VcpuThread]) -> Vec<Hos
 /// vCPU threads of process `pid`, sorted by vCPU index. A process that exits while we read it
 /// is an error naming it; a thread that exits is simply not listed.
 pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, ThreadsError> {
-    let task_dir = proc_root.join(pid.to_string()).join("task");
-    let entries = std::fs::read_dir(&task_dir).map_err(|source| ThreadsError::Process {
-        pid,
-        path: task_dir.clone(),
-        source,
-    })?;
-    let mut vcpus = Vec::new();
-    for entry in entries.flatten() {
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
-            continue;
-        };
-        let Some(vcpu) = vcpu_index(&comm) else {
-            continue;
-        };
-        let Ok(allowed_cpus) = allowed_cpus(&entry.path()) else {
-            continue;
-        };
-        vcpus.push(VcpuThread {
-            vcpu,
-            tid,
-            allowed_cpus,
-            start_time: start_time(&entry.path()).unwrap_or(0),
-        });
+    Ok(all_threads(proc_root, pid)?.0)
+}
+
+/// Both of the above in one pass over /proc/PID/task (each thread's name read once): the
+/// vCPU threads by name, sorted by vCPU index, and the others by tid.
+pub fn all_threads(
+    proc_root: &Path,
+    pid: u32,
+) -> Result<(Vec<VcpuThread>, Vec<HostThread>), ThreadsError> {
+    let (mut vcpus, mut others) = (Vec::new(), Vec::new());
+    for task in Tasks::of(proc_root, pid)? {
+        match vcpu_index(&task.comm) {
+            Some(vcpu) => {
+                let Ok(allowed_cpus) = task.allowed_cpus(proc_root) else {
+                    continue;
+                };
+                vcpus.push(VcpuThread {
+                    vcpu,
+                    tid: task.tid,
+                    allowed_cpus,
+                    start_time: start_time(&task.dir).unwrap_or(0),
+                });
+            }
+            None => others.extend(task.host_thread(proc_root, pid)),
+        }
     }
     vcpus.sort_by_key(|v| v.vcpu);
-    Ok(vcpus)
+    others.sort_by_key(|t: &HostThread| t.tid);
+    Ok((vcpus, others))
+}
+
+/// One thread of a task directory, with its name read.
+struct Task {
+    tid: u32,
+    dir: PathBuf,
+    comm: String,
+}
+
+impl Task {
+    /// The CPUs it may run on. On the host's own /proc, sched_getaffinity(2), as the
+    /// per-tick refresh of vCPU pins reads them ([`affinity`]): its status file's
+    /// `Cpus_allowed_list` less any offline CPUs, without the kernel formatting the ~60 lines
+    /// of status (a scan of 100 VMs reads some 1,400 threads). Under another root (a
+    /// fixture), its status file.
+    fn allowed_cpus(&self, proc_root: &Path) -> Result<CpuSet, ThreadsError> {
+        match proc_root == Path::new("/proc") {
+            true => affinity(self.tid).map_or_else(|| allowed_cpus(&self.dir), Ok),
+            false => allowed_cpus(&self.dir),
+        }
+    }
+
+    /// As a thread other than a vCPU thread; None for one named like a vCPU thread.
+    fn host_thread(&self, proc_root: &Path, pid: u32) -> Option<HostThread> {
+        let role = ThreadRole::of(pid, self.tid, &self.comm);
+        (role != ThreadRole::Vcpu).then(|| HostThread {
+            tid: self.tid,
+            role,
+            name: self.comm.trim().to_string(),
+            allowed_cpus: self.allowed_cpus(proc_root).unwrap_or_default(),
+            start_time: start_time(&self.dir).unwrap_or(0),
+        })
+    }
+}
+
+/// The threads of a process whose names could be read (one that exits meanwhile is left out).
+struct Tasks {
+    entries: std::fs::ReadDir,
+}
+
+impl Tasks {
+    fn of(proc_root: &Path, pid: u32) -> Result<Tasks, ThreadsError> {
+        let task_dir = proc_root.join(pid.to_string()).join("task");
+        let entries = std::fs::read_dir(&task_dir).map_err(|source| ThreadsError::Process {
+            pid,
+            path: task_dir.clone(),
+            source,
+        })?;
+        Ok(Tasks { entries })
+    }
+}
+
+impl Iterator for Tasks {
+    type Item = Task;
+
+    fn next(&mut self) -> Option<Task> {
+        for entry in self.entries.by_ref().flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let dir = entry.path();
+            let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+                continue;
+            };
+            return Some(Task { tid, dir, comm });
+        }
+        None
+    }
 }
 
 /// The CPUs thread `tid` may run on now, from sched_getaffinity(2); None when it is gone.
@@ -301,5 +350,40 @@ mod tests {
         assert!(!own.is_empty());
         let err = vcpu_threads(Path::new("/proc"), u32::MAX).unwrap_err();
         assert!(err.to_string().contains(&u32::MAX.to_string()), "{err}");
+    }
+
+    #[test]
+    fn the_syscall_gives_what_the_status_file_says_for_every_thread() {
+        // A thread of ours on CPU 0 only, beside the others (all CPUs): both must agree.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let pinned = std::thread::spawn(move || {
+            // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) applies to this thread.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+            }
+            tx.send(()).unwrap();
+            let _ = stop_rx.recv();
+        });
+        rx.recv().unwrap();
+        let pid = std::process::id();
+        let tasks: Vec<Task> = Tasks::of(Path::new("/proc"), pid).unwrap().collect();
+        assert!(tasks.len() >= 2);
+        let mut seen_pinned = false;
+        for task in &tasks {
+            let by_syscall = task.allowed_cpus(Path::new("/proc")).unwrap();
+            assert_eq!(
+                by_syscall,
+                allowed_cpus(&task.dir).unwrap(),
+                "thread {}",
+                task.tid
+            );
+            seen_pinned |= by_syscall == CpuSet::from_range(0, 0);
+        }
+        assert!(seen_pinned, "the pinned thread was among them");
+        drop(stop_tx);
+        pinned.join().unwrap();
     }
 }
