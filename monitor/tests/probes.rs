@@ -184,6 +184,10 @@ fn the_batch_read_equals_the_read_entry_by_entry() {
     }
     let batch = probes.read().unwrap();
     let each = probes.read_each().unwrap();
+    // In chunks too: a slot per call, and several slots per call (as on a host of many CPUs,
+    // where a chunk is bounded in bytes).
+    let one_by_one = probes.read_chunked(1).unwrap();
+    let by_chunks = probes.read_chunked(5 * 1024).unwrap(); // 17 slots a call on 2 CPUs
     assert!(
         probes.reads_in_batches(),
         "this kernel (>= 5.6) refused a batch lookup: see the daemon's log line"
@@ -210,6 +214,8 @@ fn the_batch_read_equals_the_read_entry_by_entry() {
         );
     }
     assert_eq!(batch, each);
+    assert_eq!(one_by_one, each);
+    assert_eq!(by_chunks, each);
 }
 
 #[test]

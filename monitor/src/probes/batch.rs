@@ -27,9 +27,11 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// The values of entries `0..count` of an array map, as the kernel copies them out: for a
-/// per-CPU map, each entry is one value per possible CPU, each rounded up to 8 bytes.
+/// The values of entries `first..first + count` of an array map, as the kernel copies them
+/// out: for a per-CPU map, each entry is one value per possible CPU, each rounded up to 8
+/// bytes.
 pub struct Entries<V> {
+    first: u32,
     bytes: Vec<u8>,
     /// Bytes of one entry.
     stride: usize,
@@ -40,24 +42,39 @@ pub struct Entries<V> {
 }
 
 impl<V: Pod> Entries<V> {
-    /// Entries `0..count` of the array map `map` (`per_cpu`: a per-CPU array on a host of
-    /// `cpus` possible CPUs). `Err` when the kernel has no batch lookup (before 5.6:
-    /// `EINVAL`) or the call failed; the caller then reads entry by entry.
-    pub fn read(map: &MapData, count: u32, per_cpu: Option<usize>) -> io::Result<Entries<V>> {
+    /// Bytes one entry of a map of `V` takes (`per_cpu`: a per-CPU array on a host of that
+    /// many possible CPUs).
+    pub fn stride(per_cpu: Option<usize>) -> usize {
+        match per_cpu {
+            Some(cpus) => size_of::<V>().next_multiple_of(8) * cpus,
+            None => size_of::<V>(),
+        }
+    }
+
+    /// Entries `first..first + count` of the array map `map` (`per_cpu` as in
+    /// [`Entries::stride`]). `Err` when the kernel has no batch lookup (before 5.6: `EINVAL`)
+    /// or the call failed; the caller then reads entry by entry.
+    pub fn read(
+        map: &MapData,
+        first: u32,
+        count: u32,
+        per_cpu: Option<usize>,
+    ) -> io::Result<Entries<V>> {
         let value = match per_cpu {
             Some(_) => size_of::<V>().next_multiple_of(8),
             None => size_of::<V>(),
         };
-        let stride = value * per_cpu.unwrap_or(1);
+        let stride = Self::stride(per_cpu);
         let mut bytes = vec![0u8; stride * count as usize];
         let mut keys = vec![0u32; count as usize];
         let fd = map_fd(map);
         let mut filled = 0u32;
-        let mut next = 0u32;
+        // The kernel starts after the key `in_batch` points to (at key 0 for NULL) and leaves
+        // the last key it read in `out_batch`: each call goes on from the one before.
+        let mut next = first.wrapping_sub(1);
         while filled < count {
             let mut attr = BatchAttr {
-                // First call: from the start (NULL); then from where the last one stopped.
-                in_batch: if filled == 0 {
+                in_batch: if first == 0 && filled == 0 {
                     0
                 } else {
                     &next as *const u32 as u64
@@ -96,6 +113,7 @@ impl<V: Pod> Entries<V> {
             ));
         }
         Ok(Entries {
+            first,
             bytes,
             stride,
             value,
@@ -106,16 +124,18 @@ impl<V: Pod> Entries<V> {
 
     /// Whether entry `index` was read.
     pub fn has(&self, index: u32) -> bool {
-        index < self.count
+        index
+            .checked_sub(self.first)
+            .is_some_and(|i| i < self.count)
     }
 
-    /// The value of entry `index` on CPU `cpu` (0 for a map that is not per CPU); None past
-    /// what was read.
+    /// The value of entry `index` on CPU `cpu` (0 for a map that is not per CPU); None
+    /// outside what was read.
     pub fn get(&self, index: u32, cpu: usize) -> Option<V> {
         if !self.has(index) || (cpu + 1) * self.value > self.stride {
             return None;
         }
-        let at = index as usize * self.stride + cpu * self.value;
+        let at = (index - self.first) as usize * self.stride + cpu * self.value;
         let bytes = &self.bytes[at..at + size_of::<V>()];
         // SAFETY: `bytes` is size_of::<V>() long, and V is Pod: any bit pattern is a value.
         Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<V>()) })

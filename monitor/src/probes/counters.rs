@@ -128,16 +128,39 @@ impl Probes {
     }
 
     /// Cumulative counters of every tracked thread: the slots in use of each map are read in
-    /// one batch call per map (entry by entry on a kernel without batch lookups).
+    /// batch calls of at most [`BATCH_BYTES`] each (entry by entry on a kernel without batch
+    /// lookups).
     pub fn read(&self) -> Result<BTreeMap<u32, ThreadCounters>, ProbeError> {
-        let Some(batch) = self.read_batch() else {
-            return self.read_each();
+        self.read_chunked(BATCH_BYTES)
+    }
+
+    /// [`Probes::read`] with batch calls of at most `batch_bytes` each (at least one slot a
+    /// call): the tests read in many small chunks this way.
+    pub fn read_chunked(
+        &self,
+        batch_bytes: usize,
+    ) -> Result<BTreeMap<u32, ThreadCounters>, ProbeError> {
+        let mut by_slot: Vec<(u32, u32)> = self.slots.iter().map(|(&t, &s)| (s, t)).collect();
+        by_slot.sort_unstable();
+        let Some(&(top, _)) = by_slot.last() else {
+            return Ok(BTreeMap::new());
         };
-        Ok(self
-            .slots
-            .iter()
-            .map(|(&tid, &slot)| (tid, self.counters_of(tid, batch.slot(slot, self.nr_cpus))))
-            .collect())
+        // A chunk's buffers stay within BATCH_BYTES on a host of many CPUs (the exit counters
+        // of one slot are ~200 bytes per CPU); on a small host one chunk holds every slot.
+        let widest = Entries::<ExitCounts>::stride(Some(self.nr_cpus));
+        let chunk = (batch_bytes / widest).max(1) as u32;
+        let mut out = BTreeMap::new();
+        let mut threads = by_slot.iter().peekable();
+        for first in (0..=top).step_by(chunk as usize) {
+            let Some(batch) = self.read_batch(first, chunk.min(top + 1 - first)) else {
+                return self.read_each();
+            };
+            while let Some(&&(slot, tid)) = threads.peek().filter(|(s, _)| batch.has(*s)) {
+                out.insert(tid, self.counters_of(tid, batch.slot(slot, self.nr_cpus)));
+                threads.next();
+            }
+        }
+        Ok(out)
     }
 
     /// What [`Probes::read`] gives, read entry by entry (a lookup per map and thread): the way
@@ -155,20 +178,22 @@ impl Probes {
         self.batch_reads.load(Ordering::Relaxed)
     }
 
-    /// Every slot up to the highest in use, one batch lookup per map; None when the kernel
-    /// cannot (logged once) or a map could not be read.
-    fn read_batch(&self) -> Option<Batch> {
+    /// Slots `first..first + count`, one batch lookup per map; None when the kernel cannot
+    /// (logged once) or a map could not be read.
+    fn read_batch(&self, first: u32, count: u32) -> Option<Batch> {
         if !self.batch_reads.load(Ordering::Relaxed) {
             return None;
         }
-        let top = self.slots.values().copied().max()? + 1;
-        let vcpu_top = top.min(self.options.max_threads + 1);
+        // Only vCPU slots (1..=max_threads) have exit counters.
+        let vcpu_count = (self.options.max_threads + 1)
+            .saturating_sub(first)
+            .min(count);
         let cpus = Some(self.nr_cpus);
         let read = || -> std::io::Result<Batch> {
             Ok(Batch {
-                run: Entries::read(self.run_ns.map(), top, cpus)?,
-                thread: Entries::read(self.thread_run.map(), top, None)?,
-                exits: Entries::read(self.kvm_exits.map(), vcpu_top, cpus)?,
+                run: Entries::read(self.run_ns.map(), first, count, cpus)?,
+                thread: Entries::read(self.thread_run.map(), first, count, None)?,
+                exits: Entries::read(self.kvm_exits.map(), first, vcpu_count, cpus)?,
             })
         };
         match read() {
@@ -311,6 +336,10 @@ impl Probes {
     }
 }
 
+/// The most bytes one batch lookup copies out (per map): bounds the daemon's buffers on a
+/// host of hundreds of CPUs.
+const BATCH_BYTES: usize = 1 << 20;
+
 /// What the maps hold for one slot (None: not read, or not a vCPU's for `exits`).
 #[derive(Default)]
 struct SlotValues {
@@ -327,6 +356,11 @@ struct Batch {
 }
 
 impl Batch {
+    /// Whether `slot` is among the slots read.
+    fn has(&self, slot: u32) -> bool {
+        self.run.has(slot)
+    }
+
     fn slot(&self, slot: u32, cpus: usize) -> SlotValues {
         SlotValues {
             run: per_cpu(&self.run, slot, cpus),
