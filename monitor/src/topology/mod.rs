@@ -133,16 +133,22 @@ pub enum Locality {
 /// The locality of each CPU for one VM's GPU nodes ([`Topology::localities`]).
 #[derive(Debug, Clone)]
 pub struct CpuLocalities {
+    /// By CPU id, for ids below [`CpuLocalities::DENSE`].
     by_cpu: Vec<Locality>,
+    /// Ids beyond it (none on a real host: x86's NR_CPUS is at most 8192; an odd sysfs tree
+    /// may name any number, which must not size a vector).
+    beyond: BTreeMap<u32, Locality>,
 }
 
 impl CpuLocalities {
+    const DENSE: u32 = 8192;
+
     /// The locality of `cpu`: [`Locality::None`] for a CPU the topology does not know.
     pub fn of(&self, cpu: u32) -> Locality {
-        self.by_cpu
-            .get(cpu as usize)
-            .copied()
-            .unwrap_or(Locality::None)
+        match self.by_cpu.get(cpu as usize) {
+            Some(&locality) => locality,
+            None => self.beyond.get(&cpu).copied().unwrap_or(Locality::None),
+        }
     }
 }
 
@@ -278,16 +284,21 @@ impl Topology {
     /// [`Topology::locality`] of every online CPU for one set of GPU nodes, worked out once:
     /// what a hot loop over many (thread, CPU) pairs of one VM looks up instead.
     pub fn localities(&self, gpu_nodes: &[u32]) -> CpuLocalities {
-        let len = self
-            .cpus
-            .keys()
+        let dense = self.cpus.range(..CpuLocalities::DENSE);
+        let len = dense
+            .clone()
             .next_back()
-            .map_or(0, |&cpu| cpu as usize + 1);
+            .map_or(0, |(&cpu, _)| cpu as usize + 1);
         let mut by_cpu = vec![Locality::None; len];
-        for &cpu in self.cpus.keys() {
+        for (&cpu, _) in dense {
             by_cpu[cpu as usize] = self.locality(cpu, gpu_nodes);
         }
-        CpuLocalities { by_cpu }
+        let beyond = self
+            .cpus
+            .range(CpuLocalities::DENSE..)
+            .map(|(&cpu, _)| (cpu, self.locality(cpu, gpu_nodes)))
+            .collect();
+        CpuLocalities { by_cpu, beyond }
     }
 
     /// Online CPUs on sockets that hold none of `gpu_nodes` (empty without GPU nodes).

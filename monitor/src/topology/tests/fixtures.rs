@@ -212,3 +212,25 @@ fn no_numa_makes_one_node_of_all_cpus() {
     assert_eq!(topo.pci_node("00:02.0"), Some(0));
     assert_eq!(topo.locality(1, &[0]), Locality::Local);
 }
+
+/// The per-VM table answers exactly what `locality` answers, for every CPU of every fixture,
+/// GPU set and CPU beyond them, and a CPU id no vector should be sized by.
+#[test]
+fn the_locality_table_answers_what_locality_answers() {
+    for name in ["two-socket-gpu", "two-socket-smt", "moves-node"] {
+        let mut topo = read(name);
+        let far = *topo.cpus.keys().next_back().unwrap();
+        let odd = topo.cpus[&far].clone();
+        topo.cpus.insert(4_000_000, odd);
+        for gpu_nodes in [vec![], vec![0], vec![1], vec![0, 1], vec![7]] {
+            let table = topo.localities(&gpu_nodes);
+            for cpu in topo.cpus.keys().copied().chain([far + 1, 9000, u32::MAX]) {
+                assert_eq!(
+                    table.of(cpu),
+                    topo.locality(cpu, &gpu_nodes),
+                    "{name}: CPU {cpu}, GPU nodes {gpu_nodes:?}"
+                );
+            }
+        }
+    }
+}
