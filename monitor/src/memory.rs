@@ -1,8 +1,9 @@
 //! Where a VM's memory sits: the bytes its memory cgroup has on each NUMA node, from
 //! `memory.numa_stat` (cgroup v1, where libvirt puts a VM in
 //! `memory:/machine/qemu-N-NAME.libvirt-qemu`, and v2), plus its hugetlb pages by node
-//! ([`hugetlb`]). A few small reads per VM per tick (/proc/PID/cgroup and the stat files),
-//! never a page-table walk; [`numa_maps`] is the slow fallback for a VM without them.
+//! ([`hugetlb`]). A few small reads per VM per tick (the stat files, found once per QEMU
+//! process from /proc/PID/cgroup), never a page-table walk; [`numa_maps`] is the slow
+//! fallback for a VM without them.
 //!
 //! What is counted: the cgroup's `total` (v1: anon, file and unevictable pages) or the sum of
 //! v2's `anon`, `file` and `unevictable` bytes, hierarchical where the kernel offers it. Guest
