@@ -133,7 +133,11 @@ pub fn host_threads(proc_root: &Path, pid: u32, vcpus: &[VcpuThread]) -> Vec<Hos
 /// vCPU threads of process `pid`, sorted by vCPU index. A process that exits while we read it
 /// is an error naming it; a thread that exits is simply not listed.
 pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, ThreadsError> {
-    Ok(all_threads(proc_root, pid)?.0)
+    let mut vcpus: Vec<VcpuThread> = Tasks::of(proc_root, pid)?
+        .filter_map(|task| task.vcpu_thread(proc_root))
+        .collect();
+    vcpus.sort_by_key(|v| v.vcpu);
+    Ok(vcpus)
 }
 
 /// Both of the above in one pass over /proc/PID/task (each thread's name read once): the
@@ -144,18 +148,9 @@ pub fn all_threads(
 ) -> Result<(Vec<VcpuThread>, Vec<HostThread>), ThreadsError> {
     let (mut vcpus, mut others) = (Vec::new(), Vec::new());
     for task in Tasks::of(proc_root, pid)? {
-        match vcpu_index(&task.comm) {
-            Some(vcpu) => {
-                let Ok(allowed_cpus) = task.allowed_cpus(proc_root) else {
-                    continue;
-                };
-                vcpus.push(VcpuThread {
-                    vcpu,
-                    tid: task.tid,
-                    allowed_cpus,
-                    start_time: start_time(&task.dir).unwrap_or(0),
-                });
-            }
+        // A thread named like a vCPU whose CPUs cannot be read is neither.
+        match task.vcpu_thread(proc_root) {
+            Some(vcpu) => vcpus.push(vcpu),
             None => others.extend(task.host_thread(proc_root, pid)),
         }
     }
@@ -182,6 +177,16 @@ impl Task {
             true => affinity(self.tid).map_or_else(|| allowed_cpus(&self.dir), Ok),
             false => allowed_cpus(&self.dir),
         }
+    }
+
+    /// As a vCPU thread; None for one not named like one, or whose CPUs cannot be read.
+    fn vcpu_thread(&self, proc_root: &Path) -> Option<VcpuThread> {
+        Some(VcpuThread {
+            vcpu: vcpu_index(&self.comm)?,
+            tid: self.tid,
+            allowed_cpus: self.allowed_cpus(proc_root).ok()?,
+            start_time: start_time(&self.dir).unwrap_or(0),
+        })
     }
 
     /// As a thread other than a vCPU thread; None for one named like a vCPU thread.
