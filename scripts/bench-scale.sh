@@ -8,6 +8,9 @@
 # Side by side: PINSIGHT_BENCH_COMPARE="old=/path/to/pinsight new=target/release/pinsight"
 # runs each binary in turn against the same VMs, PINSIGHT_BENCH_ROUNDS times (default 1),
 # the order rotated each round, and prints one line per run and the median per binary.
+# PINSIGHT_BENCH_PERF=DIR also profiles each run after its figures are taken (perf record
+# -e cpu-clock -g of the daemon's pid for 30 s, into DIR/perf-NAME-ROUND.data), so the
+# profile never weighs on the figures.
 # Ends only the VMs (by name) and the daemons (by pid) it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +77,10 @@ run_one() {
     /^pinsight_probe_run_seconds_total/ { t[$3] = $NF }
     /^pinsight_probe_runs_total/ { n[$3] = $NF }
     END { for (p in n) if (n[p] > 0) printf "  probe %s: %.1f ns per run over %d runs\n", p, t[p] * 1e9 / n[p], n[p] }'
+  if [ -n "${PINSIGHT_BENCH_PERF:-}" ]; then
+    mkdir -p "$PINSIGHT_BENCH_PERF"
+    perf record -q -e cpu-clock -g -p "$DAEMON_PID" -o "$PINSIGHT_BENCH_PERF/perf-$name-$round.data" -- sleep 30 2>/dev/null
+  fi
   stop_daemon
 }
 count=${#BINARIES[@]}

@@ -122,7 +122,7 @@ impl Engine {
         let lifecycle = match Lifecycle::start(&config.libvirt_uri) {
             Ok(l) => Some(l),
             Err(e) => {
-                tracing::warn!(error = %e, "no libvirt domain events: new VMs and pin changes are seen at the next rescan (rescan_seconds)");
+                tracing::warn!(error = %e, "no libvirt domain events: new VMs and pin changes are seen at the next rescan (at least once every 5 s)");
                 None
             }
         };
@@ -133,7 +133,7 @@ impl Engine {
                 config.qmp.clone(),
                 topology.clone(),
                 paths.clone(),
-                Duration::from_secs_f64(config.rescan_seconds),
+                config.eventless_rescan(),
             ),
             policy: repin::PolicyLoop::new(&config.policy, &config.qmp.state_dir),
             fixes: fixes::FixLoop::default(),
@@ -200,10 +200,8 @@ impl Engine {
         self.accounting
             .set_window(Duration::from_secs_f64(config.remote_ratio_window_seconds));
         self.memory_reader.set_fallback(config.numa_maps_fallback());
-        self.qmp.reconfigure(
-            config.qmp.clone(),
-            Duration::from_secs_f64(config.rescan_seconds),
-        );
+        self.qmp
+            .reconfigure(config.qmp.clone(), config.eventless_rescan());
         (self.calibration, self.calibration_problem) = crate::calibration::load(
             &config.calibration_file,
             self.calibration_problem.as_deref(),
@@ -304,7 +302,11 @@ impl Engine {
     /// thread's allowed CPUs, then the probes. Nothing here waits for libvirt.
     fn read_sources(&mut self, now: Instant) -> BTreeMap<u32, ThreadCounters> {
         self.rescan_wanted |= self.lifecycle.as_ref().is_some_and(Lifecycle::take);
-        let rescan = Duration::from_secs_f64(self.config.rescan_seconds);
+        // With events, the periodic scan is a safety net; without, it is how changes are seen.
+        let rescan = match self.lifecycle.as_ref().is_some_and(Lifecycle::connected) {
+            true => self.config.rescan(),
+            false => self.config.eventless_rescan(),
+        };
         let due = self
             .last_scan
             .is_none_or(|t| now.duration_since(t) >= rescan);
@@ -321,6 +323,11 @@ impl Engine {
             // QEMU VMs, and a hung QMP socket never holds back libvirt's.
             if let Some(i) = libvirt {
                 self.libvirt_inventory = i;
+                // A scan allocates and frees on the worker thread's heap (every domain's XML,
+                // its parse, /proc reads); hand the pages back, as after loading the probes,
+                // so the resident size is what the daemon keeps. Once a rescan: cheap.
+                // SAFETY: malloc_trim only releases free heap memory.
+                unsafe { libc::malloc_trim(0) };
             }
             if let Some(i) = qmp {
                 self.qmp_inventory = i;

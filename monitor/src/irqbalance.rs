@@ -3,7 +3,8 @@
 //! does not fight it: while it runs, a GPU line it may move is reported, not written.
 //!
 //! One read of each `<root>/<pid>/comm` (a few hundred small reads on a host), so the daemon
-//! looks at most once per rescan and only while a GPU VM runs.
+//! looks every `rescan_seconds` but at least once every 5 s (as a source without events is
+//! rescanned), and only while a GPU VM runs.
 
 use std::path::Path;
 

@@ -1,9 +1,9 @@
 //! Where a VM's memory sits: the bytes its memory cgroup has on each NUMA node, from
 //! `memory.numa_stat` (cgroup v1, where libvirt puts a VM in
 //! `memory:/machine/qemu-N-NAME.libvirt-qemu`, and v2), plus its hugetlb pages by node
-//! ([`hugetlb`]). A few small reads per VM per tick (the stat files, found once per QEMU
-//! process from /proc/PID/cgroup), never a page-table walk; [`numa_maps`] is the slow
-//! fallback for a VM without them.
+//! ([`hugetlb`]). A few small reads per VM per tick (the stat files, found and opened once
+//! per QEMU process from /proc/PID/cgroup, then read again from their start), never a
+//! page-table walk; [`numa_maps`] is the slow fallback for a VM without them.
 //!
 //! What is counted: the cgroup's `total` (v1: anon, file and unevictable pages) or the sum of
 //! v2's `anon`, `file` and `unevictable` bytes, hierarchical where the kernel offers it. Guest
@@ -15,6 +15,8 @@ mod hugetlb;
 pub mod numa_maps;
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -85,15 +87,67 @@ pub fn read(proc_root: &Path, cgroup_root: &Path, pid: u32) -> Result<Resident, 
     CgroupFiles::find(proc_root, cgroup_root, pid)?.read()
 }
 
-/// The stat files of one process's cgroups: found once from /proc/PID/cgroup (a QEMU process
-/// stays in its VM's cgroup for its life), then read every tick.
-#[derive(Debug, Clone)]
+/// A kernel stat file held open and read again from its start each time. The kernel writes
+/// such a file anew for a read at offset 0, so the figures are fresh, while the path (some
+/// ten directories deep under /sys/fs/cgroup) is walked only once: opening and closing a
+/// VM's three stat files each tick cost more than reading them (BENCHMARKS.md). A cgroup
+/// removed meanwhile fails the read (kernfs answers ENODEV), and the caller finds the files
+/// anew; so does a file of a fixture tree that was deleted (no links left), which a plain
+/// file system would still let us read.
+#[derive(Debug)]
+struct StatFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl StatFile {
+    fn open(path: PathBuf) -> Result<StatFile, MemoryError> {
+        match File::open(&path) {
+            Ok(file) => Ok(StatFile { path, file }),
+            Err(source) => Err(MemoryError::Read { path, source }),
+        }
+    }
+
+    /// The whole file as the kernel writes it now.
+    fn read(&self) -> Result<String, MemoryError> {
+        let failed = |source| MemoryError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        if std::os::unix::fs::MetadataExt::nlink(&self.file.metadata().map_err(failed)?) == 0 {
+            let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "removed");
+            return Err(failed(gone));
+        }
+        let mut bytes = vec![0; 4096];
+        let mut len = 0;
+        loop {
+            if len == bytes.len() {
+                bytes.resize(2 * len, 0);
+            }
+            match self.file.read_at(&mut bytes[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        bytes.truncate(len);
+        String::from_utf8(bytes).map_err(|_| MemoryError::Format {
+            path: self.path.clone(),
+            reason: "not UTF-8 text".into(),
+        })
+    }
+}
+
+/// The stat files of one process's cgroups: found and opened once from /proc/PID/cgroup (a
+/// QEMU process stays in its VM's cgroup for its life), then read every tick.
+#[derive(Debug)]
 struct CgroupFiles {
     /// memory.numa_stat, and whether it is v1's format.
-    numa_stat: PathBuf,
+    numa_stat: StatFile,
     v1: bool,
     /// hugetlb.<size>.numa_stat of each page size (none without the controller).
-    hugetlb: Vec<PathBuf>,
+    hugetlb: Vec<StatFile>,
 }
 
 impl CgroupFiles {
@@ -105,21 +159,24 @@ impl CgroupFiles {
                 path: cgroup_file.clone(),
             })?;
         Ok(CgroupFiles {
-            numa_stat,
+            numa_stat: StatFile::open(numa_stat)?,
             v1,
-            hugetlb: hugetlb::files(&text, cgroup_root),
+            hugetlb: hugetlb::files(&text, cgroup_root)
+                .into_iter()
+                .map(StatFile::open)
+                .collect::<Result<_, _>>()?,
         })
     }
 
     fn read(&self) -> Result<Resident, MemoryError> {
-        let stat = read_file(&self.numa_stat)?;
+        let stat = self.numa_stat.read()?;
         let parsed = if self.v1 {
             parse_v1(&stat)
         } else {
             parse_v2(&stat)
         };
         let mut by_node = parsed.map_err(|reason| MemoryError::Format {
-            path: self.numa_stat.clone(),
+            path: self.numa_stat.path.clone(),
             reason,
         })?;
         let hugetlb_by_node = hugetlb::read(&self.hugetlb)?;

@@ -71,7 +71,10 @@ pub struct Config {
     pub qemu_run_dir: PathBuf,
     /// Seconds between readings of the probes' counters.
     pub tick_seconds: f64,
-    /// Seconds between full libvirt rescans (VMs starting, stopping, changing pins).
+    /// Seconds between full libvirt rescans while libvirt's domain events arrive (they make
+    /// a rescan at once when a VM starts or stops, its pins change, a device is hot-plugged or
+    /// its metadata changes, so this one is a safety net). Without events, and for QMP sockets, which have none,
+    /// at least once every [`EVENTLESS_RESCAN_SECONDS`] (see [`Config::eventless_rescan`]).
     pub rescan_seconds: f64,
     /// Window of pinsight_domain_remote_ratio, in seconds.
     pub remote_ratio_window_seconds: f64,
@@ -118,7 +121,22 @@ impl Default for OverheadConfig {
     }
 }
 
+/// Longest time between rescans of a source that raises no events: libvirt while its domain
+/// events are not connected, and the QMP sockets.
+pub const EVENTLESS_RESCAN_SECONDS: f64 = 5.0;
+
 impl Config {
+    /// Time between periodic libvirt rescans: `rescan_seconds` while domain events arrive.
+    pub fn rescan(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.rescan_seconds)
+    }
+
+    /// Time between rescans of a source without events: `rescan_seconds`, at most
+    /// [`EVENTLESS_RESCAN_SECONDS`].
+    pub fn eventless_rescan(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.rescan_seconds.min(EVENTLESS_RESCAN_SECONDS))
+    }
+
     /// How often the numa_maps fallback may run, None when it is off.
     pub fn numa_maps_fallback(&self) -> Option<std::time::Duration> {
         (self.numa_maps_fallback_seconds > 0.0)
@@ -322,7 +340,7 @@ impl Default for Config {
             libvirt_timeout_seconds: 5.0,
             qemu_run_dir: PathBuf::from("/run/libvirt/qemu"),
             tick_seconds: 1.0,
-            rescan_seconds: 5.0,
+            rescan_seconds: 30.0,
             remote_ratio_window_seconds: 60.0,
             cross_socket_penalty: 0.03,
             per_vcpu_metrics: true,

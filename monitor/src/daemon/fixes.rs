@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::{Config, FixMode, Mode};
 use crate::interrupts::VfioInterrupts;
@@ -177,13 +177,14 @@ impl FixLoop {
         }
     }
 
-    /// Looks for irqbalance at most once per rescan, while a GPU VM runs and irq fixes are on.
+    /// Looks for irqbalance while a GPU VM runs and irq fixes are on, as often as a source
+    /// without events is rescanned (its start raises none).
     fn read_irqbalance(&mut self, config: &Config, vms: &[Vm]) {
         if config.policy.irq == FixMode::Off || vms.iter().all(|vm| vm.gpus.is_empty()) {
             self.irqbalance = None;
             return;
         }
-        let every = Duration::from_secs_f64(config.rescan_seconds);
+        let every = config.eventless_rescan();
         if self.irqbalance_read.is_some_and(|t| t.elapsed() < every) {
             return;
         }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{node_field, read_file, total_line, BytesByNode, MemoryError};
+use super::{node_field, total_line, BytesByNode, MemoryError, StatFile};
 
 /// Where the hugetlb controller of a process sits: v1 `hugetlb` hierarchy, or v2.
 fn hugetlb_dir(cgroup_text: &str, cgroup_root: &Path) -> Option<PathBuf> {
@@ -58,13 +58,13 @@ pub fn files(cgroup_text: &str, cgroup_root: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The hugetlb bytes by node in `files` ([`files`]), summed over page sizes.
-pub fn read(files: &[PathBuf]) -> Result<BytesByNode, MemoryError> {
+/// The hugetlb bytes by node in `files` (of [`files`], opened), summed over page sizes.
+pub(super) fn read(files: &[StatFile]) -> Result<BytesByNode, MemoryError> {
     let mut nodes = BytesByNode::new();
-    for path in files {
-        let text = read_file(path)?;
+    for file in files {
+        let text = file.read()?;
         let per_size = parse(&text).map_err(|reason| MemoryError::Format {
-            path: path.clone(),
+            path: file.path.clone(),
             reason,
         })?;
         for (node, bytes) in per_size {
@@ -87,6 +87,14 @@ fn parse(text: &str) -> Result<BytesByNode, String> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// The files of [`files`], opened, as the memory reader holds them.
+    fn open(files: Vec<PathBuf>) -> Vec<StatFile> {
+        files
+            .into_iter()
+            .map(|f| StatFile::open(f).unwrap())
+            .collect()
+    }
 
     #[test]
     fn v1_hierarchical_first_and_v2_total_in_bytes() {
@@ -118,7 +126,7 @@ mod tests {
         std::fs::write(vm.join("hugetlb.2MB.usage_in_bytes"), "2097152\n").unwrap();
         let v1 = "5:hugetlb:/machine/qemu-1-vm.libvirt-qemu\n0::/\n";
         assert_eq!(
-            read(&files(v1, root)).unwrap(),
+            read(&open(files(v1, root))).unwrap(),
             BTreeMap::from([(0, 1073741824), (1, 2097152)])
         );
         // Hybrid: no v1 hugetlb line, the controller is on v2 under `unified`.
@@ -131,19 +139,23 @@ mod tests {
         .unwrap();
         let hybrid = "4:memory:/machine/vm\n0::/machine/vm/libvirt/emulator\n";
         assert_eq!(
-            read(&files(hybrid, root)).unwrap(),
+            read(&open(files(hybrid, root))).unwrap(),
             BTreeMap::from([(0, 4194304)])
         );
         // No controller (or no such cgroup): no hugetlb figure, no error.
-        assert!(read(&files("4:memory:/x\n", root)).unwrap().is_empty());
-        assert!(read(&files("0::/nowhere\n", root)).unwrap().is_empty());
+        assert!(read(&open(files("4:memory:/x\n", root)))
+            .unwrap()
+            .is_empty());
+        assert!(read(&open(files("0::/nowhere\n", root)))
+            .unwrap()
+            .is_empty());
         // An unknown line is ignored; a malformed file is named.
         std::fs::write(
             v2.join("hugetlb.2MB.numa_stat"),
             "something_new=1\ntotal=1 N0=x\n",
         )
         .unwrap();
-        let err = read(&files(hybrid, root)).unwrap_err().to_string();
+        let err = read(&open(files(hybrid, root))).unwrap_err().to_string();
         assert!(
             err.contains("hugetlb.2MB.numa_stat") && err.contains("N0=x"),
             "{err}"

@@ -259,7 +259,7 @@ pub fn render(view: &HostView) -> String {
                 vcpu_exits.push(
                     labels(vec![
                         ("locality", e.locality.as_str().into()),
-                        ("reason", e.reason.clone()),
+                        ("reason", e.reason.to_string()),
                     ]),
                     e.count as f64,
                 );

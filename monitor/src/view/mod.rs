@@ -82,8 +82,9 @@ pub struct ProbesView {
 pub struct ExitCount {
     /// Where the vCPU exited.
     pub locality: Locality,
-    /// Exit reason label (a bounded set, "other" for the rest).
-    pub reason: String,
+    /// Exit reason label (a bounded set, "other" for the rest): borrowed from the probes'
+    /// table when built, owned when read back from JSON (status asks the daemon for it).
+    pub reason: std::borrow::Cow<'static, str>,
     /// Exits.
     pub count: u64,
 }
@@ -398,7 +399,7 @@ fn vm_view(
                     .iter()
                     .map(|((locality, reason), count)| ExitCount {
                         locality: *locality,
-                        reason: reason.to_string(),
+                        reason: std::borrow::Cow::Borrowed(reason),
                         count: *count,
                     })
                     .collect(),
