@@ -87,6 +87,9 @@ pub fn read(proc_root: &Path, cgroup_root: &Path, pid: u32) -> Result<Resident, 
     CgroupFiles::find(proc_root, cgroup_root, pid)?.read()
 }
 
+/// Most a memory stat file may hold (v1's memory.numa_stat is ~1 KiB on a 2-node host).
+const MAX_STAT_FILE_BYTES: usize = 1 << 20;
+
 /// A kernel stat file held open and read again from its start each time. The kernel writes
 /// such a file anew for a read at offset 0, so the figures are fresh, while the path (some
 /// ten directories deep under /sys/fs/cgroup) is walked only once: opening and closing a
@@ -122,6 +125,13 @@ impl StatFile {
         let mut len = 0;
         loop {
             if len == bytes.len() {
+                // A stat file is a few lines per node; one that grows without end is not one.
+                if len >= MAX_STAT_FILE_BYTES {
+                    return Err(MemoryError::Format {
+                        path: self.path.clone(),
+                        reason: format!("longer than {MAX_STAT_FILE_BYTES} bytes"),
+                    });
+                }
                 bytes.resize(2 * len, 0);
             }
             match self.file.read_at(&mut bytes[len..], len as u64) {

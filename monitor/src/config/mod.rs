@@ -72,9 +72,10 @@ pub struct Config {
     /// Seconds between readings of the probes' counters.
     pub tick_seconds: f64,
     /// Seconds between full libvirt rescans while libvirt's domain events arrive (they make
-    /// a rescan at once when a VM starts or stops, its pins change, a device is hot-plugged or
-    /// its metadata changes, so this one is a safety net). Without events, and for QMP sockets, which have none,
-    /// at least once every [`EVENTLESS_RESCAN_SECONDS`] (see [`Config::eventless_rescan`]).
+    /// a rescan at once when a VM starts or stops, its pins change, a device is hot-plugged
+    /// or its metadata changes, so this one is a safety net). Without events, and for QMP
+    /// sockets, which have none, at least once every [`EVENTLESS_RESCAN_SECONDS`] (see
+    /// [`Config::eventless_rescan`]).
     pub rescan_seconds: f64,
     /// Window of pinsight_domain_remote_ratio, in seconds.
     pub remote_ratio_window_seconds: f64,

@@ -102,3 +102,19 @@ fn the_files_found_once_are_read_each_time_and_found_anew_when_they_go() {
     let r = reader.read(&p, &c, 42, t0).unwrap();
     assert_eq!(r.by_node, BTreeMap::from([(1, 5 * page_size())]));
 }
+
+#[test]
+fn a_stat_file_without_end_is_an_error_naming_it() {
+    let dir = tree();
+    let (p, c) = (dir.path().join("proc"), dir.path().join("cgroup"));
+    let stat = c.join("memory/vm/memory.numa_stat");
+    std::fs::write(&stat, "x".repeat(2 * MAX_STAT_FILE_BYTES)).unwrap();
+    let err = MemoryReader::new(None)
+        .read(&p, &c, 42, Instant::now())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("memory.numa_stat") && err.contains("longer than 1048576 bytes"),
+        "{err}"
+    );
+}
