@@ -87,6 +87,13 @@ pub struct Engine {
     qmp_inventory: Inventory,
 }
 
+/// Hands free heap pages back to the kernel after a burst of allocations, so the daemon's
+/// resident size is what it keeps, not what the burst needed.
+fn release_free_heap() {
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
+}
+
 impl Engine {
     /// Loads the probes (a failure is logged and exported, not fatal) and prepares the loop.
     pub fn new(config: Config, topology: Topology, shared: Shared) -> Engine {
@@ -110,10 +117,8 @@ impl Engine {
             }
         };
         // Loading parses the kernel's whole BTF (several MiB, many small allocations) and
-        // frees it again; hand those pages back so the daemon's resident size reflects what it
-        // keeps, not what loading needed.
-        // SAFETY: malloc_trim only releases free heap memory.
-        unsafe { libc::malloc_trim(0) };
+        // frees it again.
+        release_free_heap();
         let exit_source = probes.as_ref().and_then(|p| p.exit_source());
         let window = Duration::from_secs_f64(config.remote_ratio_window_seconds);
         let (calibration, calibration_problem) =
@@ -323,11 +328,9 @@ impl Engine {
             // QEMU VMs, and a hung QMP socket never holds back libvirt's.
             if let Some(i) = libvirt {
                 self.libvirt_inventory = i;
-                // A scan allocates and frees on the worker thread's heap (every domain's XML,
-                // its parse, /proc reads); hand the pages back, as after loading the probes,
-                // so the resident size is what the daemon keeps. Once a rescan: cheap.
-                // SAFETY: malloc_trim only releases free heap memory.
-                unsafe { libc::malloc_trim(0) };
+                // A scan allocates and frees much (every domain's XML, its parse, /proc
+                // reads). Once a rescan: cheap.
+                release_free_heap();
             }
             if let Some(i) = qmp {
                 self.qmp_inventory = i;

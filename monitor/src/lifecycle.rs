@@ -1,6 +1,7 @@
 //! libvirt domain events: a VM that starts, stops, has its pins changed, a device (a GPU)
-//! hot-plugged or its metadata (a GPU declaration) changed through libvirt raises a flag that makes the engine rescan at once, so the
-//! policy places a new VM when it starts instead of at the next periodic rescan. While the
+//! hot-plugged or its metadata (a GPU declaration) changed through libvirt raises a flag
+//! that makes the engine rescan at once, so the policy places a new VM when it starts
+//! instead of at the next periodic rescan. While the
 //! events arrive, the periodic rescan is only a safety net and can be slow; while they do not
 //! (libvirtd away, registration refused), [`Lifecycle::connected`] says so and the engine
 //! rescans often instead.
