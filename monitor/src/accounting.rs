@@ -111,9 +111,40 @@ enum Owner {
     Role(ThreadRole),
 }
 
-/// Run seconds of every vCPU and role of every domain at one instant, each domain's sorted
-/// by owner. A window's worth of these is kept (one per tick), so they are dense vectors.
-type RunSnapshot = BTreeMap<String, Vec<(Owner, ByLocality<f64>)>>;
+/// A domain's run seconds at one instant, as much as the windowed shares need: each vCPU's
+/// (sorted by index) and its emulator and IOThreads' together. A window's worth of these is
+/// kept (one per tick: 60 x 100 VMs by default), so they are small and dense.
+#[derive(Default)]
+struct DomainSnapshot {
+    vcpus: Vec<(u32, RemoteOfKnown)>,
+    emulator: RemoteOfKnown,
+}
+
+/// Run seconds on the remote socket, and of known locality (the parts of
+/// [`ByLocality::remote_share`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct RemoteOfKnown {
+    remote: f64,
+    known: f64,
+}
+
+impl RemoteOfKnown {
+    fn of(seconds: &ByLocality<f64>) -> Self {
+        RemoteOfKnown {
+            remote: seconds.remote,
+            known: seconds.local + seconds.same_socket + seconds.remote,
+        }
+    }
+
+    /// The share over what was added since `old` (None: nothing of known locality).
+    fn share_since(&self, old: &RemoteOfKnown) -> Option<f64> {
+        let known = (self.known - old.known).max(0.0);
+        (known > 0.0).then(|| (self.remote - old.remote).max(0.0) / known)
+    }
+}
+
+/// Every domain's [`DomainSnapshot`] at one instant.
+type RunSnapshot = BTreeMap<String, DomainSnapshot>;
 
 struct SeenThread {
     domain: String,
@@ -227,10 +258,10 @@ impl Accounting {
                 let vcpus = d
                     .vcpus
                     .iter()
-                    .map(|(vcpu, t)| (Owner::Vcpu(*vcpu), t.run_seconds));
-                let roles = d.roles.iter().map(|(role, s)| (Owner::Role(*role), *s));
-                // vCPUs, then roles, each in key order: sorted in Owner's derived order.
-                (name.clone(), vcpus.chain(roles).collect())
+                    .map(|(vcpu, t)| (*vcpu, RemoteOfKnown::of(&t.run_seconds)))
+                    .collect();
+                let emulator = RemoteOfKnown::of(&d.emulator_run_seconds());
+                (name.clone(), DomainSnapshot { vcpus, emulator })
             })
             .collect();
         self.history.push_back((now, snapshot));
@@ -242,37 +273,43 @@ impl Accounting {
         else {
             return;
         };
+        let none = DomainSnapshot::default();
         for (name, domain) in self.domains.iter_mut() {
             let has_gpu = with_gpus.contains(name.as_str());
-            let (newest, oldest) = (newest.get(name), oldest.get(name));
-            let delta = |owner: Owner| {
-                let at = |s: Option<&Vec<(Owner, ByLocality<f64>)>>| {
-                    s.and_then(|s| {
-                        let i = s.binary_search_by_key(&owner, |(o, _)| *o).ok()?;
-                        Some(s[i].1)
-                    })
-                    .unwrap_or_default()
-                };
-                at(newest).since(&at(oldest))
+            let newest = newest.get(name).unwrap_or(&none);
+            let oldest = oldest.get(name).unwrap_or(&none);
+            // A vCPU new since the baseline counts from zero there.
+            let at = |s: &DomainSnapshot, vcpu: u32| {
+                let i = s.vcpus.binary_search_by_key(&vcpu, |(v, _)| *v).ok();
+                i.map(|i| s.vcpus[i].1).unwrap_or_default()
             };
-            let mut domain_delta = ByLocality::default();
+            let mut domain_new = RemoteOfKnown::default();
+            let mut domain_old = RemoteOfKnown::default();
             for (vcpu, totals) in domain.vcpus.iter_mut() {
-                let delta = delta(Owner::Vcpu(*vcpu));
-                domain_delta += delta;
-                totals.remote_ratio = if has_gpu { delta.remote_share() } else { None };
+                let (new, old) = (at(newest, *vcpu), at(oldest, *vcpu));
+                domain_new.remote += new.remote;
+                domain_new.known += new.known;
+                domain_old.remote += old.remote;
+                domain_old.known += old.known;
+                totals.remote_ratio = if has_gpu { new.share_since(&old) } else { None };
             }
             // A VM with GPUs always has a ratio: idle in the window, it keeps the share of
             // all the time it ran (0 if it never ran), so its series does not come and go.
             let since_start = domain.run_seconds().remote_share();
-            domain.remote_ratio =
-                has_gpu.then(|| domain_delta.remote_share().or(since_start).unwrap_or(0.0));
-            let mut emulator_delta = ByLocality::default();
-            for role in EMULATOR_ROLES {
-                emulator_delta += delta(Owner::Role(role));
-            }
+            domain.remote_ratio = has_gpu.then(|| {
+                domain_new
+                    .share_since(&domain_old)
+                    .or(since_start)
+                    .unwrap_or(0.0)
+            });
             let since_start = domain.emulator_run_seconds().remote_share();
             domain.emulator_remote_ratio = has_gpu
-                .then(|| emulator_delta.remote_share().or(since_start))
+                .then(|| {
+                    newest
+                        .emulator
+                        .share_since(&oldest.emulator)
+                        .or(since_start)
+                })
                 .flatten();
         }
     }

@@ -1,5 +1,6 @@
 //! The daemon's engine: one loop, data flowing one way. Each tick reads every source in one
-//! place (the libvirt inventory with each vCPU thread's allowed CPUs, the probes' counters),
+//! place (the probes' counters and each vCPU thread's allowed CPUs; the libvirt inventory
+//! when a scan has come; memory by node and GPU interrupts every `placement_read_seconds`),
 //! keeps the probes' tracked threads in step with the running vCPUs, accounts, builds one
 //! [`HostView`], lets the repin policy decide from it (recommend / enforce modes) and
 //! publishes it. Every reader (/metrics, /, /status.json) reads that view and nothing else:
@@ -8,6 +9,7 @@
 mod fixes;
 mod libvirt_source;
 pub mod notify;
+mod placement;
 mod repin;
 mod tracking;
 
@@ -49,23 +51,19 @@ pub struct Engine {
     inventory: Inventory,
     /// When the last scan was asked for.
     last_scan: Option<Instant>,
+    /// When memory and interrupts are read next.
+    placement_cadence: placement::Cadence,
     /// A domain event asked for a rescan that is not on its way yet.
     rescan_wanted: bool,
     /// Why the policy waits, as last logged.
     paused: Option<String>,
-    /// The GPUs' interrupt lines as read this tick.
-    interrupts: crate::interrupts::VfioInterrupts,
-    /// Why they could not be read, if they could not.
-    interrupts_problem: Option<String>,
+    /// Each VM's memory by node and its GPUs' interrupts, as last read.
+    placement: placement::Placement,
     /// The tests' fault injection, read from the environment once.
     fault: FaultInjection,
     /// `pinsight calibrate`'s figures, read at start and on reload, or why they cannot be.
     calibration: Option<crate::calibration::Calibration>,
     calibration_problem: Option<String>,
-    /// Each VM's memory by node as read this tick, and the VMs whose could not be.
-    memory: BTreeMap<String, crate::memory::Resident>,
-    memory_problems: Vec<String>,
-    memory_reader: crate::memory::MemoryReader,
     /// Problems already logged; pruned to those the last scan still found.
     reported: HashSet<String>,
     /// Which vCPU threads the probes account.
@@ -97,7 +95,7 @@ fn release_free_heap() {
 impl Engine {
     /// Loads the probes (a failure is logged and exported, not fatal) and prepares the loop.
     pub fn new(config: Config, topology: Topology, shared: Shared) -> Engine {
-        let memory_reader = crate::memory::MemoryReader::new(config.numa_maps_fallback());
+        let placement = placement::Placement::new(config.numa_maps_fallback());
         let options = ProbeOptions {
             max_threads: config.probes.max_threads,
             max_other_threads: config.probes.max_other_threads,
@@ -156,16 +154,13 @@ impl Engine {
             probe_failure,
             inventory: Inventory::default(),
             last_scan: None,
+            placement_cadence: placement::Cadence::new(),
             rescan_wanted: false,
             paused: None,
-            interrupts: Default::default(),
-            interrupts_problem: None,
+            placement,
             fault: FaultInjection::from_env(),
             calibration,
             calibration_problem,
-            memory: BTreeMap::new(),
-            memory_problems: Vec::new(),
-            memory_reader,
             reported: HashSet::new(),
             tracking: tracking::Tracking::default(),
             notifier: notify::Notifier::from_env(),
@@ -204,7 +199,7 @@ impl Engine {
         repin::PolicyLoop::reconfigure(&mut self.policy, &config.policy, &config.qmp.state_dir);
         self.accounting
             .set_window(Duration::from_secs_f64(config.remote_ratio_window_seconds));
-        self.memory_reader.set_fallback(config.numa_maps_fallback());
+        self.placement.set_fallback(config.numa_maps_fallback());
         self.qmp
             .reconfigure(config.qmp.clone(), config.eventless_rescan());
         (self.calibration, self.calibration_problem) = crate::calibration::load(
@@ -277,13 +272,13 @@ impl Engine {
                 let sources = fixes::FixSources {
                     topology: &self.topology,
                     vms: &self.inventory.vms,
-                    memory: &self.memory,
+                    memory: &self.placement.memory,
                     remote_ratios: view
                         .vms
                         .iter()
                         .filter_map(|v| Some((v.domain.clone(), v.remote_ratio?)))
                         .collect(),
-                    interrupts: &self.interrupts,
+                    interrupts: &self.placement.interrupts,
                 };
                 self.fixes
                     .run(&self.config, &sources, self.libvirt.worker());
@@ -303,8 +298,9 @@ impl Engine {
     }
 
     /// Every source, read in one place: the libvirt inventory when a scan asked for earlier
-    /// has come (asking for the next when one is due or a domain event wants it), each vCPU
-    /// thread's allowed CPUs, then the probes. Nothing here waits for libvirt.
+    /// has come (asking for the next when one is due or a domain event wants it); each vCPU
+    /// thread's allowed CPUs; when due, the GPUs' interrupts and each VM's memory; then the
+    /// probes. Nothing here waits for libvirt.
     fn read_sources(&mut self, now: Instant) -> BTreeMap<u32, ThreadCounters> {
         self.rescan_wanted |= self.lifecycle.as_ref().is_some_and(Lifecycle::take);
         // With events, the periodic scan is a safety net; without, it is how changes are seen.
@@ -323,7 +319,8 @@ impl Engine {
         }
         let libvirt = self.libvirt.poll(now);
         let qmp = self.qmp.take();
-        if libvirt.is_some() || qmp.is_some() {
+        let new_inventory = libvirt.is_some() || qmp.is_some();
+        if new_inventory {
             // Each source keeps its last answer: a host without libvirt still sees its
             // QEMU VMs, and a hung QMP socket never holds back libvirt's.
             if let Some(i) = libvirt {
@@ -339,68 +336,34 @@ impl Engine {
             crate::inventory::qmp::merge(self.qmp_inventory.clone(), &mut inventory);
             self.log_changes(&inventory);
             self.sync_tracking(inventory);
-        } else {
+        }
+        // vCPU pins are what the policy acts on: read every tick (one sched_getaffinity per
+        // vCPU), so a pin changed behind libvirt's back is seen within a tick.
+        if !new_inventory {
             self.inventory.refresh_affinity();
         }
-        self.read_interrupts();
-        self.read_memory();
+        // Memory and interrupt lines change slowly: read them every placement_read_seconds,
+        // and at once for a new inventory.
+        let tick = Duration::from_secs_f64(self.config.tick_seconds);
+        if new_inventory
+            || self
+                .placement_cadence
+                .due(now, self.config.placement_read(), tick)
+        {
+            let roots = placement::MemoryRoots {
+                proc: &self.paths.proc_root,
+                cgroup: &self.config.cgroup_root,
+            };
+            self.placement
+                .read(&self.inventory, &self.config.irq_proc_root, roots);
+            self.placement_cadence.read_at(now);
+        }
         match &self.probes {
             Some(p) => p.read().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "reading probe maps failed");
                 BTreeMap::new()
             }),
             None => BTreeMap::new(),
-        }
-    }
-
-    /// The GPUs' interrupt lines (one read of /proc/interrupts, and each vfio line's
-    /// affinity); a failure is a problem line, logged when it starts.
-    fn read_interrupts(&mut self) {
-        // Only GPUs' lines are of interest: without a GPU VM, /proc/interrupts (a line per
-        // IRQ, a column per CPU) is not read at all.
-        if self.inventory.vms.iter().all(|vm| vm.gpus.is_empty()) {
-            self.interrupts = Default::default();
-            self.interrupts_problem = None;
-            return;
-        }
-        match crate::interrupts::read(&self.config.irq_proc_root) {
-            Ok(found) => {
-                self.interrupts = found;
-                self.interrupts_problem = None;
-            }
-            Err(e) => {
-                let problem = format!("GPU interrupts not read: {e}");
-                if self.interrupts_problem.as_ref() != Some(&problem) {
-                    tracing::warn!("{problem}");
-                }
-                self.interrupts = Default::default();
-                self.interrupts_problem = Some(problem);
-            }
-        }
-    }
-
-    /// Each VM's memory by node from its cgroups (a few small reads per VM), or numa_maps now
-    /// and then for a VM without them. A VM that stopped since the scan simply has none this
-    /// tick; other failures are problem lines.
-    fn read_memory(&mut self) {
-        self.memory.clear();
-        self.memory_problems.clear();
-        let vms = &self.inventory.vms;
-        self.memory_reader
-            .retain(|pid| vms.iter().any(|vm| vm.pid == pid));
-        let (proc_root, cgroup_root) = (&self.paths.proc_root, &self.config.cgroup_root);
-        let now = Instant::now();
-        for vm in vms {
-            match self.memory_reader.read(proc_root, cgroup_root, vm.pid, now) {
-                Ok(bytes) => {
-                    self.memory.insert(vm.name.clone(), bytes);
-                }
-                Err(e) => {
-                    tracing::debug!(domain = %vm.name, error = %e, "memory by node not read");
-                    self.memory_problems
-                        .push(format!("domain {}: memory by node not read: {e}", vm.name));
-                }
-            }
         }
     }
 
@@ -455,9 +418,8 @@ impl Engine {
         if let Some(why) = self.libvirt.down_reason() {
             extra_problems.push(why.to_string());
         }
-        extra_problems.extend(self.interrupts_problem.clone());
+        extra_problems.extend(self.placement.problems());
         extra_problems.extend(self.calibration_problem.clone());
-        extra_problems.extend(self.memory_problems.iter().cloned());
         let mut view = HostView::build(ViewInputs {
             topology: &self.topology,
             inventory: &self.inventory,
@@ -479,8 +441,8 @@ impl Engine {
                     .is_some_and(|s| s.attached)
             }),
             unmeasured_tids: self.tracking.unmeasured().collect(),
-            interrupts: &self.interrupts,
-            memory: &self.memory,
+            interrupts: &self.placement.interrupts,
+            memory: &self.placement.memory,
         });
         view.topology.reserved_cpus = self.config.policy.reserved_cpus.clone();
         view

@@ -1,9 +1,9 @@
 //! Where a VM's memory sits: the bytes its memory cgroup has on each NUMA node, from
 //! `memory.numa_stat` (cgroup v1, where libvirt puts a VM in
 //! `memory:/machine/qemu-N-NAME.libvirt-qemu`, and v2), plus its hugetlb pages by node
-//! ([`hugetlb`]). A few small reads per VM per tick (the stat files, found and opened once
-//! per QEMU process from /proc/PID/cgroup, then read again from their start), never a
-//! page-table walk; [`numa_maps`] is the slow fallback for a VM without them.
+//! ([`hugetlb`]). A few small reads per VM every `placement_read_seconds` (the stat files,
+//! found and opened once per QEMU process from /proc/PID/cgroup, then read again from their
+//! start), never a page-table walk; [`numa_maps`] is the slow fallback for a VM without them.
 //!
 //! What is counted: the cgroup's `total` (v1: anon, file and unevictable pages) or the sum of
 //! v2's `anon`, `file` and `unevictable` bytes, hierarchical where the kernel offers it. Guest
@@ -53,7 +53,8 @@ pub type BytesByNode = BTreeMap<u32, u64>;
 /// Where a VM's memory figures come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemorySource {
-    /// Its cgroups' counters (memory.numa_stat, hugetlb.*.numa_stat), read every tick.
+    /// Its cgroups' counters (memory.numa_stat, hugetlb.*.numa_stat), read every
+    /// `placement_read_seconds`.
     #[default]
     Cgroup,
     /// /proc/PID/numa_maps, read at most every `numa_maps_fallback_seconds`.
@@ -150,7 +151,7 @@ impl StatFile {
 }
 
 /// The stat files of one process's cgroups: found and opened once from /proc/PID/cgroup (a
-/// QEMU process stays in its VM's cgroup for its life), then read every tick.
+/// QEMU process stays in its VM's cgroup for its life), then read again at each reading.
 #[derive(Debug)]
 struct CgroupFiles {
     /// memory.numa_stat, and whether it is v1's format.
@@ -201,7 +202,7 @@ impl CgroupFiles {
     }
 }
 
-/// Reads each VM's memory every tick from its cgroups, and, for a VM whose cgroups cannot be
+/// Reads each VM's memory from its cgroups at each call, and, for a VM whose cgroups cannot be
 /// read (no memory cgroup, an odd layout), from numa_maps at most every `fallback`: the
 /// figure in between is the last walk's.
 #[derive(Debug, Default)]

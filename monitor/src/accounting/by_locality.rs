@@ -77,15 +77,4 @@ impl ByLocality<f64> {
             none: share(self.none),
         }
     }
-
-    /// What was added since `old` (never negative).
-    pub(super) fn since(&self, old: &ByLocality<f64>) -> ByLocality<f64> {
-        let d = |new: f64, old: f64| (new - old).max(0.0);
-        ByLocality {
-            local: d(self.local, old.local),
-            same_socket: d(self.same_socket, old.same_socket),
-            remote: d(self.remote, old.remote),
-            none: d(self.none, old.none),
-        }
-    }
 }

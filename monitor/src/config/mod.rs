@@ -77,6 +77,11 @@ pub struct Config {
     /// sockets, which have none, at least once every [`EVENTLESS_RESCAN_SECONDS`] (see
     /// [`Config::eventless_rescan`]).
     pub rescan_seconds: f64,
+    /// Seconds between readings of the slowly changing parts of the placement: each VM's
+    /// memory by node and the GPUs' interrupt lines (a few file reads per VM). They are read
+    /// at once when a new inventory comes too, and at most once a tick
+    /// ([`Config::placement_read`]).
+    pub placement_read_seconds: f64,
     /// Window of pinsight_domain_remote_ratio, in seconds.
     pub remote_ratio_window_seconds: f64,
     /// Fraction of performance assumed lost while the vCPUs run remote: the penalty of the
@@ -136,6 +141,12 @@ impl Config {
     /// [`EVENTLESS_RESCAN_SECONDS`].
     pub fn eventless_rescan(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.rescan_seconds.min(EVENTLESS_RESCAN_SECONDS))
+    }
+
+    /// Time between readings of memory by node and GPU interrupts:
+    /// `placement_read_seconds`, but never less than a tick.
+    pub fn placement_read(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.placement_read_seconds.max(self.tick_seconds))
     }
 
     /// How often the numa_maps fallback may run, None when it is off.
@@ -342,6 +353,7 @@ impl Default for Config {
             qemu_run_dir: PathBuf::from("/run/libvirt/qemu"),
             tick_seconds: 1.0,
             rescan_seconds: 30.0,
+            placement_read_seconds: 5.0,
             remote_ratio_window_seconds: 60.0,
             cross_socket_penalty: 0.03,
             per_vcpu_metrics: true,
@@ -504,6 +516,7 @@ impl Config {
             "tick_seconds" => self.tick_seconds,
             "numa_maps_fallback_seconds" => self.numa_maps_fallback_seconds,
             "rescan_seconds" => self.rescan_seconds,
+            "placement_read_seconds" => self.placement_read_seconds,
             "libvirt_timeout_seconds" => self.libvirt_timeout_seconds,
             "remote_ratio_window_seconds" => self.remote_ratio_window_seconds,
             "cross_socket_penalty" => self.cross_socket_penalty,

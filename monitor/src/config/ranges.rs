@@ -44,6 +44,12 @@ pub const RANGES: &[Range] = &[
         text: "must be 0.05 to 3600 seconds",
     },
     Range {
+        key: "placement_read_seconds",
+        min: 0.05,
+        max: 3600.0,
+        text: "must be 0.05 to 3600 seconds",
+    },
+    Range {
         key: "libvirt_timeout_seconds",
         min: 0.5,
         max: 300.0,

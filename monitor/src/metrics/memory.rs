@@ -20,7 +20,7 @@ pub(super) fn families(vms: &[VmView], cut: &mut u64) -> Vec<Family> {
     let mut source = Family::new(
         "pinsight_domain_memory_source",
         MetricType::GAUGE,
-        "1 for where the VM's memory figures come from: cgroup (its cgroups' counters, every tick) or numa_maps (the slow fallback, a page-table walk at most every numa_maps_fallback_seconds).",
+        "1 for where the VM's memory figures come from: cgroup (its cgroups' counters, every placement_read_seconds) or numa_maps (the slow fallback, a page-table walk at most every numa_maps_fallback_seconds).",
     );
     let mut ratio = Family::new(
         "pinsight_domain_memory_remote_ratio",

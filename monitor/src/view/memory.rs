@@ -21,8 +21,8 @@ pub struct MemoryView {
     /// The hugetlb pages among them, by locality.
     #[serde(default)]
     pub hugetlb_by_locality: ByLocality<u64>,
-    /// Where the figures come from: "cgroup" (every tick) or "numa_maps" (the slow
-    /// fallback, at most every numa_maps_fallback_seconds).
+    /// Where the figures come from: "cgroup" (every `placement_read_seconds`) or
+    /// "numa_maps" (the slow fallback, at most every numa_maps_fallback_seconds).
     #[serde(default)]
     pub source: String,
 }

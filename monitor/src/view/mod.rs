@@ -249,7 +249,7 @@ pub struct HostView {
 pub struct ViewInputs<'a> {
     /// The host.
     pub topology: &'a Topology,
-    /// The VMs, with each thread's allowed CPUs as read this tick.
+    /// The VMs, with each thread's allowed CPUs as last read.
     pub inventory: &'a Inventory,
     /// Accounting totals per domain.
     pub totals: &'a BTreeMap<String, DomainTotals>,
