@@ -24,16 +24,31 @@ pwbejtctGwksE/PLsOI8O9ys+WeP6mnCGhk2GsgQuNVAvSHAJkFQmfDW
 -----END PRIVATE KEY-----
 ";
 
-/// A directory of its own holding cert.pem, key.pem and `web.yml` = `yaml`.
-fn dir_with(name: &str, yaml: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("pinsight-web-config-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), CERT).unwrap();
-    std::fs::write(dir.join("key.pem"), KEY).unwrap();
-    let file = dir.join("web.yml");
-    std::fs::write(&file, yaml).unwrap();
-    file
+/// A web.yml in a temporary directory of its own, beside cert.pem and key.pem; the directory
+/// goes with it.
+struct WebFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for WebFile {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.path
+    }
+}
+
+/// cert.pem, key.pem and `web.yml` = `yaml` in a directory of their own.
+fn dir_with(name: &str, yaml: &str) -> WebFile {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("pinsight-web-config-{name}-"))
+        .tempdir()
+        .unwrap();
+    std::fs::write(dir.path().join("cert.pem"), CERT).unwrap();
+    std::fs::write(dir.path().join("key.pem"), KEY).unwrap();
+    let path = dir.path().join("web.yml");
+    std::fs::write(&path, yaml).unwrap();
+    WebFile { _dir: dir, path }
 }
 
 fn error(name: &str, yaml: &str) -> String {
