@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::accounting::{ByLocality, DomainTotals};
+use crate::accounting::{ByLocality, DomainTotals, VcpuTotals};
 use crate::config::Mode;
 use crate::cpuset::CpuSet;
 use crate::inventory::{Gpu, Inventory, Vm};
@@ -380,11 +380,13 @@ fn vm_view(
     indexes.extend(vm.vcpus.iter().map(|t| t.vcpu));
     indexes.sort_unstable();
     indexes.dedup();
+    let none = VcpuTotals::default();
     let vcpus = indexes
         .into_iter()
         .map(|index| {
             let thread = vm.vcpus.iter().find(|t| t.vcpu == index);
-            let t = totals.vcpus.get(&index).cloned().unwrap_or_default();
+            // Borrowed: of its maps only the CPUs it just ran on are copied, below.
+            let t = totals.vcpus.get(&index).unwrap_or(&none);
             let allowed_cpus = thread.map(|t| t.allowed_cpus.clone()).unwrap_or_default();
             VcpuView {
                 vcpu: index,
@@ -406,7 +408,7 @@ fn vm_view(
                 remote_ratio: t.remote_ratio,
                 repin_recommended: None,
                 measured: measured(thread.map(|t| t.tid)),
-                recent_cpus: t.last_cpu_seconds,
+                recent_cpus: t.last_cpu_seconds.clone(),
             }
         })
         .collect();
