@@ -142,22 +142,28 @@ impl Probes {
     ) -> Result<BTreeMap<u32, ThreadCounters>, ProbeError> {
         let mut by_slot: Vec<(u32, u32)> = self.slots.iter().map(|(&t, &s)| (s, t)).collect();
         by_slot.sort_unstable();
-        let Some(&(top, _)) = by_slot.last() else {
-            return Ok(BTreeMap::new());
-        };
         // A chunk's buffers stay within BATCH_BYTES on a host of many CPUs (the exit counters
-        // of one slot are ~200 bytes per CPU); on a small host one chunk holds every slot.
+        // of one slot are ~200 bytes per CPU); on a small host one chunk holds a pool's slots.
         let widest = Entries::<ExitCounts>::stride(Some(self.nr_cpus));
         let chunk = (batch_bytes / widest).max(1) as u32;
         let mut out = BTreeMap::new();
-        let mut threads = by_slot.iter().peekable();
-        for first in (0..=top).step_by(chunk as usize) {
-            let Some(batch) = self.read_batch(first, chunk.min(top + 1 - first)) else {
-                return self.read_each();
+        // Each pool (vCPUs', other threads') from its lowest slot in use to its highest: the
+        // free slots at the top of the vCPU pool (and its exit counters) are not copied.
+        let (vcpus, others) =
+            by_slot.split_at(by_slot.partition_point(|&(s, _)| self.has_exits(s)));
+        for pool in [vcpus, others] {
+            let (Some(&(low, _)), Some(&(high, _))) = (pool.first(), pool.last()) else {
+                continue;
             };
-            while let Some(&&(slot, tid)) = threads.peek().filter(|(s, _)| batch.has(*s)) {
-                out.insert(tid, self.counters_of(tid, batch.slot(slot, self.nr_cpus)));
-                threads.next();
+            let mut threads = pool.iter().peekable();
+            for first in (low..=high).step_by(chunk as usize) {
+                let Some(batch) = self.read_batch(first, chunk.min(high + 1 - first)) else {
+                    return self.read_each();
+                };
+                while let Some(&&(slot, tid)) = threads.peek().filter(|(s, _)| batch.has(*s)) {
+                    out.insert(tid, self.counters_of(tid, batch.slot(slot, self.nr_cpus)));
+                    threads.next();
+                }
             }
         }
         Ok(out)
