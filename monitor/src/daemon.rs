@@ -357,9 +357,6 @@ impl Engine {
             self.placement
                 .read(&self.inventory, &self.config.irq_proc_root, roots);
             self.placement_cadence.read_at(now);
-            // Ticks free what they allocate, but leave free chunks between live ones whose
-            // pages stay resident; now and then hand them back (a walk of a few MiB of heap).
-            release_free_heap();
         }
         match &self.probes {
             Some(p) => p.read().unwrap_or_else(|e| {
