@@ -66,6 +66,9 @@ run_one() {
   t1=$(ticks); s1=$(date +%s.%N)
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$DAEMON_PID/status")
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$DAEMON_PID/status")
+  # What the resident size is made of: the daemon's own memory (heap, stacks) and the pages of
+  # its binary and the shared libraries it maps.
+  awk '/^RssAnon|^RssFile/ { printf "  %s %.1f MiB\n", $1, $2 / 1024 }' "/proc/$DAEMON_PID/status"
   scrapes=$(for _ in $(seq 20); do curl -s -o /dev/null -w '%{time_total}\n' "http://$ADDR/metrics"; done | sort -n)
   median=$(echo "$scrapes" | sed -n 10p)
   awk -v name="$name" -v t="$((t1 - t0))" -v hz="$hz" -v s0="$s0" -v s1="$s1" -v rss="$rss" \
