@@ -1,18 +1,29 @@
 //! Measures what the sched_switch probe costs, against the floor any program on the same
-//! attach point pays (an empty program loaded the same way), in one run on this machine.
+//! attach point pays (an empty program loaded the same way), and against older builds' probes
+//! (`--compare LABEL=OBJ`), in one run on this machine.
 //!
-//!     target/release/examples/probe_cost [--seconds 5] [--rounds 7]   (--help lists them)
+//!     target/release/examples/probe_cost [--seconds 5] [--rounds 7] [--compare main=OLD.o]
+//!         [--sleepers 64]                                        (--help lists them)
 //!
-//! Part 1 (bpf_stats): the empty program and pinsight's are attached at the same time, so both
-//! run on exactly the same switches; the ratio of their mean run times is what pinsight adds.
-//! Scenario "untracked": a two-thread pipe ping-pong nobody tracks (the common case on a host).
-//! Scenario "tracked": the same ping-pong with both threads tracked (worst case: every switch
-//! has a tracked thread on one side).
-//! Part 2 (`perf bench sched pipe`, both ends pinned to CPU 0): none / empty / pinsight
-//! alternating, several rounds; median and spread of usecs/op.
+//! Part 1 (bpf_stats): the empty program, each older object's sched_switch and this build's
+//! probes are attached at the same time (attach order rotated each round), so all run on
+//! exactly the same switches; the ratio of each mean run time to the empty program's in the
+//! same interval is what that build adds. Four scenarios per round:
+//! - busy untracked: a two-thread pipe ping-pong nobody tracks (the common case on a host);
+//! - busy tracked: the same ping-pong with both threads tracked (worst case: every switch has
+//!   a tracked thread on one side);
+//! - quiet untracked: no load of our own: the host's own switches, and those of `--sleepers`
+//!   threads that wake a few times a second each at thread ids spread over all of pid_max
+//!   (placed through ns_last_pid), as a long-running host's daemons are: the case where the
+//!   tables' lines are cold at every switch;
+//! - quiet tracked: the same, with one tracked thread waking every 2 ms.
 //!
-//! The empty program is loaded here, from the daemon's embedded object: it is benchmark-only,
-//! so the library has no API for it.
+//! Part 2 (`perf bench sched pipe`, both ends pinned to CPU 0): none / empty / each older
+//! object / this build alternating, nothing tracked, several rounds; median and spread of
+//! usecs/op.
+//!
+//! The empty program and older objects are loaded here: they are benchmark-only, so the
+//! library has no API for them.
 
 // A benchmark stops at the first failure with its reason; clippy::unwrap_used guards the
 // daemon's own paths.
@@ -21,17 +32,22 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use aya::maps::{Array, MapData};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use clap::Parser;
 use monitor_common::programs::{SCHED_SWITCH, SCHED_SWITCH_EMPTY};
 use monitor_common::sched_migrate_task::CpuTopo;
-use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes};
+use monitor_common::sched_switch::{TASK_PID_OFFSET, TASK_RUNTIME_OFFSET};
+use monitor_common::tracked::{slot_shift, slot_word, slot_words, TRACKED_TIDS};
+use pinsight::probes::btf::KernelBtf;
+use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes, VMLINUX_BTF};
 
 /// Cost of pinsight's sched_switch probe against an empty program on the same attach point.
 #[derive(Parser)]
@@ -39,9 +55,85 @@ struct Args {
     /// Seconds each bpf_stats scenario runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Rounds of `perf bench sched pipe` per configuration.
+    /// Rounds of the bpf_stats scenarios, and of `perf bench sched pipe` per configuration.
     #[arg(long, default_value_t = 7)]
     rounds: u64,
+    /// Other builds' eBPF objects to compare with, as LABEL=PATH (repeatable): their
+    /// sched_switch, and a TRACKED_TIDS slot table (and TRACKED_BITS, if they have one) of
+    /// this build's layout.
+    #[arg(long = "compare", value_name = "LABEL=PATH")]
+    compare: Vec<String>,
+    /// Threads that each wake every 50-150 ms for the whole run, at thread ids spread evenly
+    /// over pid_max: the quiet scenarios' background switches.
+    #[arg(long, default_value_t = 0)]
+    sleepers: u32,
+    /// Skip part 2 (perf bench).
+    #[arg(long)]
+    no_perf: bool,
+}
+
+/// The one-bit-per-tid bitmap that a trial build (2eed912, not kept: BENCHMARKS.md) read
+/// before its slot table: 64 thread ids a word. An object compared here may have it.
+const TRACKED_BITS: &str = "TRACKED_BITS";
+
+/// The bitmap word of `tid`, and its bit there.
+fn bit_of(tid: u32) -> (u32, u64) {
+    (tid / 64, 1 << (tid % 64))
+}
+
+/// An older object with its sched_switch attached, and its tables of tracked threads.
+struct Other {
+    ebpf: Ebpf,
+    slots: Array<MapData, u64>,
+    bits: Option<Array<MapData, u64>>,
+}
+
+impl Other {
+    fn load(object: &[u8], pid_max: u32) -> Other {
+        let btf = KernelBtf::read(Path::new(VMLINUX_BTF)).unwrap();
+        let pid = btf.member_offset("task_struct", "pid").unwrap();
+        let runtime = btf.member_offset("task_struct", "se").unwrap()
+            + btf
+                .member_offset("sched_entity", "sum_exec_runtime")
+                .unwrap();
+        let mut ebpf = EbpfLoader::new()
+            .set_max_entries(TRACKED_TIDS, slot_words(pid_max))
+            .set_max_entries(TRACKED_BITS, pid_max.div_ceil(64))
+            .set_max_entries("RUN_NS", 1025)
+            .set_max_entries("THREAD_RUN", 1025)
+            .set_max_entries("KVM_EXITS", 1025)
+            .set_max_entries("CPU_TOPO", 64)
+            .set_global(TASK_PID_OFFSET, &pid, true)
+            .set_global(TASK_RUNTIME_OFFSET, &runtime, true)
+            .load(object)
+            .unwrap();
+        let prog: &mut BtfTracePoint = ebpf.program_mut(SCHED_SWITCH).unwrap().try_into().unwrap();
+        prog.load("sched_switch", &Btf::from_sys_fs().unwrap())
+            .unwrap();
+        prog.attach().unwrap();
+        let slots = Array::try_from(ebpf.take_map(TRACKED_TIDS).unwrap()).unwrap();
+        let bits = ebpf
+            .take_map(TRACKED_BITS)
+            .map(|m| Array::try_from(m).unwrap());
+        Other { ebpf, slots, bits }
+    }
+
+    /// Publishes `tid` in `slot` (0: untracks it), the slot before the bit as the daemon does.
+    fn set(&mut self, tid: u32, slot: u32) {
+        let (index, shift) = (slot_word(tid), slot_shift(tid));
+        let word = self.slots.get(&index, 0).unwrap();
+        let word = (word & !(0xffff << shift)) | (u64::from(slot) << shift);
+        self.slots.set(index, word, 0).unwrap();
+        if let Some(bits) = &mut self.bits {
+            let (index, bit) = bit_of(tid);
+            let word = bits.get(&index, 0).unwrap();
+            let word = match slot {
+                0 => word & !bit,
+                _ => word | bit,
+            };
+            bits.set(index, word, 0).unwrap();
+        }
+    }
 }
 
 /// Loads the daemon's object and attaches only `sched_switch_empty`; detached when dropped.
@@ -57,12 +149,12 @@ fn load_empty_sched_switch() -> anyhow::Result<Ebpf> {
     Ok(ebpf)
 }
 
-/// (run time ns, run count) of the empty program, from bpf_stats.
-fn empty_run_stats(ebpf: &Ebpf) -> (u64, u64) {
+/// (run time ns, run count) of program `name` of `ebpf`, from bpf_stats.
+fn run_stats(ebpf: &Ebpf, name: &str) -> (u64, u64) {
     let info = ebpf
-        .program(SCHED_SWITCH_EMPTY)
+        .program(name)
         .and_then(|p| p.info().ok())
-        .expect("the empty program is loaded");
+        .expect("the program is loaded");
     (info.run_time().as_nanos() as u64, info.run_count())
 }
 
@@ -140,31 +232,6 @@ fn options() -> ProbeOptions {
     }
 }
 
-fn stats_scenario(track: bool, seconds: u64) -> (f64, f64, u64) {
-    let empty = load_empty_sched_switch().expect("load empty program");
-    let mut probes = Probes::load(options()).expect("load pinsight probes");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tids, handles) = ping_pong(stop.clone());
-    if track {
-        for tid in &tids {
-            probes.track(*tid).expect("track");
-        }
-    }
-    let e0 = empty_run_stats(&empty);
-    let p0 = sched_switch_run_stats(&probes);
-    std::thread::sleep(Duration::from_secs(seconds));
-    let e1 = empty_run_stats(&empty);
-    let p1 = sched_switch_run_stats(&probes);
-    stop.store(true, Ordering::Relaxed);
-    let round_trips: u64 = handles
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .max()
-        .unwrap_or(0);
-    let per = |a: (u64, u64), b: (u64, u64)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64;
-    (per(e0, e1), per(p0, p1), round_trips)
-}
-
 fn perf_pipe(loops: u64) -> f64 {
     // Both ends on CPU 0: on this 2-CPU VM, unpinned runs flip between "same CPU" (~2 us/op)
     // and "two CPUs" (~30 us/op, cross-CPU wake-ups under nested virtualisation), which
@@ -194,58 +261,260 @@ fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
+/// Starts `count` threads that wake every 50-150 ms until `stop`, with thread ids spread
+/// evenly over 300..pid_max: each id is asked for through ns_last_pid (another process
+/// forking at the same moment may take it, then the thread gets a nearby one).
+fn sleepers(count: u32, pid_max: u32, stop: Arc<AtomicBool>) -> Vec<u32> {
+    let (tx, rx) = mpsc::channel();
+    let step = (pid_max - 300) / count.max(1);
+    let mut tids = Vec::new();
+    for i in 0..count {
+        let wanted = 300 + i * step + step / 2;
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (wanted - 1).to_string())
+            .expect("root needed to write ns_last_pid");
+        let (tx, stop) = (tx.clone(), stop.clone());
+        std::thread::spawn(move || {
+            tx.send(gettid()).unwrap();
+            let mut n = u64::from(i);
+            while !stop.load(Ordering::Relaxed) {
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                std::thread::sleep(Duration::from_millis(50 + (n >> 33) % 100));
+            }
+        });
+        tids.push(rx.recv().unwrap());
+    }
+    tids
+}
+
+/// A thread that wakes every 2 ms until `stop`: the quiet scenario's tracked thread.
+fn ticker(stop: Arc<AtomicBool>) -> u32 {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(gettid()).unwrap();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    rx.recv().unwrap()
+}
+
+/// Every program under test, attached afresh: the empty one, the older objects, this build.
+struct Attached {
+    empty: Ebpf,
+    others: Vec<Other>,
+    probes: Probes,
+}
+
+impl Attached {
+    /// Programs on one tracepoint run one after the other in attach order, so each round
+    /// attaches them in an order rotated by `round`.
+    fn all(round: usize, objects: &[(String, Vec<u8>)], pid_max: u32) -> Attached {
+        let n = objects.len() + 2;
+        let mut empty = None;
+        let mut others: Vec<Option<Other>> = (0..objects.len()).map(|_| None).collect();
+        let mut probes = None;
+        for i in (0..n).map(|i| (i + round) % n) {
+            if i == 0 {
+                empty = Some(load_empty_sched_switch().expect("load empty program"));
+            } else if i <= objects.len() {
+                others[i - 1] = Some(Other::load(&objects[i - 1].1, pid_max));
+            } else {
+                probes = Some(Probes::load(options()).expect("load pinsight probes"));
+            }
+        }
+        Attached {
+            empty: empty.unwrap(),
+            others: others.into_iter().map(Option::unwrap).collect(),
+            probes: probes.unwrap(),
+        }
+    }
+
+    /// (run time, run count) of each program: empty, older objects, this build.
+    fn sample(&self) -> Vec<(u64, u64)> {
+        let mut v = vec![run_stats(&self.empty, SCHED_SWITCH_EMPTY)];
+        v.extend(self.others.iter().map(|o| run_stats(&o.ebpf, SCHED_SWITCH)));
+        v.push(sched_switch_run_stats(&self.probes));
+        v
+    }
+
+    fn track(&mut self, tids: &[u32], on: bool) {
+        for (n, &tid) in tids.iter().enumerate() {
+            for other in &mut self.others {
+                other.set(tid, if on { n as u32 + 1 } else { 0 });
+            }
+            if on {
+                self.probes.track(tid).expect("track");
+            } else {
+                self.probes.untrack(tid).expect("untrack");
+            }
+        }
+    }
+}
+
+/// One scenario over `seconds`: ns per run of each program, and switches seen.
+fn scenario(attached: &mut Attached, name: &str, seconds: u64) -> (Vec<f64>, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tids, handles) = match name {
+        "busy untracked" | "busy tracked" => ping_pong(stop.clone()),
+        _ => (vec![ticker(stop.clone())], Vec::new()),
+    };
+    let track = name.ends_with(" tracked");
+    if track {
+        attached.track(&tids, true);
+    }
+    let start = attached.sample();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let end = attached.sample();
+    stop.store(true, Ordering::Relaxed);
+    if track {
+        attached.track(&tids, false);
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    let per = start
+        .iter()
+        .zip(&end)
+        .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
+        .collect();
+    (per, end[0].1 - start[0].1)
+}
+
+const SCENARIOS: [&str; 4] = [
+    "busy untracked",
+    "busy tracked",
+    "quiet untracked",
+    "quiet tracked",
+];
+
 fn main() {
-    let Args { seconds, rounds } = Args::parse();
+    let args = Args::parse();
     let stats_were_on = pinsight::probes::bpf_stats_enabled();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("root needed for bpf_stats");
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let objects: Vec<(String, Vec<u8>)> = args
+        .compare
+        .iter()
+        .map(|spec| {
+            let (label, path) = spec.split_once('=').expect("--compare LABEL=PATH");
+            (label.to_string(), std::fs::read(path).unwrap())
+        })
+        .collect();
+    let stop_sleepers = Arc::new(AtomicBool::new(false));
+    let sleeper_tids = sleepers(args.sleepers, pid_max, stop_sleepers.clone());
+    let mut who: Vec<String> = vec!["empty".into()];
+    who.extend(objects.iter().map(|(label, _)| label.clone()));
+    who.push("this build".into());
 
-    println!("## sched_switch probe cost (bpf_stats, both programs attached, same switches, {seconds} s each)\n");
     println!(
-        "| scenario | empty program ns/run | pinsight ns/run | ratio | ping-pong round trips |"
+        "## sched_switch: ns per run (bpf_stats), all {} programs attached at once (attach order rotated each round), {} rounds x {} s per scenario\n",
+        who.len(),
+        args.rounds,
+        args.seconds
     );
+    println!(
+        "pid_max {pid_max}; {} sleeper threads, tids {:?}\n",
+        sleeper_tids.len(),
+        sleeper_tids
+    );
+    let head: Vec<String> = who.iter().map(|w| format!("{w} ns/run")).collect();
+    println!("| round | scenario | switches | {} |", head.join(" | "));
+    println!("|---|---|---|{}", "---|".repeat(who.len()));
+    // (scenario, program index, ns per run, ratio to empty)
+    let mut ns: Vec<(&str, usize, f64, f64)> = Vec::new();
+    for round in 1..=args.rounds as usize {
+        let mut attached = Attached::all(round, &objects, pid_max);
+        for name in SCENARIOS {
+            let (per, runs) = scenario(&mut attached, name, args.seconds);
+            let cells: Vec<String> = per.iter().map(|x| format!("{x:.1}")).collect();
+            println!("| {round} | {name} | {runs} | {} |", cells.join(" | "));
+            ns.extend(
+                per.iter()
+                    .enumerate()
+                    .map(|(i, x)| (name, i, *x, x / per[0])),
+            );
+        }
+    }
+    println!("\n| scenario | program | ns/run median (min-max) | ratio to empty, same interval: median (min-max) | target |");
     println!("|---|---|---|---|---|");
-    for (name, track) in [
-        ("no tracked thread", false),
-        ("both ping-pong threads tracked", true),
-    ] {
-        let (empty, ours, trips) = stats_scenario(track, seconds);
-        println!(
-            "| {name} | {empty:.1} | {ours:.1} | {:.2}x | {trips} |",
-            ours / empty
-        );
+    for name in SCENARIOS {
+        let target = if name.ends_with(" tracked") {
+            1.5
+        } else {
+            1.10
+        };
+        for (i, program) in who.iter().enumerate() {
+            let of = |pick: fn(&(&str, usize, f64, f64)) -> f64| -> Vec<f64> {
+                ns.iter()
+                    .filter(|r| r.0 == name && r.1 == i)
+                    .map(pick)
+                    .collect()
+            };
+            let (m, lo, hi) = median_spread(of(|r| r.2));
+            if i == 0 {
+                println!("| {name} | {program} | {m:.1} ({lo:.1}-{hi:.1}) | 1 | |");
+                continue;
+            }
+            let (r, rlo, rhi) = median_spread(of(|r| r.3));
+            let met = if r <= target { "met" } else { "not met" };
+            println!(
+                "| {name} | {program} | {m:.1} ({lo:.1}-{hi:.1}) | {r:.2}x ({rlo:.2}-{rhi:.2}) | <= {target}x: {met} |"
+            );
+        }
     }
 
-    println!(
-        "\n## perf bench sched pipe (usecs/op; {rounds} rounds, configurations alternating)\n"
-    );
-    let loops = 200_000;
-    let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for _ in 0..rounds {
-        results.entry("1 none").or_default().push(perf_pipe(loops));
-        let empty = load_empty_sched_switch().expect("load empty");
-        results
-            .entry("2 empty program")
-            .or_default()
-            .push(perf_pipe(loops));
-        drop(empty);
-        let probes = Probes::load(options()).expect("load probes");
-        results
-            .entry("3 pinsight (nothing tracked)")
-            .or_default()
-            .push(perf_pipe(loops));
-        drop(probes);
-    }
-    let (base, _, _) = median_spread(results["1 none"].clone());
-    println!("| configuration | median | min | max | slowdown vs none (median) |");
-    println!("|---|---|---|---|---|");
-    for (name, v) in &results {
-        let (m, lo, hi) = median_spread(v.clone());
+    if !args.no_perf {
         println!(
-            "| {} | {m:.3} | {lo:.3} | {hi:.3} | {:+.1}% |",
-            &name[2..],
-            (m / base - 1.0) * 100.0
+            "\n## perf bench sched pipe (usecs/op; {} rounds, configurations alternating, nothing tracked)\n",
+            args.rounds
         );
+        let loops = 200_000;
+        let mut results: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for _ in 0..args.rounds {
+            results
+                .entry("1 none".into())
+                .or_default()
+                .push(perf_pipe(loops));
+            let empty = load_empty_sched_switch().expect("load empty");
+            results
+                .entry("2 empty program".into())
+                .or_default()
+                .push(perf_pipe(loops));
+            drop(empty);
+            for (n, (label, object)) in objects.iter().enumerate() {
+                let other = Other::load(object, pid_max);
+                results
+                    .entry(format!("{} {label}", n + 3))
+                    .or_default()
+                    .push(perf_pipe(loops));
+                drop(other);
+            }
+            let probes = Probes::load(options()).expect("load probes");
+            results
+                .entry(format!("{} this build", objects.len() + 3))
+                .or_default()
+                .push(perf_pipe(loops));
+            drop(probes);
+        }
+        let (base, _, _) = median_spread(results["1 none"].clone());
+        println!("| configuration | median | min | max | slowdown vs none (median) |");
+        println!("|---|---|---|---|---|");
+        for (name, v) in &results {
+            let (m, lo, hi) = median_spread(v.clone());
+            println!(
+                "| {} | {m:.3} | {lo:.3} | {hi:.3} | {:+.1}% |",
+                name.split_once(' ').unwrap().1,
+                (m / base - 1.0) * 100.0
+            );
+        }
     }
+    stop_sleepers.store(true, Ordering::Relaxed);
     if !stats_were_on {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     }
