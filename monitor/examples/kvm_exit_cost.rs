@@ -17,6 +17,9 @@
 // daemon's own paths.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -143,19 +146,8 @@ fn main() {
     let guest = Guest::boot(&args.guest);
     let vcpu = guest.vcpu_tid();
 
-    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let objects: Vec<(String, Vec<u8>)> = args
-        .compare
-        .iter()
-        .map(|spec| {
-            let (label, path) = spec.split_once('=').expect("--compare LABEL=PATH");
-            (label.to_string(), std::fs::read(path).unwrap())
-        })
-        .collect();
+    let pid_max = pinsight::probes::pid_max();
+    let objects = common::compared_objects(&args.compare);
     let source = if program == KVM_EXIT {
         KvmExitSource::KvmExit
     } else {

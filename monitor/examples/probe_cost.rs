@@ -29,6 +29,9 @@
 // daemon's own paths.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -393,19 +396,8 @@ fn main() {
     let args = Args::parse();
     let stats_were_on = pinsight::probes::bpf_stats_enabled();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("root needed for bpf_stats");
-    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let objects: Vec<(String, Vec<u8>)> = args
-        .compare
-        .iter()
-        .map(|spec| {
-            let (label, path) = spec.split_once('=').expect("--compare LABEL=PATH");
-            (label.to_string(), std::fs::read(path).unwrap())
-        })
-        .collect();
+    let pid_max = pinsight::probes::pid_max();
+    let objects = common::compared_objects(&args.compare);
     let stop_sleepers = Arc::new(AtomicBool::new(false));
     let sleeper_tids = sleepers(args.sleepers, pid_max, stop_sleepers.clone());
     let mut who: Vec<String> = vec!["empty".into()];

@@ -320,7 +320,7 @@ impl Probes {
 
 /// The kernel's largest thread id + 1; when unreadable, the largest value the kernel allows,
 /// so every thread id still has a slot (at 1 MiB of table).
-fn pid_max() -> u32 {
+pub fn pid_max() -> u32 {
     const PID_MAX_LIMIT: u32 = 1 << 22;
     let read = std::fs::read_to_string(PID_MAX).map_err(|e| e.to_string());
     match read.and_then(|s| s.trim().parse::<u32>().map_err(|e| e.to_string())) {
