@@ -132,14 +132,23 @@ impl RemoteOfKnown {
     fn of(seconds: &ByLocality<f64>) -> Self {
         RemoteOfKnown {
             remote: seconds.remote,
-            known: seconds.local + seconds.same_socket + seconds.remote,
+            known: seconds.known(),
         }
     }
 
     /// The share over what was added since `old` (None: nothing of known locality).
     fn share_since(&self, old: &RemoteOfKnown) -> Option<f64> {
-        let known = (self.known - old.known).max(0.0);
-        (known > 0.0).then(|| (self.remote - old.remote).max(0.0) / known)
+        by_locality::remote_share_of(
+            (self.remote - old.remote).max(0.0),
+            (self.known - old.known).max(0.0),
+        )
+    }
+}
+
+impl std::ops::AddAssign for RemoteOfKnown {
+    fn add_assign(&mut self, other: Self) {
+        self.remote += other.remote;
+        self.known += other.known;
     }
 }
 
@@ -287,10 +296,8 @@ impl Accounting {
             let mut domain_old = RemoteOfKnown::default();
             for (vcpu, totals) in domain.vcpus.iter_mut() {
                 let (new, old) = (at(newest, *vcpu), at(oldest, *vcpu));
-                domain_new.remote += new.remote;
-                domain_new.known += new.known;
-                domain_old.remote += old.remote;
-                domain_old.known += old.known;
+                domain_new += new;
+                domain_old += old;
                 totals.remote_ratio = if has_gpu { new.share_since(&old) } else { None };
             }
             // A VM with GPUs always has a ratio: idle in the window, it keeps the share of

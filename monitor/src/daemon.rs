@@ -336,10 +336,10 @@ impl Engine {
             crate::inventory::qmp::merge(self.qmp_inventory.clone(), &mut inventory);
             self.log_changes(&inventory);
             self.sync_tracking(inventory);
-        }
-        // vCPU pins are what the policy acts on: read every tick (one sched_getaffinity per
-        // vCPU), so a pin changed behind libvirt's back is seen within a tick.
-        if !new_inventory {
+        } else {
+            // vCPU pins are what the policy acts on: read every tick (one sched_getaffinity
+            // per vCPU; a new inventory has just read them), so a pin changed behind
+            // libvirt's back is seen within a tick.
             self.inventory.refresh_affinity();
         }
         // Memory and interrupt lines change slowly: read them every placement_read_seconds,

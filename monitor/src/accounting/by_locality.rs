@@ -60,10 +60,14 @@ impl ByLocality<f64> {
         self.local + self.same_socket + self.remote + self.none
     }
 
+    /// The time whose locality is known (all but `none`).
+    pub fn known(&self) -> f64 {
+        self.local + self.same_socket + self.remote
+    }
+
     /// Share of the time on the remote socket, among the time whose locality is known.
     pub fn remote_share(&self) -> Option<f64> {
-        let known = self.local + self.same_socket + self.remote;
-        (known > 0.0).then(|| self.remote / known)
+        remote_share_of(self.remote, self.known())
     }
 
     /// Each locality's share of the total (all 0 when nothing ran).
@@ -77,4 +81,10 @@ impl ByLocality<f64> {
             none: share(self.none),
         }
     }
+}
+
+/// The remote share rule: `remote` seconds among `known` seconds of known locality; None
+/// when none is known.
+pub(super) fn remote_share_of(remote: f64, known: f64) -> Option<f64> {
+    (known > 0.0).then(|| remote / known)
 }
