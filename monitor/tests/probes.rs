@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use monitor_common::programs;
 use pinsight::probes::btf::KernelBtf;
-use pinsight::probes::{kvm_vendor_module, tracefs, KvmExitSource, ProbeOptions, Probes};
+use pinsight::probes::{
+    kvm_vendor_module, tracefs, KvmExitSource, ProbeError, ProbeOptions, Probes,
+};
 
 fn gettid() -> u32 {
     // SAFETY: gettid has no arguments and cannot fail.
@@ -135,6 +137,31 @@ fn sched_switch_accounts_a_tracked_thread_per_cpu_and_counts_socket_moves() {
 /// The batch read of the counter maps (one call per map) gives exactly what a lookup per
 /// thread and map gives: threads of both pools, with freed slots between them, each of which
 /// ran on both CPUs and then blocks, so nothing changes between the two reads.
+#[test]
+fn a_thread_that_is_gone_takes_no_slot() {
+    common::require_host();
+    let mut probes = Probes::load(ProbeOptions {
+        max_threads: 1,
+        ..options(KvmExitSource::Auto)
+    })
+    .expect("probes load and attach");
+    // A thread that has exited: its id has no /proc entry (ids are handed out in turn, so it
+    // is not reused within this test).
+    let gone = std::thread::spawn(gettid).join().unwrap();
+    for _ in 0..3 {
+        let refused = probes.track(gone);
+        assert!(
+            matches!(refused, Err(ProbeError::ThreadClock { tid, .. }) if tid == gone),
+            "tracking the exited thread {gone}: {refused:?}"
+        );
+    }
+    assert!(probes.tracked().is_empty());
+    // The one vCPU slot is still free.
+    let me = gettid();
+    probes.track(me).expect("the only slot is still free");
+    assert_eq!(probes.tracked().iter().copied().collect::<Vec<_>>(), [me]);
+}
+
 #[test]
 fn the_batch_read_equals_the_read_entry_by_entry() {
     common::require_host();

@@ -39,6 +39,9 @@ impl Probes {
                 table_tids: self.slot_words * SLOTS_PER_WORD,
             });
         }
+        // Read before a slot is taken, so a thread that is gone takes none.
+        let runtime =
+            thread_runtime_ns(tid).map_err(|source| ProbeError::ThreadClock { tid, source })?;
         let (pool, capacity, key) = if vcpu {
             let key = "probes.max_threads";
             (&mut self.free_slots, self.options.max_threads, key)
@@ -54,10 +57,8 @@ impl Probes {
         // Counters first, the slot last: the probes never see a half-tracked thread, and a
         // slot's counters left by its previous thread (or by a probe that looked the slot up
         // just before that thread was untracked) are cleared, never handed on. Counting
-        // starts at the thread's run-time clock now, so a stint in progress counts from here.
+        // starts at the thread's run-time clock, read before the slot was taken.
         // (try_from fails only for a length other than the possible CPUs', which this is.)
-        let runtime =
-            thread_runtime_ns(tid).map_err(|source| ProbeError::ThreadClock { tid, source })?;
         let zeros = PerCpuValues::try_from(vec![CpuRun::default(); self.nr_cpus])
             .map_err(|e| map_err(RUN_NS)(aya::maps::MapError::IoError(e)))?;
         let no_exits = PerCpuValues::try_from(vec![ExitCounts::default(); self.nr_cpus])
