@@ -4,7 +4,7 @@
 //! maps and the daemon reads them back byte for byte. With the `user` feature the types
 //! implement `aya::Pod`. One module per probe that has something to share ([`sched_switch`],
 //! [`sched_migrate_task`], [`kvm_exit`]); [`tracked`] holds what every probe uses.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod kvm_exit;
 pub mod sched_migrate_task;
@@ -22,6 +22,9 @@ pub mod programs {
     pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
     /// tp_btf on sched_process_exit: stops tracking a thread the moment it exits.
     pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
+    /// tp_btf on cgroup_attach_task: a tracked thread moved to another cgroup; lets its new
+    /// depth through the filter (`sched_switch::TRACKED_DEPTHS`) at once.
+    pub const CGROUP_ATTACH_TASK: &str = "cgroup_attach_task";
     /// Tracepoint kvm:kvm_exit (bare-metal VMX/SVM hosts), reason = hardware exit reason.
     pub const KVM_EXIT: &str = "kvm_exit";
     /// Tracepoint kvm:kvm_userspace_exit (fires under nested KVM too), reason = KVM_EXIT_* code.

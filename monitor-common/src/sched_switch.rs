@@ -24,6 +24,36 @@ pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
 /// run-time clock of the task (what /proc/TID/schedstat shows), up to date at every switch.
 pub const TASK_RUNTIME_OFFSET: &str = "TASK_RUNTIME_OFFSET";
 
+/// Global: byte offset of `se.depth` in `struct task_struct`: how deep the task's CPU
+/// cgroup (its scheduler task group) sits below the root, 0 for the root (and on kernels
+/// without group scheduling, where the daemon points it at `pid` and keeps the filter open).
+pub const TASK_DEPTH_OFFSET: &str = "TASK_DEPTH_OFFSET";
+
+/// Writable global (a `.data` section of its own, so a map of one `u64`): the depth filter.
+/// Bit `d` set: threads whose [`depth_bit`] is `d` may be tracked, so sched_switch looks them
+/// up; a switch between two threads of other depths stops there, without touching the
+/// thread table (or the `pid` line of either task). VMMs' threads sit in cgroups of their own
+/// (libvirt: `machine/<vm>/vcpuN`), deeper than most of the host's threads, so on a host most
+/// switches stop at this test. [`ALL_DEPTHS`] at load, and while the daemon checks a thread
+/// whose depth it could not trust. Otherwise the word only gains bits: from the daemon (each
+/// tracked thread's depth, read from /proc/TID/cgroup when tracked, then as the probes record
+/// it in [`ThreadRun::depth`]) and from the cgroup_attach_task program (a tracked thread moved).
+/// A bit left from a VM that is gone costs a little speed, never a count.
+pub const TRACKED_DEPTHS: &str = ".data.tracked_depths";
+
+/// [`TRACKED_DEPTHS`] that lets every thread through to the table lookup.
+pub const ALL_DEPTHS: u64 = u64::MAX;
+
+/// [`ThreadRun::depth`] of a thread whose depth the daemon could not read when it tracked it.
+pub const UNKNOWN_DEPTH: u32 = u32::MAX;
+
+/// The bit of [`TRACKED_DEPTHS`] for a thread at `depth`. Depths 64 apart share a bit: a
+/// filter lets more through, never less.
+#[inline(always)]
+pub const fn depth_bit(depth: u32) -> u64 {
+    1 << (depth % 64)
+}
+
 /// [`ThreadRun::cpu`] before the thread's first switch since it was tracked.
 pub const UNKNOWN_CPU: u32 = u32::MAX;
 
@@ -49,15 +79,24 @@ pub struct ThreadRun {
     pub cpu: u32,
     /// 1 from a switch onto `cpu` until the next switch off it.
     pub on_cpu: u32,
+    /// `se.depth` (see [`TRACKED_DEPTHS`]) at its last switch or cgroup move, or as the daemon
+    /// read it from /proc/TID/cgroup when it tracked the thread ([`UNKNOWN_DEPTH`] if it
+    /// could not).
+    pub depth: u32,
+    /// Keeps the size a multiple of 8 with no implicit padding (always 0).
+    pub reserved: u32,
 }
 
 impl ThreadRun {
-    /// A thread tracked when its run-time clock reads `runtime`: counting starts there.
-    pub fn tracked_at(runtime: u64) -> Self {
+    /// A thread tracked when its run-time clock reads `runtime`, at cgroup `depth`: counting
+    /// starts there.
+    pub fn tracked_at(runtime: u64, depth: u32) -> Self {
         ThreadRun {
             counted_runtime: runtime,
             cpu: UNKNOWN_CPU,
             on_cpu: 0,
+            depth,
+            reserved: 0,
         }
     }
 }
@@ -68,5 +107,35 @@ impl ThreadRun {
 unsafe impl aya::Pod for CpuRun {}
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)], a u64 then two u32s (16 bytes, no padding); any bit pattern is valid.
+// SAFETY: #[repr(C)], a u64 then four u32s (24 bytes, no padding); any bit pattern is valid.
 unsafe impl aya::Pod for ThreadRun {}
+
+/// The [`TRACKED_DEPTHS`] bits for tracked threads at `depths`: [`ALL_DEPTHS`] when any is
+/// [`UNKNOWN_DEPTH`], 0 when none is tracked. A thread at depth 0 (the root cgroup) also gets
+/// bit 1: with autogroups on, the scheduler puts a root-cgroup task one level down.
+pub fn depth_filter(depths: impl IntoIterator<Item = u32>) -> u64 {
+    depths
+        .into_iter()
+        .try_fold(0, |word, depth| match depth {
+            UNKNOWN_DEPTH => None,
+            0 => Some(word | depth_bit(0) | depth_bit(1)),
+            _ => Some(word | depth_bit(depth)),
+        })
+        .unwrap_or(ALL_DEPTHS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_lets_through_every_known_depth_and_everything_while_one_is_unknown() {
+        assert_eq!(depth_filter([]), 0);
+        assert_eq!(depth_filter([3, 3, 4]), 0b11000);
+        assert_eq!(depth_filter([0]), 0b11);
+        assert_eq!(depth_filter([3, UNKNOWN_DEPTH, 4]), ALL_DEPTHS);
+        // Deeper than 63: shares a bit with depth % 64 (lets more through, never less).
+        assert_eq!(depth_filter([65]), depth_bit(1));
+        assert_eq!(depth_bit(63), 1 << 63);
+    }
+}

@@ -3,7 +3,7 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::sched_switch::switch_out;
-use crate::task::{task_runtime, task_tid};
+use crate::task::{task_depth, task_runtime, task_tid};
 use crate::tracked::{tracked_slot, untrack};
 
 /// `sched_process_exit(task, ...)`: accounts the exiting thread's last stint and untracks it,
@@ -15,7 +15,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let tid = task_tid(task);
     let slot = tracked_slot(tid);
     if slot != 0 {
-        switch_out(slot, task_runtime(task));
+        switch_out(slot, task_runtime(task), task_depth(task));
         untrack(tid);
     }
     0

@@ -11,6 +11,33 @@ pub static TASK_PID_OFFSET: u32 = 0;
 #[no_mangle]
 pub static TASK_RUNTIME_OFFSET: u32 = 0;
 
+/// Byte offset of `se.depth` in `struct task_struct`, from the kernel's BTF (see
+/// `monitor_common::sched_switch::TRACKED_DEPTHS`).
+#[no_mangle]
+pub static TASK_DEPTH_OFFSET: u32 = 0;
+
+/// Reads `task->se.depth`: the depth of the task's CPU cgroup. The scheduler has just walked
+/// this line of both tasks of a switch (`se.parent`, `se.cfs_rq` beside it), so it is warm
+/// where the thread table's line for the tid is often not.
+#[inline(always)]
+pub fn task_depth(task: *const u8) -> u32 {
+    task_depth_at(task, depth_offset())
+}
+
+/// [`TASK_DEPTH_OFFSET`], loaded once for a program that reads the depth of two tasks.
+#[inline(always)]
+pub fn depth_offset() -> usize {
+    // SAFETY: a plain u32 global.
+    unsafe { core::ptr::read_volatile(&TASK_DEPTH_OFFSET) as usize }
+}
+
+/// Reads `task->se.depth` at `offset` ([`depth_offset`]).
+#[inline(always)]
+pub fn task_depth_at(task: *const u8, offset: usize) -> u32 {
+    // SAFETY: as for task_tid; the offset is that of an int member of a nested struct.
+    unsafe { *(task.add(offset) as *const u32) }
+}
+
 /// Reads `task->se.sum_exec_runtime`: the scheduler updates it before sched_switch fires, so
 /// for prev it includes the stint that is ending. Using the kernel's own clock saves a
 /// bpf_ktime_get_ns() call per switch (the larger part of the cost under virtualisation) and

@@ -4,6 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray},
 };
+use monitor_common::sched_switch::{depth_bit, ALL_DEPTHS};
 use monitor_common::tracked::{slot_shift, slot_word, MapError, MAP_ERROR_SLOTS, SLOT_MASK};
 
 /// What a classic tracepoint program returns: 1 lets the kernel still hand the event to other
@@ -15,6 +16,37 @@ pub const PASS_TO_PERF: u32 = 1;
 /// per-CPU run array. One inlined array access answers both "tracked?" and "where?".
 #[map(name = "TRACKED_TIDS")]
 pub static TRACKED_TIDS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The depth filter in front of the table (`monitor_common::sched_switch::TRACKED_DEPTHS`):
+/// a section of its own, so userspace sees it as a map of one u64. Open until the daemon
+/// closes it.
+#[no_mangle]
+#[link_section = ".data.tracked_depths"]
+static mut TRACKED_DEPTHS: u64 = ALL_DEPTHS;
+
+/// Whether a thread at `depth` may be tracked, by the filter word `depths` (read once per
+/// event through [`tracked_depths`]).
+#[inline(always)]
+pub fn depth_may_be_tracked(depths: u64, depth: u32) -> bool {
+    depths & depth_bit(depth) != 0
+}
+
+/// The depth filter's word now.
+#[inline(always)]
+pub fn tracked_depths() -> u64 {
+    // SAFETY: a plain u64 in a map value the program always has; races with the daemon's
+    // writes are word-sized and any value is valid.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(TRACKED_DEPTHS)) }
+}
+
+/// Lets threads at `depth` through the filter. Not atomic: a bit lost to a racing write is
+/// put back by the daemon at its next read, from the depth recorded in THREAD_RUN.
+#[inline(always)]
+pub fn let_depth_through(depth: u32) {
+    let word = tracked_depths() | depth_bit(depth);
+    // SAFETY: as in tracked_depths.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(TRACKED_DEPTHS), word) }
+}
 
 /// Failed map updates, by `monitor_common::tracked::MapError`.
 #[map(name = "MAP_ERRORS")]

@@ -45,9 +45,10 @@ use aya::maps::{Array, MapData};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use clap::Parser;
+use common::thread::{gettid, CpuCgroups};
 use monitor_common::programs::{SCHED_SWITCH, SCHED_SWITCH_EMPTY};
 use monitor_common::sched_migrate_task::CpuTopo;
-use monitor_common::sched_switch::{TASK_PID_OFFSET, TASK_RUNTIME_OFFSET};
+use monitor_common::sched_switch::{TASK_DEPTH_OFFSET, TASK_PID_OFFSET, TASK_RUNTIME_OFFSET};
 use monitor_common::tracked::{slot_shift, slot_word, slot_words, TRACKED_TIDS};
 use pinsight::probes::btf::KernelBtf;
 use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes, VMLINUX_BTF};
@@ -73,6 +74,12 @@ struct Args {
     /// Skip part 2 (perf bench).
     #[arg(long)]
     no_perf: bool,
+    /// CPU cgroup depth of the tracked threads, as a VM's (libvirt on cgroup v1 puts vCPU
+    /// threads at 3: machine/qemu-N-NAME.libvirt-qemu/vcpuN); a sleeping tracked thread stays
+    /// there all along, as a host's idle VMs do, while the untracked threads stay in the root.
+    /// 0 puts everything in the root, where the depth filter lets every switch through.
+    #[arg(long, default_value_t = 3)]
+    vm_depth: usize,
 }
 
 /// The one-bit-per-tid bitmap that a trial build (2eed912, not kept: BENCHMARKS.md) read
@@ -95,10 +102,12 @@ impl Other {
     fn load(object: &[u8], pid_max: u32) -> Other {
         let btf = KernelBtf::read(Path::new(VMLINUX_BTF)).unwrap();
         let pid = btf.member_offset("task_struct", "pid").unwrap();
-        let runtime = btf.member_offset("task_struct", "se").unwrap()
+        let se = btf.member_offset("task_struct", "se").unwrap();
+        let runtime = se
             + btf
                 .member_offset("sched_entity", "sum_exec_runtime")
                 .unwrap();
+        let depth = se + btf.member_offset("sched_entity", "depth").unwrap();
         let mut ebpf = EbpfLoader::new()
             .set_max_entries(TRACKED_TIDS, slot_words(pid_max))
             .set_max_entries(TRACKED_BITS, pid_max.div_ceil(64))
@@ -108,6 +117,7 @@ impl Other {
             .set_max_entries("CPU_TOPO", 64)
             .set_global(TASK_PID_OFFSET, &pid, true)
             .set_global(TASK_RUNTIME_OFFSET, &runtime, true)
+            .set_global(TASK_DEPTH_OFFSET, &depth, false)
             .load(object)
             .unwrap();
         let prog: &mut BtfTracePoint = ebpf.program_mut(SCHED_SWITCH).unwrap().try_into().unwrap();
@@ -169,11 +179,6 @@ fn sched_switch_run_stats(probes: &Probes) -> (u64, u64) {
         .find(|s| s.program == SCHED_SWITCH)
         .expect("sched_switch attached");
     (s.run_time_ns, s.run_count)
-}
-
-fn gettid() -> u32 {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::gettid() as u32 }
 }
 
 /// Two threads bouncing a byte over a socket pair until `stop`; returns their tids.
@@ -293,27 +298,39 @@ fn sleepers(count: u32, pid_max: u32, stop: Arc<AtomicBool>) -> Vec<u32> {
 
 /// A thread that wakes every 2 ms until `stop`: the quiet scenario's tracked thread.
 fn ticker(stop: Arc<AtomicBool>) -> u32 {
+    ticker_every(stop, Duration::from_millis(2))
+}
+
+/// A thread that wakes every `period` until `stop`.
+fn ticker_every(stop: Arc<AtomicBool>, period: Duration) -> u32 {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         tx.send(gettid()).unwrap();
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(period);
         }
     });
     rx.recv().unwrap()
 }
 
-/// Every program under test, attached afresh: the empty one, the older objects, this build.
+/// Every program under test, attached afresh: the empty one, the older objects, this build;
+/// and the threads tracked all along (the sleeping "VM" thread).
 struct Attached {
     empty: Ebpf,
     others: Vec<Other>,
     probes: Probes,
+    resident: Vec<u32>,
 }
 
 impl Attached {
     /// Programs on one tracepoint run one after the other in attach order, so each round
     /// attaches them in an order rotated by `round`.
-    fn all(round: usize, objects: &[(String, Vec<u8>)], pid_max: u32) -> Attached {
+    fn all(
+        round: usize,
+        objects: &[(String, Vec<u8>)],
+        pid_max: u32,
+        resident: &[u32],
+    ) -> Attached {
         let n = objects.len() + 2;
         let mut empty = None;
         let mut others: Vec<Option<Other>> = (0..objects.len()).map(|_| None).collect();
@@ -327,11 +344,15 @@ impl Attached {
                 probes = Some(Probes::load(options()).expect("load pinsight probes"));
             }
         }
-        Attached {
+        let mut attached = Attached {
             empty: empty.unwrap(),
             others: others.into_iter().map(Option::unwrap).collect(),
             probes: probes.unwrap(),
-        }
+            resident: Vec::new(),
+        };
+        attached.track(resident, true);
+        attached.resident = resident.to_vec();
+        attached
     }
 
     /// (run time, run count) of each program: empty, older objects, this build.
@@ -342,10 +363,13 @@ impl Attached {
         v
     }
 
+    /// Tracks (`on`) or untracks `tids` in every build, then reads this build's maps once, as
+    /// the daemon's tick does (which sets its depth filter).
     fn track(&mut self, tids: &[u32], on: bool) {
+        let first_slot = self.resident.len() as u32 + 1;
         for (n, &tid) in tids.iter().enumerate() {
             for other in &mut self.others {
-                other.set(tid, if on { n as u32 + 1 } else { 0 });
+                other.set(tid, if on { first_slot + n as u32 } else { 0 });
             }
             if on {
                 self.probes.track(tid).expect("track");
@@ -353,11 +377,26 @@ impl Attached {
                 self.probes.untrack(tid).expect("untrack");
             }
         }
+        self.probes.read().expect("read this build's maps");
+    }
+
+    /// This build's depth filter word now.
+    fn filter_word(&self) -> u64 {
+        self.probes.depth_filter().expect("depth filter readable").0
     }
 }
 
-/// One scenario over `seconds`: ns per run of each program, and switches seen.
-fn scenario(attached: &mut Attached, name: &str, seconds: u64) -> (Vec<f64>, u64) {
+/// Where the tracked threads go: the cgroups, and the depth in them (None: all in the root).
+type VmCgroup<'a> = Option<(&'a CpuCgroups, usize)>;
+
+/// One scenario over `seconds`: ns per run of each program, switches seen, and this build's
+/// depth filter word during it. A tracked scenario's threads go to `vm`'s depth first.
+fn scenario(
+    attached: &mut Attached,
+    name: &str,
+    seconds: u64,
+    vm: VmCgroup,
+) -> (Vec<f64>, u64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let (tids, handles) = match name {
         "busy untracked" | "busy tracked" => ping_pong(stop.clone()),
@@ -365,8 +404,12 @@ fn scenario(attached: &mut Attached, name: &str, seconds: u64) -> (Vec<f64>, u64
     };
     let track = name.ends_with(" tracked");
     if track {
+        if let Some((cgroups, depth)) = vm {
+            tids.iter().for_each(|&tid| cgroups.move_thread(tid, depth));
+        }
         attached.track(&tids, true);
     }
+    let word = attached.filter_word();
     let start = attached.sample();
     std::thread::sleep(Duration::from_secs(seconds));
     let end = attached.sample();
@@ -382,7 +425,17 @@ fn scenario(attached: &mut Attached, name: &str, seconds: u64) -> (Vec<f64>, u64
         .zip(&end)
         .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
         .collect();
-    (per, end[0].1 - start[0].1)
+    (per, end[0].1 - start[0].1, word)
+}
+
+/// A thread that sleeps (waking once a second) until `stop`, at `vm`'s depth: a tracked,
+/// idle VM's thread, so that the depth filter has a VM's depth in it in every scenario.
+fn resident(stop: Arc<AtomicBool>, vm: VmCgroup) -> u32 {
+    let tid = ticker_every(stop, Duration::from_secs(1));
+    if let Some((cgroups, depth)) = vm {
+        cgroups.move_thread(tid, depth);
+    }
+    tid
 }
 
 const SCENARIOS: [&str; 4] = [
@@ -400,6 +453,9 @@ fn main() {
     let objects = common::compared_objects(&args.compare);
     let stop_sleepers = Arc::new(AtomicBool::new(false));
     let sleeper_tids = sleepers(args.sleepers, pid_max, stop_sleepers.clone());
+    let cgroups = (args.vm_depth > 0).then(|| CpuCgroups::make(args.vm_depth));
+    let vm = cgroups.as_ref().map(|c| (c, args.vm_depth));
+    let resident_tid = resident(stop_sleepers.clone(), vm);
     let mut who: Vec<String> = vec!["empty".into()];
     who.extend(objects.iter().map(|(label, _)| label.clone()));
     who.push("this build".into());
@@ -411,21 +467,28 @@ fn main() {
         args.seconds
     );
     println!(
-        "pid_max {pid_max}; {} sleeper threads, tids {:?}\n",
+        "pid_max {pid_max}; {} sleeper threads, tids {:?}; tracked threads at CPU cgroup depth {} (a sleeping one all along), untracked ones at 0\n",
         sleeper_tids.len(),
-        sleeper_tids
+        sleeper_tids,
+        args.vm_depth
     );
     let head: Vec<String> = who.iter().map(|w| format!("{w} ns/run")).collect();
-    println!("| round | scenario | switches | {} |", head.join(" | "));
-    println!("|---|---|---|{}", "---|".repeat(who.len()));
+    println!(
+        "| round | scenario | switches | depth filter | {} |",
+        head.join(" | ")
+    );
+    println!("|---|---|---|---|{}", "---|".repeat(who.len()));
     // (scenario, program index, ns per run, ratio to empty)
     let mut ns: Vec<(&str, usize, f64, f64)> = Vec::new();
     for round in 1..=args.rounds as usize {
-        let mut attached = Attached::all(round, &objects, pid_max);
+        let mut attached = Attached::all(round, &objects, pid_max, &[resident_tid]);
         for name in SCENARIOS {
-            let (per, runs) = scenario(&mut attached, name, args.seconds);
+            let (per, runs, word) = scenario(&mut attached, name, args.seconds, vm);
             let cells: Vec<String> = per.iter().map(|x| format!("{x:.1}")).collect();
-            println!("| {round} | {name} | {runs} | {} |", cells.join(" | "));
+            println!(
+                "| {round} | {name} | {runs} | {word:#x} | {} |",
+                cells.join(" | ")
+            );
             ns.extend(
                 per.iter()
                     .enumerate()
@@ -507,6 +570,7 @@ fn main() {
         }
     }
     stop_sleepers.store(true, Ordering::Relaxed);
+    drop(cgroups);
     if !stats_were_on {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     }

@@ -11,37 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use common::thread::{gettid, pin_self, schedstat_ns};
 use monitor_common::programs;
 use pinsight::probes::btf::KernelBtf;
 use pinsight::probes::{
     kvm_vendor_module, tracefs, KvmExitSource, ProbeError, ProbeOptions, Probes,
 };
-
-fn gettid() -> u32 {
-    // SAFETY: gettid has no arguments and cannot fail.
-    unsafe { libc::gettid() as u32 }
-}
-
-fn schedstat_ns(tid: u32) -> u64 {
-    let path = format!("/proc/self/task/{tid}/schedstat");
-    let text = std::fs::read_to_string(&path).expect("schedstat readable");
-    text.split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse().ok())
-        .unwrap_or_else(|| panic!("{path}: no run time in {text:?}"))
-}
-
-fn pin_self(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) applies to the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
-            0
-        );
-    }
-}
 
 fn options(kvm_exit_source: KvmExitSource) -> ProbeOptions {
     // CPU 0 on socket 0, CPU 1 on socket 1: the same shape as the two-socket fixture.
@@ -256,6 +231,7 @@ fn prepare_loads_every_program_and_attach_attaches_them() {
         programs::SCHED_SWITCH,
         programs::SCHED_PROCESS_EXIT,
         programs::SCHED_MIGRATE_TASK,
+        programs::CGROUP_ATTACH_TASK,
     ];
     for name in sched {
         let st = &probes.status()[name];
@@ -282,7 +258,7 @@ fn prepare_loads_every_program_and_attach_attaches_them() {
         .collect();
     assert_eq!(attached.len(), 1, "{:?}", probes.status());
     assert_eq!(probes.exit_source(), Some(attached[0]));
-    assert_eq!(probes.status().len(), 5, "{:?}", probes.status());
+    assert_eq!(probes.status().len(), 6, "{:?}", probes.status());
 }
 
 #[test]

@@ -1,4 +1,10 @@
-//! What the probe cost benchmarks share: the eBPF objects of other builds to compare with.
+//! What the probe cost benchmarks share: the eBPF objects of other builds to compare with, and
+//! (from the root tests' helpers) this process's threads and CPU cgroups.
+
+/// Thread ids, run-time clock, CPU cgroups: the root tests' own helpers.
+#[allow(dead_code)]
+#[path = "../../tests/common/thread.rs"]
+pub mod thread;
 
 /// Each `LABEL=PATH` of `--compare`, with the object file read.
 pub fn compared_objects(specs: &[String]) -> Vec<(String, Vec<u8>)> {

@@ -2,17 +2,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use aya::maps::{IterableMap, PerCpuValues};
 use monitor_common::kvm_exit::{ExitCounts, KVM_EXITS};
 use monitor_common::programs;
 use monitor_common::sched_migrate_task::MOVE_SCOPES;
-use monitor_common::sched_switch::{CpuRun, ThreadRun, RUN_NS, THREAD_RUN};
+use monitor_common::sched_switch::{CpuRun, ThreadRun, RUN_NS, THREAD_RUN, UNKNOWN_DEPTH};
 use monitor_common::tracked::{
     slot_shift, slot_word, MapError, SLOTS_PER_WORD, SLOT_MASK, TRACKED_TIDS,
 };
 
 use super::batch::Entries;
+use super::cgroup_depth;
+use super::depth_filter::Seen;
 use super::error::map_err;
 use super::exit_reasons;
 use super::{MapUsage, Moves, ProbeError, Probes, ProgramStats, ThreadCounters};
@@ -42,6 +45,10 @@ impl Probes {
         // Read before a slot is taken, so a thread that is gone takes none.
         let runtime =
             thread_runtime_ns(tid).map_err(|source| ProbeError::ThreadClock { tid, source })?;
+        let depth = cgroup_depth::of_thread(tid).unwrap_or_else(|e| {
+            tracing::info!(tid, "cgroup depth unknown ({e}): the depth filter is open until the probes see the thread switch");
+            UNKNOWN_DEPTH
+        });
         let (pool, capacity, key) = if vcpu {
             let key = "probes.max_threads";
             (&mut self.free_slots, self.options.max_threads, key)
@@ -57,7 +64,8 @@ impl Probes {
         // Counters first, the slot last: the probes never see a half-tracked thread, and a
         // slot's counters left by its previous thread (or by a probe that looked the slot up
         // just before that thread was untracked) are cleared, never handed on. Counting
-        // starts at the thread's run-time clock, read before the slot was taken.
+        // starts at the thread's run-time clock, read before the slot was taken; the depth
+        // filter lets the thread's depth through before the slot is set.
         // (try_from fails only for a length other than the possible CPUs', which this is.)
         let zeros = PerCpuValues::try_from(vec![CpuRun::default(); self.nr_cpus])
             .map_err(|e| map_err(RUN_NS)(aya::maps::MapError::IoError(e)))?;
@@ -76,9 +84,10 @@ impl Probes {
             })
             .and_then(|()| {
                 self.thread_run
-                    .set(slot, ThreadRun::tracked_at(runtime), 0)
+                    .set(slot, ThreadRun::tracked_at(runtime, depth), 0)
                     .map_err(map_err(THREAD_RUN))
             })
+            .and_then(|()| self.depth_filter.let_through(depth))
             .and_then(|()| self.set_slot(tid, slot));
         if let Err(e) = published {
             self.free_slot(slot);
@@ -148,6 +157,7 @@ impl Probes {
         let widest = Entries::<ExitCounts>::stride(Some(self.nr_cpus));
         let chunk = (batch_bytes / widest).max(1) as u32;
         let mut out = BTreeMap::new();
+        let mut seen = Vec::with_capacity(by_slot.len());
         // Each pool (vCPUs', other threads') from its lowest slot in use to its highest: the
         // free slots at the top of the vCPU pool (and its exit counters) are not copied.
         let (vcpus, others) =
@@ -162,22 +172,57 @@ impl Probes {
                     return self.read_each();
                 };
                 while let Some(&&(slot, tid)) = threads.peek().filter(|(s, _)| batch.has(*s)) {
-                    out.insert(tid, self.counters_of(tid, batch.slot(slot, self.nr_cpus)));
+                    let values = batch.slot(slot, self.nr_cpus);
+                    seen.push(Seen {
+                        tid,
+                        slot,
+                        thread: values.thread,
+                    });
+                    out.insert(tid, self.counters_of(tid, values));
                     threads.next();
                 }
             }
         }
+        self.update_depth_filter(&seen);
         Ok(out)
     }
 
     /// What [`Probes::read`] gives, read entry by entry (a lookup per map and thread): the way
     /// of kernels without batch lookups, and the reference the tests hold the batch read to.
     pub fn read_each(&self) -> Result<BTreeMap<u32, ThreadCounters>, ProbeError> {
-        Ok(self
+        let mut seen = Vec::with_capacity(self.tracked.len());
+        let out = self
             .tracked
             .iter()
-            .map(|&tid| (tid, self.read_thread(tid)))
-            .collect())
+            .map(|&tid| {
+                let values = self.values_of(tid);
+                if let Some(&slot) = self.slots.get(&tid) {
+                    seen.push(Seen {
+                        tid,
+                        slot,
+                        thread: values.thread,
+                    });
+                }
+                (tid, self.counters_of(tid, values))
+            })
+            .collect();
+        self.update_depth_filter(&seen);
+        Ok(out)
+    }
+
+    /// Lets the recorded depths of the tracked threads through the depth filter (see
+    /// `depth_filter`). A failure costs only speed: it is logged.
+    fn update_depth_filter(&self, seen: &[Seen]) {
+        let reread = |slot: u32| self.thread_run.get(&slot, 0).ok();
+        if let Err(e) = self.depth_filter.update(seen, reread, Instant::now()) {
+            tracing::warn!(error = %e, "cannot update the depth filter; it keeps its last value");
+        }
+    }
+
+    /// The depth filter's word now (`monitor_common::sched_switch::TRACKED_DEPTHS`), and
+    /// whether it can close on this host at all.
+    pub fn depth_filter(&self) -> Result<(u64, bool), ProbeError> {
+        Ok((self.depth_filter.word()?, self.depth_filter.may_close()))
     }
 
     /// Whether [`Probes::read`] reads in batch calls (false after the kernel refused one).
@@ -239,11 +284,14 @@ impl Probes {
     }
 
     fn read_thread(&self, tid: u32) -> ThreadCounters {
-        let values = match self.slots.get(&tid) {
+        self.counters_of(tid, self.values_of(tid))
+    }
+
+    fn values_of(&self, tid: u32) -> SlotValues {
+        match self.slots.get(&tid) {
             Some(&slot) => self.lookup_slot(slot),
             None => SlotValues::default(),
-        };
-        self.counters_of(tid, values)
+        }
     }
 
     fn counters_of(&self, tid: u32, values: SlotValues) -> ThreadCounters {
@@ -392,7 +440,7 @@ pub fn bpf_stats_enabled() -> bool {
 }
 
 /// The kernel's run time of a thread (`se.sum_exec_runtime`, first field of schedstat).
-fn thread_runtime_ns(tid: u32) -> std::io::Result<u64> {
+pub(super) fn thread_runtime_ns(tid: u32) -> std::io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{tid}/schedstat"))?;
     text.split_whitespace()
         .next()

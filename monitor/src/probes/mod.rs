@@ -13,7 +13,9 @@
 
 mod batch;
 pub mod btf;
+pub mod cgroup_depth;
 mod counters;
+mod depth_filter;
 mod error;
 pub mod exit_reasons;
 mod hook;
@@ -142,6 +144,9 @@ pub struct Probes {
     thread_run: Array<MapData, ThreadRun>,
     kvm_exits: PerCpuArray<MapData, ExitCounts>,
     map_errors: PerCpuArray<MapData, u64>,
+    depth_filter: depth_filter::DepthFilter,
+    /// Whether this kernel's task_struct has `se.depth` (the depth filter may close).
+    has_depth: bool,
     status: BTreeMap<&'static str, ProbeStatus>,
     /// Loaded and verified, waiting for [`Probes::attach`].
     prepared: Vec<Probe>,
@@ -176,7 +181,8 @@ impl Probes {
     /// Reads this kernel's layouts (BTF, tracefs), sizes the maps, loads the object and loads
     /// every selected program so the verifier checks it; nothing is attached yet.
     pub fn prepare(options: ProbeOptions) -> Result<Probes, ProbeError> {
-        let mut globals = sched_switch::globals(&btf::KernelBtf::read(Path::new(VMLINUX_BTF))?)?;
+        let layout = sched_switch::task_layout(&btf::KernelBtf::read(Path::new(VMLINUX_BTF))?)?;
+        let mut globals = layout.globals;
         globals.extend(sched_migrate_task::globals());
         globals.extend(kvm_exit::globals());
         let slot_words = tracked::slot_words(pid_max());
@@ -224,6 +230,8 @@ impl Probes {
                 .map_err(map_err(KVM_EXITS))?,
             map_errors: PerCpuArray::try_from(take(&mut ebpf, MAP_ERRORS)?)
                 .map_err(map_err(MAP_ERRORS))?,
+            depth_filter: depth_filter::DepthFilter::take(&mut ebpf)?,
+            has_depth: layout.has_depth,
             ebpf,
             status: BTreeMap::new(),
             prepared: Vec::new(),
@@ -245,6 +253,7 @@ impl Probes {
             sched_switch::PROBE,
             sched_process_exit::PROBE,
             sched_migrate_task::PROBE,
+            depth_filter::PROBE,
         ] {
             match probe.prepare(&mut probes.ebpf, &btf) {
                 Ok(()) => {
@@ -268,6 +277,10 @@ impl Probes {
             }
         }
         self.attach_exit_source();
+        let move_probe = self.status.get(depth_filter::PROBE.program);
+        if self.has_depth && move_probe.is_some_and(|st| st.attached) {
+            self.depth_filter.allow_closing();
+        }
         let (attached, skipped): (Vec<_>, Vec<_>) =
             self.status.iter().partition(|(_, st)| st.attached);
         let attached: Vec<&str> = attached.into_iter().map(|(name, _)| *name).collect();

@@ -13,6 +13,8 @@ pub mod perf;
 pub mod policy;
 mod prom;
 mod stale;
+/// This process's threads: ids, run-time clock, pinning, CPU cgroups.
+pub mod thread;
 mod virsh;
 mod vm;
 
