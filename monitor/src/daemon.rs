@@ -7,13 +7,15 @@
 //! sources -> accounting -> view -> policy verdicts -> published view.
 
 mod fixes;
+mod host_view;
 mod libvirt_source;
 pub mod notify;
 mod placement;
 mod repin;
+mod sources;
 mod tracking;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -22,9 +24,9 @@ use crate::accounting::Accounting;
 use crate::config::Config;
 use crate::inventory::{Access, HostPaths, Inventory};
 use crate::lifecycle::Lifecycle;
-use crate::probes::{ProbeOptions, Probes, ThreadCounters};
+use crate::probes::{ProbeOptions, Probes};
 use crate::topology::Topology;
-use crate::view::{HostView, MapView, ProbeView, ProbesView, ProgramView, ViewInputs};
+use crate::view::HostView;
 
 /// The engine's newest published view, shared with every reader (HTTP). Readers clone the
 /// `Arc` and never write; the engine replaces it whole after every tick.
@@ -296,157 +298,6 @@ impl Engine {
             Err(poisoned) => *poisoned.into_inner() = view,
         }
     }
-
-    /// Every source, read in one place: the libvirt inventory when a scan asked for earlier
-    /// has come (asking for the next when one is due or a domain event wants it); each vCPU
-    /// thread's allowed CPUs; when due, the GPUs' interrupts and each VM's memory; then the
-    /// probes. Nothing here waits for libvirt.
-    fn read_sources(&mut self, now: Instant) -> BTreeMap<u32, ThreadCounters> {
-        self.rescan_wanted |= self.lifecycle.as_ref().is_some_and(Lifecycle::take);
-        // With events, the periodic scan is a safety net; without, it is how changes are seen.
-        let rescan = match self.lifecycle.as_ref().is_some_and(Lifecycle::connected) {
-            true => self.config.rescan(),
-            false => self.config.eventless_rescan(),
-        };
-        let due = self
-            .last_scan
-            .is_none_or(|t| now.duration_since(t) >= rescan);
-        if (due || self.rescan_wanted) && !self.libvirt.scanning() {
-            let grace = Duration::from_secs_f64(self.config.tick_seconds / 4.0).min(SCAN_GRACE);
-            self.libvirt.start_scan(&self.topology, &self.paths, grace);
-            self.last_scan = Some(now);
-            self.rescan_wanted = false;
-        }
-        let libvirt = self.libvirt.poll(now);
-        let qmp = self.qmp.take();
-        let new_inventory = libvirt.is_some() || qmp.is_some();
-        if new_inventory {
-            // Each source keeps its last answer: a host without libvirt still sees its
-            // QEMU VMs, and a hung QMP socket never holds back libvirt's.
-            if let Some(i) = libvirt {
-                self.libvirt_inventory = i;
-                // A scan allocates and frees much (every domain's XML, its parse, /proc
-                // reads). Once a rescan: cheap.
-                release_free_heap();
-            }
-            if let Some(i) = qmp {
-                self.qmp_inventory = i;
-            }
-            let mut inventory = self.libvirt_inventory.clone();
-            crate::inventory::qmp::merge(self.qmp_inventory.clone(), &mut inventory);
-            self.log_changes(&inventory);
-            self.sync_tracking(inventory);
-        } else {
-            // vCPU pins are what the policy acts on: read every tick (one sched_getaffinity
-            // per vCPU; a new inventory has just read them), so a pin changed behind
-            // libvirt's back is seen within a tick.
-            self.inventory.refresh_affinity();
-        }
-        // Memory and interrupt lines change slowly: read them every placement_read_seconds,
-        // and at once for a new inventory.
-        let tick = Duration::from_secs_f64(self.config.tick_seconds);
-        if new_inventory
-            || self
-                .placement_cadence
-                .due(now, self.config.placement_read(), tick)
-        {
-            let roots = placement::MemoryRoots {
-                proc: &self.paths.proc_root,
-                cgroup: &self.config.cgroup_root,
-            };
-            self.placement
-                .read(&self.inventory, &self.config.irq_proc_root, roots);
-            self.placement_cadence.read_at(now);
-        }
-        match &self.probes {
-            Some(p) => p.read().unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "reading probe maps failed");
-                BTreeMap::new()
-            }),
-            None => BTreeMap::new(),
-        }
-    }
-
-    fn log_changes(&mut self, new: &Inventory) {
-        let old: BTreeSet<&str> = self.inventory.vms.iter().map(|v| v.name.as_str()).collect();
-        for vm in &new.vms {
-            if !old.contains(vm.name.as_str()) {
-                tracing::info!(domain = %vm.name, vcpus = vm.vcpus.len(), gpus = ?vm.gpus.iter().map(|g| &g.address).collect::<Vec<_>>(), gpu_nodes = ?vm.gpu_nodes, "VM found");
-            }
-        }
-        let new_names: BTreeSet<&str> = new.vms.iter().map(|v| v.name.as_str()).collect();
-        for gone in old.difference(&new_names) {
-            tracing::info!(domain = %gone, "VM gone");
-        }
-        for problem in &new.problems {
-            if self.reported.insert(problem.clone()) {
-                tracing::warn!("{problem}");
-            }
-        }
-        let cap = self.config.max_exported_vms as usize;
-        if new.vms.len() > cap && self.inventory.vms.len() <= cap {
-            tracing::warn!(
-                vms = new.vms.len(),
-                max_exported_vms = cap,
-                "more VMs than max_exported_vms: the per-VM metric families show the first {cap} by name (pinsight_domains_not_exported counts the rest); status and the policy see all"
-            );
-        }
-        // A problem that went away is logged again if it comes back.
-        self.reported.retain(|p| new.problems.contains(p));
-    }
-
-    /// Tracks exactly the vCPU threads of `inventory`, then makes it the current one.
-    fn sync_tracking(&mut self, inventory: Inventory) {
-        if let Some(probes) = self.probes.as_mut() {
-            self.tracking.sync(
-                probes,
-                &mut self.accounting,
-                &self.inventory.vms,
-                &inventory,
-                &self.topology,
-            );
-        }
-        self.inventory = inventory;
-    }
-
-    /// This tick's view, before the policy's verdicts.
-    fn build_view(&self) -> HostView {
-        let mut extra_problems = Vec::new();
-        if let Some(f) = &self.probe_failure {
-            extra_problems.push(format!("probes not loaded: {f}"));
-        }
-        if let Some(why) = self.libvirt.down_reason() {
-            extra_problems.push(why.to_string());
-        }
-        extra_problems.extend(self.placement.problems());
-        extra_problems.extend(self.calibration_problem.clone());
-        let mut view = HostView::build(ViewInputs {
-            topology: &self.topology,
-            inventory: &self.inventory,
-            totals: self.accounting.domains(),
-            probes: probes_view(self.probes.as_ref()),
-            libvirt_up: self.libvirt.up(),
-            tick_unix_seconds: libvirt_source::unix_seconds(std::time::SystemTime::now()),
-            inventory_unix_seconds: self.libvirt.inventory_unix_seconds(),
-            mode: self.config.policy.mode,
-            per_vcpu_metrics: self.config.per_vcpu_metrics,
-            penalties: self.config.penalties(),
-            calibration: self.calibration.as_ref(),
-            max_exported_vms: self.config.max_exported_vms as usize,
-            tick: self.ticks,
-            extra_problems,
-            measuring: self.probes.as_ref().is_some_and(|p| {
-                p.status()
-                    .get(monitor_common::programs::SCHED_SWITCH)
-                    .is_some_and(|s| s.attached)
-            }),
-            unmeasured_tids: self.tracking.unmeasured().collect(),
-            interrupts: &self.placement.interrupts,
-            memory: &self.placement.memory,
-        });
-        view.topology.reserved_cpus = self.config.policy.reserved_cpus.clone();
-        view
-    }
 }
 
 impl Engine {
@@ -471,63 +322,12 @@ impl Engine {
     }
 }
 
-/// The most a tick waits for a scan it asked for (a quarter tick at most): a healthy libvirt
-/// answers in milliseconds, and a hung one costs a tick no more than this.
-const SCAN_GRACE: Duration = Duration::from_millis(250);
-
 /// Only enforce mode writes through libvirt; observe and recommend hold a read-only
 /// connection, so not even a bug could change a VM.
 fn libvirt_access(mode: crate::config::Mode) -> Access {
     match mode {
         crate::config::Mode::Enforce => Access::ReadWrite,
         _ => Access::ReadOnly,
-    }
-}
-
-/// The probes' state for the view; without probes, sched_switch shows as not attached.
-fn probes_view(probes: Option<&Probes>) -> ProbesView {
-    let Some(p) = probes else {
-        let off = ProbeView {
-            attached: false,
-            detail: "the eBPF object could not be loaded".into(),
-        };
-        return ProbesView {
-            probes: BTreeMap::from([(monitor_common::programs::SCHED_SWITCH.to_string(), off)]),
-            ..Default::default()
-        };
-    };
-    ProbesView {
-        probes: p
-            .status()
-            .iter()
-            .map(|(name, st)| {
-                let view = ProbeView {
-                    attached: st.attached,
-                    detail: st.detail.clone(),
-                };
-                (name.to_string(), view)
-            })
-            .collect(),
-        program_stats: p.program_stats().map(|v| {
-            v.into_iter()
-                .map(|s| ProgramView {
-                    program: s.program.to_string(),
-                    run_time_ns: s.run_time_ns,
-                    run_count: s.run_count,
-                })
-                .collect()
-        }),
-        maps: p
-            .map_usage()
-            .into_iter()
-            .map(|m| MapView {
-                map: m.map.to_string(),
-                entries: m.entries,
-                capacity: m.capacity,
-            })
-            .collect(),
-        map_errors: p.map_errors(),
-        unseen_switches: p.unseen_switches(),
     }
 }
 

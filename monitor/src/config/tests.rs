@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::test_support::config_file;
+use std::path::Path;
 
 /// The TOML line that sets `key` (`section.key` inside its section) to `value`.
 fn set(key: &str, value: &str) -> String {

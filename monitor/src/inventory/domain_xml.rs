@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::cpuset::CpuSet;
+use cpus::{read_cputune, read_vcpu};
+pub use hostdev::pci_address_from_parts;
+use hostdev::read_hostdevs;
 pub use numatune::Numatune;
 
 pub use cache::SpecCache;
@@ -229,162 +232,6 @@ pub fn parse_domain_xml_within(xml: &str, possible: &CpuSet) -> Result<DomainSpe
     })
 }
 
-/// Builds "0000:3b:00.0" from libvirt's address attributes ("0x3b" or "3b", any case);
-/// `None` if a part is not hex or out of range.
-pub fn pci_address_from_parts(
-    domain: &str,
-    bus: &str,
-    slot: &str,
-    function: &str,
-) -> Option<String> {
-    let hex = |text: &str, max: u32| -> Option<u32> {
-        let text = text.trim();
-        let digits = text
-            .strip_prefix("0x")
-            .or_else(|| text.strip_prefix("0X"))
-            .unwrap_or(text);
-        // from_str_radix accepts a leading '+', which is no part of an address.
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        u32::from_str_radix(digits, 16).ok().filter(|&v| v <= max)
-    };
-    let (domain, bus) = (hex(domain, u32::MAX)?, hex(bus, 0xff)?);
-    let (slot, function) = (hex(slot, 0x1f)?, hex(function, 7)?);
-    Some(format!("{domain:04x}:{bus:02x}:{slot:02x}.{function:x}"))
-}
-
-/// The vCPU count in use and the default cpuset from `<vcpu>`.
-fn read_vcpu(root: Node, possible: &CpuSet) -> Result<(u32, Option<CpuSet>), String> {
-    // libvirt gives a domain without <vcpu> one vCPU, and always prints the element.
-    let Some(vcpu) = child_elements(root, "vcpu").next() else {
-        return Ok((1, None));
-    };
-    let text = vcpu.text().unwrap_or("").trim();
-    let count = match vcpu.attribute("current") {
-        Some(current) => current.trim(),
-        None => text,
-    };
-    let vcpus = count
-        .parse::<u32>()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("<vcpu> count {count:?} is not a positive number"))?;
-    let cpuset = vcpu
-        .attribute("cpuset")
-        .map(|s| parse_libvirt_cpuset(s, possible).map_err(|e| format!("<vcpu cpuset>: {e}")))
-        .transpose()?;
-    Ok((vcpus, cpuset))
-}
-
-/// Per-vCPU pins and the emulator pin from `<cputune>`.
-type Cputune = (BTreeMap<u32, CpuSet>, Option<CpuSet>);
-
-/// Reads `<cputune>`'s `<vcpupin>` and `<emulatorpin>` elements.
-fn read_cputune(root: Node, possible: &CpuSet) -> Result<Cputune, String> {
-    let mut pins = BTreeMap::new();
-    let mut emulator = None;
-    for tune in child_elements(root, "cputune") {
-        for pin in child_elements(tune, "vcpupin") {
-            let vcpu_text = pin.attribute("vcpu").unwrap_or("");
-            let vcpu: u32 = vcpu_text
-                .trim()
-                .parse()
-                .map_err(|_| format!("<vcpupin vcpu={vcpu_text:?}> is not a vCPU number"))?;
-            let cpuset = required_cpuset(pin, &format!("<vcpupin vcpu='{vcpu}'>"), possible)?;
-            if pins.insert(vcpu, cpuset).is_some() {
-                return Err(format!("<cputune> pins vCPU {vcpu} twice"));
-            }
-        }
-        if let Some(pin) = child_elements(tune, "emulatorpin").next() {
-            emulator = Some(required_cpuset(pin, "<emulatorpin>", possible)?);
-        }
-    }
-    Ok((pins, emulator))
-}
-
-/// The `cpuset` attribute of a pin element, which must be present and valid.
-fn required_cpuset(pin: Node, what: &str, possible: &CpuSet) -> Result<CpuSet, String> {
-    let text = pin
-        .attribute("cpuset")
-        .ok_or_else(|| format!("{what} has no cpuset"))?;
-    parse_libvirt_cpuset(text, possible).map_err(|e| format!("{what}: {e}"))
-}
-
-/// libvirt's cpuset syntax: the kernel list form plus "^N" exclusions ("0-5,^3"); the CPUs
-/// included must be among `possible`.
-fn parse_libvirt_cpuset(text: &str, possible: &CpuSet) -> Result<CpuSet, String> {
-    let (excluded, included): (Vec<&str>, Vec<&str>) = text
-        .split(',')
-        .map(str::trim)
-        .partition(|item| item.starts_with('^'));
-    let include = CpuSet::parse_within(&included.join(","), possible).map_err(
-        |e: crate::cpuset::CpuSetError| format!("invalid CPU list {text:?}: {}", e.reason),
-    )?;
-    let mut exclude = CpuSet::new();
-    for item in &excluded {
-        // partition() put only items starting with the one-byte '^' here.
-        let cpu = item[1..]
-            .trim()
-            .parse::<u32>()
-            .map_err(|_| format!("invalid CPU list {text:?}: {item:?} is not an exclusion"))?;
-        exclude.insert(cpu);
-    }
-    let set = include.difference(&exclude);
-    if set.is_empty() {
-        return Err(format!("CPU list {text:?} selects no CPU"));
-    }
-    Ok(set)
-}
-
-/// PCI and mdev `<hostdev>`s in device order; other hostdev types (usb, scsi) are no GPUs.
-fn read_hostdevs(root: Node) -> Result<Vec<GpuRef>, String> {
-    let mut gpus = Vec::new();
-    let hostdevs = child_elements(root, "devices").flat_map(|d| child_elements(d, "hostdev"));
-    for hostdev in hostdevs {
-        // mode='capabilities' hostdevs (LXC) have types storage/misc/net, so this skips them too.
-        let kind = hostdev.attribute("type").unwrap_or("");
-        if kind != "pci" && kind != "mdev" {
-            continue;
-        }
-        // The hostdev's own <address> is where the guest sees it; the host's is in <source>.
-        let address = child_elements(hostdev, "source")
-            .flat_map(|s| child_elements(s, "address"))
-            .next()
-            .ok_or_else(|| format!("<hostdev type='{kind}'> has no <source><address>"))?;
-        let gpu = if kind == "pci" {
-            let attr = |name| address.attribute(name);
-            let parts = (
-                attr("domain").unwrap_or("0x0000"),
-                attr("bus").unwrap_or(""),
-                attr("slot").unwrap_or(""),
-                attr("function").unwrap_or(""),
-            );
-            let address =
-                pci_address_from_parts(parts.0, parts.1, parts.2, parts.3).ok_or_else(|| {
-                    format!(
-                        "<hostdev type='pci'> source address domain={:?} bus={:?} slot={:?} \
-                         function={:?} is not a PCI address",
-                        parts.0, parts.1, parts.2, parts.3
-                    )
-                })?;
-            GpuRef::Pci { address }
-        } else {
-            let uuid = address.attribute("uuid").unwrap_or("").trim();
-            if uuid.is_empty() {
-                return Err("<hostdev type='mdev'> source address has no uuid".to_string());
-            }
-            GpuRef::Mdev {
-                uuid: uuid.to_ascii_lowercase(),
-            }
-        };
-        if !gpus.contains(&gpu) {
-            gpus.push(gpu);
-        }
-    }
-    Ok(gpus)
-}
-
 /// Child elements of `parent` named `name` in no namespace (libvirt's own elements).
 fn child_elements<'a, 'input: 'a>(
     parent: Node<'a, 'input>,
@@ -412,6 +259,8 @@ fn guess_name(xml: &str) -> Option<String> {
 }
 
 mod cache;
+mod cpus;
+mod hostdev;
 mod limits;
 mod metadata;
 mod numatune;

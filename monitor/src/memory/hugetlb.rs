@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{node_field, total_line, BytesByNode, MemoryError, StatFile};
+use super::cgroup::{total_line, StatFile};
+use super::{node_field, BytesByNode, MemoryError};
 
 /// Where the hugetlb controller of a process sits: v1 `hugetlb` hierarchy, or v2.
 fn hugetlb_dir(cgroup_text: &str, cgroup_root: &Path) -> Option<PathBuf> {

@@ -1,5 +1,6 @@
 //! The memory reader: hugetlb pages added by node, numa_maps only as the rate-limited fallback.
 
+use super::cgroup::{page_size, MAX_STAT_FILE_BYTES};
 use super::*;
 
 /// A /proc and cgroup tree for pid 42, in its memory cgroup.

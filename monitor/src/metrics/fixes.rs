@@ -3,7 +3,7 @@
 
 use prometheus::proto::MetricType;
 
-use super::{bounded_label, Family};
+use super::text::{bounded_label, Family};
 use crate::view::HostView;
 
 /// The fixes' families, when the policy evaluated them (recommend / enforce modes).

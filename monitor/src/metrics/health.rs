@@ -4,7 +4,7 @@
 
 use prometheus::proto::MetricType;
 
-use super::Family;
+use super::text::Family;
 use crate::view::HostView;
 
 /// The health families of `view`.

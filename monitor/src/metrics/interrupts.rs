@@ -3,7 +3,7 @@
 
 use prometheus::proto::MetricType;
 
-use super::{bounded_label, Family};
+use super::text::{bounded_label, Family};
 use crate::view::VmView;
 
 /// The interrupt families of the exported VMs.

@@ -2,7 +2,7 @@
 
 use prometheus::proto::MetricType;
 
-use super::{bounded_label, Family};
+use super::text::{bounded_label, Family};
 use crate::view::VmView;
 
 /// The memory families of the exported VMs.

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::accounting::{DomainTotals, VcpuTotals};
+use crate::accounting::{ByLocality, DomainTotals, VcpuTotals};
 use crate::inventory::Inventory;
 use crate::test_support::{topo, view_inputs, VmBuilder};
+use crate::topology::Locality;
 use crate::view::ViewInputs;
 
 fn view(per_vcpu_metrics: bool) -> HostView {
@@ -103,45 +104,4 @@ fn the_scrape_duration_is_its_own_family() {
          # TYPE pinsight_scrape_duration_seconds gauge\n\
          pinsight_scrape_duration_seconds 0.25\n"
     );
-}
-
-/// The text writer is byte for byte the prometheus crate's TextEncoder: escapes in help and
-/// label values, unlabelled samples, counters and gauges, whole and fractional values, NaN
-/// and infinities. (tests/golden_metrics.rs holds a whole render to the text the crate's
-/// encoder wrote before this writer replaced it.)
-#[test]
-fn the_text_writer_writes_what_the_crates_encoder_writes() {
-    use prometheus::{Encoder, TextEncoder};
-    let through_crate = |families: Vec<Family>| {
-        let protos: Vec<_> = families
-            .into_iter()
-            .filter(|f| !f.samples.is_empty())
-            .map(Family::into_proto)
-            .collect();
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&protos, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
-    };
-    let families = || {
-        let mut counter = Family::new(
-            "pinsight_test_total",
-            MetricType::COUNTER,
-            "Help with a \\ backslash,\na newline and \"quotes\".",
-        );
-        counter.push(vec![("domain", "plain".into())], 3.0);
-        counter.push(
-            vec![("domain", "a\\b\n\"c\"".into()), ("vcpu", "0".into())],
-            0.125,
-        );
-        counter.push(vec![("domain", "ünïcode".into())], 1e21);
-        let mut gauge = Family::new("pinsight_test_ratio", MetricType::GAUGE, "");
-        gauge.push(vec![], f64::NAN);
-        gauge.push(vec![("k", String::new())], f64::INFINITY);
-        gauge.push(vec![("k", "x".into())], -0.0);
-        gauge.push(vec![("k", "y".into())], f64::NEG_INFINITY);
-        let empty = Family::new("pinsight_test_empty", MetricType::GAUGE, "Never shown.");
-        vec![counter, empty, gauge]
-    };
-    assert_eq!(encode(families()), through_crate(families()));
-    assert!(encode(families()).contains(r#"domain="a\\b\n\"c\"""#));
 }

@@ -2,7 +2,8 @@
 
 use prometheus::proto::MetricType;
 
-use super::{bounded_label, shown_localities, Family};
+use super::text::{bounded_label, Family};
+use super::vms::shown_localities;
 use crate::view::VmView;
 
 /// The thread families of the exported VMs.

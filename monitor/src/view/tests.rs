@@ -1,9 +1,10 @@
 //! The view joins the sources right, carries the policy's verdicts and reads back whole.
 
 use super::*;
-use crate::accounting::VcpuTotals;
-use crate::policy::{Trigger, VcpuMove, VmDecision};
+use crate::accounting::{ByLocality, VcpuTotals};
+use crate::policy::{Trigger, VcpuMove, Verdict, VmDecision};
 use crate::test_support::{cpus, topo, view_inputs, VmBuilder};
+use crate::topology::Locality;
 
 fn view() -> HostView {
     let inventory = Inventory {
