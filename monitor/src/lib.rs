@@ -8,6 +8,7 @@
 
 pub mod accounting;
 pub mod calibration;
+pub mod cgroupfs;
 pub mod cli;
 pub mod config;
 pub mod cpuset;

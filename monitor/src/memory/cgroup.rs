@@ -6,6 +6,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::cgroupfs::{controller_cgroup, ControllerCgroup};
+
 use super::{hugetlb, node_field, read_file, BytesByNode, MemoryError, MemorySource, Resident};
 
 /// Most a memory stat file may hold (v1's memory.numa_stat is ~1 KiB on a 2-node host).
@@ -143,24 +145,12 @@ fn memory_cgroup_file(text: &str, cgroup_root: &Path) -> Option<(bool, PathBuf)>
     Some((v1, path))
 }
 
-/// The memory cgroup of a /proc/PID/cgroup text: (is v1, path). v1's memory line wins over
-/// v2's `0::` line (a hybrid host has both, and the memory controller is on v1 then).
+/// The memory cgroup of a /proc/PID/cgroup text: (is v1, path).
 fn memory_cgroup(text: &str) -> Option<(bool, &str)> {
-    let mut v2 = None;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if controllers.split(',').any(|c| c == "memory") {
-            return Some((true, path));
-        }
-        if id == "0" && controllers.is_empty() {
-            v2 = Some((false, path));
-        }
+    match controller_cgroup(text, "memory")? {
+        ControllerCgroup::V1(path) => Some((true, path)),
+        ControllerCgroup::V2(path) => Some((false, path)),
     }
-    v2
 }
 
 /// The page size the v1 counts are in.

@@ -5,35 +5,21 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cgroupfs::{controller_cgroup, v2_root, ControllerCgroup};
+
 use super::cgroup::{total_line, StatFile};
 use super::{node_field, BytesByNode, MemoryError};
 
 /// Where the hugetlb controller of a process sits: v1 `hugetlb` hierarchy, or v2.
 fn hugetlb_dir(cgroup_text: &str, cgroup_root: &Path) -> Option<PathBuf> {
-    let mut v2 = None;
-    for line in cgroup_text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+    let relative = |path: &str| {
         let path = path.strip_suffix("/emulator").unwrap_or(path);
-        let path = path.trim_start_matches('/');
-        if controllers.split(',').any(|c| c == "hugetlb") {
-            return Some(cgroup_root.join("hugetlb").join(path));
-        }
-        if id == "0" && controllers.is_empty() {
-            // Pure v2 has cgroup.controllers at the root; a hybrid host mounts v2 at
-            // `unified` beside the v1 hierarchies.
-            let base = if cgroup_root.join("cgroup.controllers").exists() {
-                cgroup_root.to_path_buf()
-            } else {
-                cgroup_root.join("unified")
-            };
-            v2 = Some(base.join(path));
-        }
-    }
-    v2
+        path.trim_start_matches('/').to_string()
+    };
+    Some(match controller_cgroup(cgroup_text, "hugetlb")? {
+        ControllerCgroup::V1(path) => cgroup_root.join("hugetlb").join(relative(path)),
+        ControllerCgroup::V2(path) => v2_root(cgroup_root).join(relative(path)),
+    })
 }
 
 /// The hugetlb.<size>.numa_stat files of the process whose /proc/PID/cgroup is

@@ -12,32 +12,22 @@
 use std::io;
 use std::path::Path;
 
+use crate::cgroupfs::{controller_cgroup, v2_root, ControllerCgroup};
+
 /// The scheduler's depth of the thread whose /proc/TID/cgroup reads `text`, with the v2
 /// hierarchy mounted at `cgroup_fs` (`/sys/fs/cgroup`, or its `unified` directory on a hybrid
 /// host).
 pub fn cpu_cgroup_depth(text: &str, cgroup_fs: &Path) -> io::Result<u32> {
-    let mut unified = None;
-    for line in text.lines() {
-        let mut fields = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
+    let path = match controller_cgroup(text, "cpu") {
+        Some(ControllerCgroup::V1(path)) => return Ok(components(path).count() as u32),
+        Some(ControllerCgroup::V2(path)) => path,
+        None => {
             return Err(invalid(format!(
-                "a line that is not ID:CONTROLLERS:PATH: {line:?}"
-            )));
-        };
-        if id != "0" && controllers.split(',').any(|c| c == "cpu") {
-            return Ok(components(path).count() as u32);
+                "no cpu hierarchy and no cgroup v2 line in {text:?}"
+            )))
         }
-        if id == "0" && controllers.is_empty() {
-            unified = Some(path);
-        }
-    }
-    let path = unified.ok_or_else(|| invalid("no cpu hierarchy and no cgroup v2 line".into()))?;
-    let root = match cgroup_fs.join("cgroup.controllers").exists() {
-        true => cgroup_fs.to_path_buf(),
-        false => cgroup_fs.join("unified"),
     };
+    let root = v2_root(cgroup_fs);
     let parts: Vec<&str> = components(path).collect();
     for level in (1..=parts.len()).rev() {
         let file = root
