@@ -382,7 +382,10 @@ impl Attached {
 
     /// This build's depth filter word now.
     fn filter_word(&self) -> u64 {
-        self.probes.depth_filter().expect("depth filter readable").0
+        self.probes
+            .depth_filter()
+            .expect("depth filter readable")
+            .word
     }
 }
 

@@ -25,7 +25,8 @@ fn load() -> Probes {
         cpu_topo: two_socket_topo(),
     })
     .expect("probes load and attach");
-    let (word, may_close) = probes.depth_filter().expect("filter word readable");
+    let state = probes.depth_filter().expect("filter word readable");
+    let (word, may_close) = (state.word, state.may_close);
     assert!(
         may_close,
         "the filter can close here (se.depth in BTF, cgroup_attach_task attached): {:?}",
@@ -89,7 +90,7 @@ fn counted_s(probes: &Probes, tid: u32) -> f64 {
 }
 
 fn word(probes: &Probes) -> u64 {
-    probes.depth_filter().expect("filter word readable").0
+    probes.depth_filter().expect("filter word readable").word
 }
 
 #[test]
@@ -148,8 +149,9 @@ fn a_thread_moved_with_its_untracked_leader_is_found_by_the_check() {
     probes.read().expect("probe maps readable");
     assert_eq!(word(&probes), depth_bit(2));
 
-    // The whole process moves to depth 3: the tracepoint names its leader (this test's main
-    // thread), which is not tracked, so the worker's new depth is not let through by it.
+    // The whole process moves to depth 3 before the worker ever ran: the tracepoint names its
+    // leader (this test's main thread), which is not tracked, so the worker's new depth is not
+    // let through by it, and the depth read from /proc (2) is now wrong.
     cgroups.move_process(3);
     assert_eq!(
         word(&probes),
@@ -158,9 +160,10 @@ fn a_thread_moved_with_its_untracked_leader_is_found_by_the_check() {
     );
 
     // The worker now switches unseen (with the idle task at depth 0, this process's threads at
-    // depth 3: neither side's depth is let through). The daemon's check (every 5 s) finds it,
-    // opens the filter until the probes see it, and they record its real depth.
-    let give_up = Instant::now() + Duration::from_secs(20);
+    // depth 3: neither side's depth is let through). The daemon's check of threads never seen
+    // (every 10 s) finds it, opens the filter until the probes see it, and they record its
+    // real depth.
+    let give_up = Instant::now() + Duration::from_secs(30);
     let mut opened = false;
     loop {
         worker.burn_ms(20);
@@ -172,7 +175,7 @@ fn a_thread_moved_with_its_untracked_leader_is_found_by_the_check() {
         }
         assert!(
             Instant::now() < give_up,
-            "depth 3 not let through within 20 s: {now:#x}"
+            "depth 3 not let through within 30 s: {now:#x}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -180,6 +183,8 @@ fn a_thread_moved_with_its_untracked_leader_is_found_by_the_check() {
         opened,
         "the check opened the filter before it closed to depth 3"
     );
+    let state = probes.depth_filter().expect("filter readable");
+    assert_eq!(state.threads_ran_unseen, 1, "{state:?}");
     worker.burn_ms(30);
     let kernel = (schedstat_ns(worker.tid) - at_track) as f64 / 1e9;
     assert_agrees_with_schedstat(

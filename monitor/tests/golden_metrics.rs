@@ -18,7 +18,9 @@ use pinsight::memory::{MemorySource, Resident};
 use pinsight::metrics::{render, render_scrape_duration};
 use pinsight::probes::{Moves, ThreadCounters};
 use pinsight::topology::Topology;
-use pinsight::view::{HostView, MapView, ProbeView, ProbesView, ProgramView, ViewInputs};
+use pinsight::view::{
+    DepthFilterView, HostView, MapView, ProbeView, ProbesView, ProgramView, ViewInputs,
+};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -195,6 +197,12 @@ fn metrics_exposition_matches_the_golden_file() {
             maps: vec![map("RUN_NS", 2, 1024), map("KVM_EXITS", 2, 16384)],
             map_errors: 0,
             unseen_switches: 3,
+            depth_filter: DepthFilterView {
+                open: false,
+                depths: vec![3],
+                can_close: true,
+                threads_ran_unseen: 1,
+            },
         },
         libvirt_up: true,
         tick_unix_seconds: 1_800_000_000.5,

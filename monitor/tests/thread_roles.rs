@@ -151,6 +151,24 @@ fn each_role_is_accounted_by_locality_and_agrees_with_schedstat() {
         k1[1] - k0[1],
     );
 
+    // The depth filter in front of the probes' thread table was closed to the VM's depths
+    // (read from /proc/TID/cgroup when its threads were tracked: libvirt's cgroups, deeper
+    // than the host's threads) and hid none of them: the agreements above hold with it closed.
+    assert_eq!(
+        metric_value(&m1, "pinsight_probe_depth_filter_open", &[]),
+        Some(0.0),
+        "the depth filter should be closed"
+    );
+    assert_eq!(
+        metric_value(
+            &m1,
+            "pinsight_probe_depth_filter_threads_ran_unseen_total",
+            &[]
+        ),
+        Some(0.0),
+        "no tracked thread ran unseen"
+    );
+
     // The overhead estimate: an emulator part (its share is mostly remote: the main loop and
     // the monitor IOThread follow emulatorpin to CPU 0) and a total that is the parts' sum.
     let part = |p: &str| {

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use super::{libvirt_source, Engine};
 use crate::probes::Probes;
-use crate::view::{HostView, MapView, ProbeView, ProbesView, ProgramView, ViewInputs};
+use crate::view::{
+    DepthFilterView, HostView, MapView, ProbeView, ProbesView, ProgramView, ViewInputs,
+};
+use monitor_common::sched_switch::{depth_bit, ALL_DEPTHS};
 
 impl Engine {
     /// This tick's view, before the policy's verdicts.
@@ -92,5 +95,26 @@ fn probes_view(probes: Option<&Probes>) -> ProbesView {
             .collect(),
         map_errors: p.map_errors(),
         unseen_switches: p.unseen_switches(),
+        depth_filter: p
+            .depth_filter()
+            .map(|f| {
+                let open = f.word == ALL_DEPTHS;
+                DepthFilterView {
+                    open,
+                    depths: match open {
+                        true => Vec::new(),
+                        false => (0..64).filter(|&d| f.word & depth_bit(d) != 0).collect(),
+                    },
+                    can_close: f.may_close,
+                    threads_ran_unseen: f.threads_ran_unseen,
+                }
+            })
+            .unwrap_or_else(|e| {
+                tracing::debug!("depth filter unreadable: {e}");
+                DepthFilterView {
+                    open: true,
+                    ..Default::default()
+                }
+            }),
     }
 }

@@ -108,9 +108,33 @@ pub fn render(view: &HostView) -> String {
         "Switches of tracked vCPU threads that the sched_switch tracepoint did not show (seen switched off twice, or on twice); their run time is still counted, from the kernel's run-time clock, on the CPU where the thread is next seen.",
     );
     unseen.push(vec![], view.probes.unseen_switches as f64);
+    let filter = &view.probes.depth_filter;
+    let mut filter_open = Family::new(
+        "pinsight_probe_depth_filter_open",
+        GAUGE,
+        "1 while sched_switch looks every switch up in its thread table (at start, while a thread that ran unseen is waited for, or always on a kernel without se.depth or the cgroup_attach_task probe); 0 while it stops switches between threads at CPU cgroup depths where no tracked thread is.",
+    );
+    filter_open.push(vec![], f64::from(u8::from(filter.open)));
+    let mut ran_unseen = Family::new(
+        "pinsight_probe_depth_filter_threads_ran_unseen_total",
+        COUNTER,
+        "Tracked threads found running while the depth filter hid them (their cgroup depth read from /proc was not the scheduler's, or a move was not shown); each opened the filter until the probes saw it. Their run time is still counted.",
+    );
+    ran_unseen.push(vec![], filter.threads_ran_unseen as f64);
 
     families.extend([
-        attached, build, run_time, runs, entries, capacity, errors, unseen, truncated, hidden,
+        attached,
+        build,
+        run_time,
+        runs,
+        entries,
+        capacity,
+        errors,
+        unseen,
+        filter_open,
+        ran_unseen,
+        truncated,
+        hidden,
     ]);
     families.extend(vm_memory);
     families.extend(vm_threads);

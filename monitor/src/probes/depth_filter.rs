@@ -11,9 +11,10 @@
 //! What could still hide a tracked thread: a depth read wrong from /proc (a daemon in a cgroup
 //! namespace of its own), a change the move tracepoint does not show (cgroup v2's `cpu`
 //! controller switched on or off above a VM, a process moved whose leader is not tracked). So
-//! every [`CHECK_EVERY`] the daemon compares the run-time clock of each tracked thread the
-//! probes have not seen since the last check with the kernel's (/proc/TID/schedstat): one that
-//! ran unseen opens the filter until the probes see it, which records its real depth.
+//! the daemon compares the run-time clock of tracked threads the probes have not seen since
+//! the last check with the kernel's (/proc/TID/schedstat): every [`CHECK_EVERY`] for threads
+//! never seen since they were tracked, every [`FULL_CHECK_EVERY`] for all. One that ran unseen
+//! opens the filter until the probes see it, which records its real depth.
 //! Without `se.depth` (no group scheduling) or without the probe, the filter stays open: the
 //! counts are the same, each switch only costs what it did before the filter.
 
@@ -23,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{Array, MapData};
 use monitor_common::programs;
-use monitor_common::sched_switch::{depth_filter, ThreadRun, ALL_DEPTHS, TRACKED_DEPTHS};
+use monitor_common::sched_switch::{
+    depth_filter, ThreadRun, ALL_DEPTHS, TRACKED_DEPTHS, UNKNOWN_CPU,
+};
 
 use super::error::map_err;
 use super::hook::{Hook, Probe};
@@ -39,8 +42,15 @@ pub(super) const PROBE: Probe = Probe {
     ),
 };
 
-/// How often tracked threads the probes have not seen are checked against their run-time clock.
-pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the tracked threads the probes have never seen since they were tracked are
+/// checked against their run-time clock: the threads whose depth, read from /proc, may be wrong.
+pub const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// How often every tracked thread the probes have not seen since the last check is: a thread
+/// seen once has its real depth recorded, so only a change the move probe does not show can
+/// hide it later. Reading each idle thread's schedstat costs ~1,000 /proc reads a minute at
+/// 100 VMs (BENCHMARKS.md), hence the slower pace.
+pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// A tracked thread as one read of the probe maps found it.
 #[derive(Clone, Copy, Debug)]
@@ -65,12 +75,16 @@ pub(super) struct DepthFilter {
 /// What the check for threads that run unseen remembers between reads.
 #[derive(Default)]
 struct Check {
+    /// When threads never seen were last checked, and when all were.
     last: Option<Instant>,
+    last_full: Option<Instant>,
     /// Each tracked thread's counted run-time clock at the last check.
     counted: HashMap<u32, u64>,
     /// Threads that ran unseen, with their counted clock then: the filter is open until it
     /// moves (the probes saw the thread).
     unseen: HashMap<u32, u64>,
+    /// Threads found running unseen since the daemon started.
+    found: u64,
 }
 
 impl DepthFilter {
@@ -96,6 +110,11 @@ impl DepthFilter {
     /// Whether the filter can close on this host at all.
     pub fn may_close(&self) -> bool {
         self.may_close
+    }
+
+    /// Tracked threads the check found running unseen since the daemon started.
+    pub fn threads_ran_unseen(&self) -> u64 {
+        self.check.lock().unwrap_or_else(|e| e.into_inner()).found
     }
 
     /// The filter word in the kernel now.
@@ -124,12 +143,16 @@ impl DepthFilter {
         }
         let mut check = self.check.lock().unwrap_or_else(|e| e.into_inner());
         check.forget_seen(threads);
-        if check
-            .last
-            .is_none_or(|last| now.duration_since(last) >= CHECK_EVERY)
-        {
-            check.find_unseen(threads, reread, super::counters::thread_runtime_ns);
+        let due =
+            |last: Option<Instant>, every| last.is_none_or(|l| now.duration_since(l) >= every);
+        let full = due(check.last_full, FULL_CHECK_EVERY);
+        if full || due(check.last, CHECK_EVERY) {
+            let clock = super::counters::thread_runtime_ns;
+            check.find_unseen(threads, reread, clock, full);
             check.last = Some(now);
+            if full {
+                check.last_full = Some(now);
+            }
         }
         if !check.unseen.is_empty() {
             return self.set(ALL_DEPTHS);
@@ -177,19 +200,21 @@ impl Check {
     /// Marks as unseen each thread off CPU whose counted clock has not moved since the last
     /// check while the kernel's has: it ran, and the probes did not see it switch. Its entry
     /// is read again after the kernel's clock, so a switch in between is not taken for one
-    /// the probes missed.
+    /// the probes missed. Only threads never seen since they were tracked, unless `all`.
     fn find_unseen(
         &mut self,
         threads: &[Seen],
         reread: impl Fn(u32) -> Option<ThreadRun>,
         kernel_clock: impl Fn(u32) -> std::io::Result<u64>,
+        all: bool,
     ) {
         let mut counted = HashMap::with_capacity(threads.len());
         for seen in threads {
             let Some(thread) = seen.thread else { continue };
             counted.insert(seen.tid, thread.counted_runtime);
             let idle = self.counted.get(&seen.tid) == Some(&thread.counted_runtime);
-            if !idle || thread.on_cpu == 1 || self.unseen.contains_key(&seen.tid) {
+            let candidate = all || thread.cpu == UNKNOWN_CPU;
+            if !idle || !candidate || thread.on_cpu == 1 || self.unseen.contains_key(&seen.tid) {
                 continue;
             }
             let Ok(clock) = kernel_clock(seen.tid) else {
@@ -206,6 +231,7 @@ impl Check {
                     clock - thread.counted_runtime
                 );
                 self.unseen.insert(seen.tid, thread.counted_runtime);
+                self.found += 1;
             }
         }
         self.counted = counted;
@@ -215,7 +241,6 @@ impl Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use monitor_common::sched_switch::UNKNOWN_CPU;
 
     fn thread(counted: u64, on_cpu: u32) -> ThreadRun {
         ThreadRun {
@@ -245,6 +270,7 @@ mod tests {
             &first,
             |slot| first.iter().find(|s| s.slot == slot)?.thread,
             clock,
+            false,
         );
         assert!(check.unseen.is_empty());
         // Thread 1's clock ran on to 500 while its counted clock stayed at 100; thread 2 slept.
@@ -252,6 +278,7 @@ mod tests {
             &first,
             |slot| first.iter().find(|s| s.slot == slot)?.thread,
             clock,
+            false,
         );
         assert_eq!(check.unseen.keys().copied().collect::<Vec<_>>(), [1]);
         // Seen again: the probes counted it.
@@ -264,22 +291,44 @@ mod tests {
         let mut check = Check::default();
         let clock = |_| Ok(500);
         let on_cpu = [seen(1, thread(100, 1))];
-        check.find_unseen(&on_cpu, |_| Some(thread(100, 1)), clock);
-        check.find_unseen(&on_cpu, |_| Some(thread(100, 1)), clock);
+        check.find_unseen(&on_cpu, |_| Some(thread(100, 1)), clock, true);
+        check.find_unseen(&on_cpu, |_| Some(thread(100, 1)), clock, true);
         assert!(check.unseen.is_empty(), "on CPU: its stint is in progress");
         let mut check = Check::default();
         let off = [seen(1, thread(100, 0))];
-        check.find_unseen(&off, |_| Some(thread(100, 0)), clock);
+        check.find_unseen(&off, |_| Some(thread(100, 0)), clock, true);
         // Switched on between the first read and the kernel's clock: the reread shows it.
-        check.find_unseen(&off, |_| Some(thread(100, 1)), clock);
+        check.find_unseen(&off, |_| Some(thread(100, 1)), clock, true);
         assert!(check.unseen.is_empty());
         // A thread that is gone (no clock) is not unseen either.
         check.find_unseen(
             &off,
             |_| Some(thread(100, 0)),
             |_| Err(std::io::ErrorKind::NotFound.into()),
+            true,
         );
         assert!(check.unseen.is_empty());
+    }
+
+    #[test]
+    fn a_thread_seen_before_waits_for_the_full_check() {
+        let seen_on_cpu_0 = ThreadRun {
+            cpu: 0,
+            ..thread(100, 0)
+        };
+        let threads = [seen(1, seen_on_cpu_0)];
+        let reread = |_| Some(seen_on_cpu_0);
+        let clock = |_| Ok(500);
+        let mut check = Check::default();
+        check.find_unseen(&threads, reread, clock, false);
+        check.find_unseen(&threads, reread, clock, false);
+        assert!(
+            check.unseen.is_empty(),
+            "not a candidate between full checks"
+        );
+        check.find_unseen(&threads, reread, clock, true);
+        assert_eq!(check.unseen.keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(check.found, 1);
     }
 
     #[test]

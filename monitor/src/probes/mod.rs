@@ -24,6 +24,7 @@ mod sched_migrate_task;
 mod sched_process_exit;
 mod sched_switch;
 pub mod tracefs;
+mod tracking;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use std::path::Path;
@@ -41,6 +42,18 @@ pub use counters::bpf_stats_enabled;
 pub use error::ProbeError;
 pub use kvm_exit::{exit_source_candidates, kvm_vendor_module, KvmExitSource};
 pub use sched_migrate_task::Moves;
+
+/// The depth filter in front of the thread table, as [`Probes::depth_filter`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepthFilterState {
+    /// The word in the kernel: bit `d` lets threads at cgroup depth `d` through
+    /// (`monitor_common::sched_switch::TRACKED_DEPTHS`); all ones while open.
+    pub word: u64,
+    /// Whether it can close on this host (`se.depth` in BTF, cgroup_attach_task attached).
+    pub may_close: bool,
+    /// Tracked threads found running unseen by sched_switch since the daemon started.
+    pub threads_ran_unseen: u64,
+}
 pub use tracefs::TracefsError;
 
 use error::map_err;

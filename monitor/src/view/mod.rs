@@ -25,7 +25,7 @@ use crate::topology::Topology;
 pub use interrupts::{GpuInterruptsView, IrqLineView};
 pub use memory::{node_locality, MemoryView};
 pub use overhead::{OverheadView, Part, Penalties};
-pub use probes::{MapView, ProbeView, ProbesView, ProgramView};
+pub use probes::{DepthFilterView, MapView, ProbeView, ProbesView, ProgramView};
 pub use threads::RoleView;
 pub use vm::{ExitCount, PolicyView, VcpuView, VmView};
 

@@ -50,4 +50,21 @@ pub struct ProbesView {
     /// Switches of tracked threads the sched_switch tracepoint did not show.
     #[serde(default)]
     pub unseen_switches: u64,
+    /// The depth filter in front of the probes' thread table.
+    #[serde(default)]
+    pub depth_filter: DepthFilterView,
+}
+
+/// The depth filter: which CPU cgroup depths sched_switch looks up in the thread table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DepthFilterView {
+    /// True while every switch is looked up (at start, on a host where it cannot close, or
+    /// while a thread that ran unseen has not been seen again).
+    pub open: bool,
+    /// The depths let through when closed (63 stands for 63 and deeper, modulo 64).
+    pub depths: Vec<u32>,
+    /// Whether it can close on this host at all.
+    pub can_close: bool,
+    /// Tracked threads found running unseen (their cgroup depth was not let through).
+    pub threads_ran_unseen: u64,
 }
