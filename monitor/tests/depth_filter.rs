@@ -93,21 +93,48 @@ fn word(probes: &Probes) -> u64 {
     probes.depth_filter().expect("filter word readable").word
 }
 
+/// A worker tracked in the cgroup at depth 2 of three made for the test, the filter closed to
+/// depth 2 by the first read (what both tests start from).
+struct Tracked {
+    worker: Worker,
+    probes: Probes,
+    cgroups: CpuCgroups,
+    /// The worker's run-time clock when it was tracked.
+    at_track: u64,
+}
+
+impl Tracked {
+    fn at_depth_2() -> Tracked {
+        common::require_host();
+        let cgroups = CpuCgroups::make(3);
+        let mut probes = load();
+        let worker = Worker::spawn();
+        cgroups.move_thread(worker.tid, 2);
+        let at_track = schedstat_ns(worker.tid);
+        probes.track(worker.tid).expect("track the worker");
+        probes.read().expect("probe maps readable");
+        assert_eq!(
+            word(&probes),
+            depth_bit(2),
+            "closed to the depth read from /proc"
+        );
+        Tracked {
+            worker,
+            probes,
+            cgroups,
+            at_track,
+        }
+    }
+}
+
 #[test]
 fn the_filter_closes_to_the_tracked_depth_and_a_move_lets_the_new_depth_through() {
-    common::require_host();
-    let cgroups = CpuCgroups::make(3);
-    let mut probes = load();
-    let worker = Worker::spawn();
-    cgroups.move_thread(worker.tid, 2);
-    let at_track = schedstat_ns(worker.tid);
-    probes.track(worker.tid).expect("track the worker");
-    probes.read().expect("probe maps readable");
-    assert_eq!(
-        word(&probes),
-        depth_bit(2),
-        "closed to the depth read from /proc"
-    );
+    let Tracked {
+        worker,
+        probes,
+        cgroups,
+        at_track,
+    } = Tracked::at_depth_2();
 
     worker.burn_ms(30);
     let kernel = (schedstat_ns(worker.tid) - at_track) as f64 / 1e9;
@@ -139,15 +166,12 @@ fn the_filter_closes_to_the_tracked_depth_and_a_move_lets_the_new_depth_through(
 
 #[test]
 fn a_thread_moved_with_its_untracked_leader_is_found_by_the_check() {
-    common::require_host();
-    let cgroups = CpuCgroups::make(3);
-    let mut probes = load();
-    let worker = Worker::spawn();
-    cgroups.move_thread(worker.tid, 2);
-    let at_track = schedstat_ns(worker.tid);
-    probes.track(worker.tid).expect("track the worker");
-    probes.read().expect("probe maps readable");
-    assert_eq!(word(&probes), depth_bit(2));
+    let Tracked {
+        worker,
+        probes,
+        cgroups,
+        at_track,
+    } = Tracked::at_depth_2();
 
     // The whole process moves to depth 3 before the worker ever ran: the tracepoint names its
     // leader (this test's main thread), which is not tracked, so the worker's new depth is not

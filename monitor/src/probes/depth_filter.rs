@@ -42,14 +42,16 @@ pub(super) const PROBE: Probe = Probe {
     ),
 };
 
-/// How often the tracked threads the probes have never seen since they were tracked are
-/// checked against their run-time clock: the threads whose depth, read from /proc, may be wrong.
+/// How often the threads tracked in the last [`FULL_CHECK_EVERY`] that the probes have not
+/// seen yet are checked against their run-time clock: the threads whose depth, read from
+/// /proc, may be wrong, while they are new (a thread that idles longer, such as QEMU's
+/// call_rcu, waits for the full check).
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// How often every tracked thread the probes have not seen since the last check is: a thread
 /// seen once has its real depth recorded, so only a change the move probe does not show can
-/// hide it later. Reading each idle thread's schedstat costs ~1,000 /proc reads a minute at
-/// 100 VMs (BENCHMARKS.md), hence the slower pace.
+/// hide it later. Reading each idle thread's schedstat costs a /proc read per idle thread
+/// (hundreds at 100 VMs, BENCHMARKS.md), hence the slower pace.
 pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// A tracked thread as one read of the probe maps found it.
@@ -80,6 +82,8 @@ struct Check {
     last_full: Option<Instant>,
     /// Each tracked thread's counted run-time clock at the last check.
     counted: HashMap<u32, u64>,
+    /// When each tracked thread was first in a check.
+    since: HashMap<u32, Instant>,
     /// Threads that ran unseen, with their counted clock then: the filter is open until it
     /// moves (the probes saw the thread).
     unseen: HashMap<u32, u64>,
@@ -148,7 +152,7 @@ impl DepthFilter {
         let full = due(check.last_full, FULL_CHECK_EVERY);
         if full || due(check.last, CHECK_EVERY) {
             let clock = super::counters::thread_runtime_ns;
-            check.find_unseen(threads, reread, clock, full);
+            check.find_unseen(threads, reread, clock, full, now);
             check.last = Some(now);
             if full {
                 check.last_full = Some(now);
@@ -200,20 +204,27 @@ impl Check {
     /// Marks as unseen each thread off CPU whose counted clock has not moved since the last
     /// check while the kernel's has: it ran, and the probes did not see it switch. Its entry
     /// is read again after the kernel's clock, so a switch in between is not taken for one
-    /// the probes missed. Only threads never seen since they were tracked, unless `all`.
+    /// the probes missed. Unless `all`, only threads not seen yet that were first checked less
+    /// than [`FULL_CHECK_EVERY`] before `now`.
     fn find_unseen(
         &mut self,
         threads: &[Seen],
         reread: impl Fn(u32) -> Option<ThreadRun>,
         kernel_clock: impl Fn(u32) -> std::io::Result<u64>,
         all: bool,
+        now: Instant,
     ) {
         let mut counted = HashMap::with_capacity(threads.len());
+        let mut since = HashMap::with_capacity(threads.len());
         for seen in threads {
             let Some(thread) = seen.thread else { continue };
             counted.insert(seen.tid, thread.counted_runtime);
+            let first = *since
+                .entry(seen.tid)
+                .or_insert(self.since.get(&seen.tid).copied().unwrap_or(now));
+            let new = now.duration_since(first) < FULL_CHECK_EVERY;
             let idle = self.counted.get(&seen.tid) == Some(&thread.counted_runtime);
-            let candidate = all || thread.cpu == UNKNOWN_CPU;
+            let candidate = all || (thread.cpu == UNKNOWN_CPU && new);
             if !idle || !candidate || thread.on_cpu == 1 || self.unseen.contains_key(&seen.tid) {
                 continue;
             }
@@ -235,6 +246,7 @@ impl Check {
             }
         }
         self.counted = counted;
+        self.since = since;
     }
 }
 
@@ -271,6 +283,7 @@ mod tests {
             |slot| first.iter().find(|s| s.slot == slot)?.thread,
             clock,
             false,
+            Instant::now(),
         );
         assert!(check.unseen.is_empty());
         // Thread 1's clock ran on to 500 while its counted clock stayed at 100; thread 2 slept.
@@ -279,6 +292,7 @@ mod tests {
             |slot| first.iter().find(|s| s.slot == slot)?.thread,
             clock,
             false,
+            Instant::now(),
         );
         assert_eq!(check.unseen.keys().copied().collect::<Vec<_>>(), [1]);
         // Seen again: the probes counted it.
@@ -291,14 +305,26 @@ mod tests {
         let mut check = Check::default();
         let clock = |_| Ok(500);
         let on_cpu = [seen(1, thread(100, 1))];
-        check.find_unseen(&on_cpu, |_| Some(thread(100, 1)), clock, true);
-        check.find_unseen(&on_cpu, |_| Some(thread(100, 1)), clock, true);
+        check.find_unseen(
+            &on_cpu,
+            |_| Some(thread(100, 1)),
+            clock,
+            true,
+            Instant::now(),
+        );
+        check.find_unseen(
+            &on_cpu,
+            |_| Some(thread(100, 1)),
+            clock,
+            true,
+            Instant::now(),
+        );
         assert!(check.unseen.is_empty(), "on CPU: its stint is in progress");
         let mut check = Check::default();
         let off = [seen(1, thread(100, 0))];
-        check.find_unseen(&off, |_| Some(thread(100, 0)), clock, true);
+        check.find_unseen(&off, |_| Some(thread(100, 0)), clock, true, Instant::now());
         // Switched on between the first read and the kernel's clock: the reread shows it.
-        check.find_unseen(&off, |_| Some(thread(100, 1)), clock, true);
+        check.find_unseen(&off, |_| Some(thread(100, 1)), clock, true, Instant::now());
         assert!(check.unseen.is_empty());
         // A thread that is gone (no clock) is not unseen either.
         check.find_unseen(
@@ -306,6 +332,7 @@ mod tests {
             |_| Some(thread(100, 0)),
             |_| Err(std::io::ErrorKind::NotFound.into()),
             true,
+            Instant::now(),
         );
         assert!(check.unseen.is_empty());
     }
@@ -320,14 +347,31 @@ mod tests {
         let reread = |_| Some(seen_on_cpu_0);
         let clock = |_| Ok(500);
         let mut check = Check::default();
-        check.find_unseen(&threads, reread, clock, false);
-        check.find_unseen(&threads, reread, clock, false);
+        check.find_unseen(&threads, reread, clock, false, Instant::now());
+        check.find_unseen(&threads, reread, clock, false, Instant::now());
         assert!(
             check.unseen.is_empty(),
             "not a candidate between full checks"
         );
-        check.find_unseen(&threads, reread, clock, true);
+        check.find_unseen(&threads, reread, clock, true, Instant::now());
         assert_eq!(check.unseen.keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(check.found, 1);
+    }
+
+    #[test]
+    fn a_thread_never_seen_for_a_minute_waits_for_the_full_check() {
+        let idle = thread(100, 0);
+        let threads = [seen(1, idle)];
+        let start = Instant::now();
+        let later = start + FULL_CHECK_EVERY;
+        let mut check = Check::default();
+        check.find_unseen(&threads, |_| Some(idle), |_| Ok(100), false, start);
+        check.find_unseen(&threads, |_| Some(idle), |_| Ok(500), false, later);
+        assert!(
+            check.unseen.is_empty(),
+            "no longer new: not in the frequent check"
+        );
+        check.find_unseen(&threads, |_| Some(idle), |_| Ok(500), true, later);
         assert_eq!(check.found, 1);
     }
 
