@@ -29,7 +29,7 @@ command -v dpkg-deb >/dev/null || die "dpkg-deb not found (Debian package dpkg)"
 version=$(cargo metadata --no-deps --format-version 1 |
   python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "pinsight"))')
 # cargo deb prints the path of the package as its last line on stdout.
-deb=$(cargo deb -p pinsight | tail -n 1)
+deb=$(cargo deb -p pinsight --profile dist | tail -n 1)
 [ -f "$deb" ] || die "cargo deb printed '$deb', which is no file"
 ok "built $deb ($(du -h "$deb" | cut -f1))"
 
