@@ -11,10 +11,9 @@
 //! What could still hide a tracked thread: a depth read wrong from /proc (a daemon in a cgroup
 //! namespace of its own), a change the move tracepoint does not show (cgroup v2's `cpu`
 //! controller switched on or off above a VM, a process moved whose leader is not tracked). So
-//! the daemon compares the run-time clock of tracked threads the probes have not seen since
-//! the last check with the kernel's (/proc/TID/schedstat): every [`CHECK_EVERY`] for threads
-//! never seen since they were tracked, every [`FULL_CHECK_EVERY`] for all. One that ran unseen
-//! opens the filter until the probes see it, which records its real depth.
+//! every [`CHECK_EVERY`] the daemon compares the run-time clock of each tracked thread the
+//! probes have not seen since the last check with the kernel's (/proc/TID/schedstat): one that
+//! ran unseen opens the filter until the probes see it, which records its real depth.
 //! Without `se.depth` (no group scheduling) or without the probe, the filter stays open: the
 //! counts are the same, each switch only costs what it did before the filter.
 
@@ -24,9 +23,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{Array, MapData};
 use monitor_common::programs;
-use monitor_common::sched_switch::{
-    depth_filter, ThreadRun, ALL_DEPTHS, TRACKED_DEPTHS, UNKNOWN_CPU,
-};
+use monitor_common::sched_switch::{depth_filter, ThreadRun, ALL_DEPTHS, TRACKED_DEPTHS};
 
 use super::error::map_err;
 use super::hook::{Hook, Probe};
@@ -42,17 +39,11 @@ pub(super) const PROBE: Probe = Probe {
     ),
 };
 
-/// How often the threads tracked in the last [`FULL_CHECK_EVERY`] that the probes have not
-/// seen yet are checked against their run-time clock: the threads whose depth, read from
-/// /proc, may be wrong, while they are new (a thread that idles longer, such as QEMU's
-/// call_rcu, waits for the full check).
-pub const CHECK_EVERY: Duration = Duration::from_secs(10);
-
-/// How often every tracked thread the probes have not seen since the last check is: a thread
-/// seen once has its real depth recorded, so only a change the move probe does not show can
-/// hide it later. Reading each idle thread's schedstat costs a /proc read per idle thread
-/// (hundreds at 100 VMs, BENCHMARKS.md), hence the slower pace.
-pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(60);
+/// How often every tracked thread the probes have not seen since the last check is checked
+/// against its run-time clock. Each such thread costs a /proc read, and at 100 VMs whose idle
+/// guests halt for good that is ~900 threads: every 10 s it cost the daemon ~0.07% of a core
+/// (BENCHMARKS.md). A thread that ran unseen loses none of its run time meanwhile.
+pub const CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// A tracked thread as one read of the probe maps found it.
 #[derive(Clone, Copy, Debug)]
@@ -77,13 +68,9 @@ pub(super) struct DepthFilter {
 /// What the check for threads that run unseen remembers between reads.
 #[derive(Default)]
 struct Check {
-    /// When threads never seen were last checked, and when all were.
     last: Option<Instant>,
-    last_full: Option<Instant>,
     /// Each tracked thread's counted run-time clock at the last check.
     counted: HashMap<u32, u64>,
-    /// When each tracked thread was first in a check.
-    since: HashMap<u32, Instant>,
     /// Threads that ran unseen, with their counted clock then: the filter is open until it
     /// moves (the probes saw the thread).
     unseen: HashMap<u32, u64>,
@@ -147,16 +134,12 @@ impl DepthFilter {
         }
         let mut check = self.check.lock().unwrap_or_else(|e| e.into_inner());
         check.forget_seen(threads);
-        let due =
-            |last: Option<Instant>, every| last.is_none_or(|l| now.duration_since(l) >= every);
-        let full = due(check.last_full, FULL_CHECK_EVERY);
-        if full || due(check.last, CHECK_EVERY) {
-            let clock = super::counters::thread_runtime_ns;
-            check.find_unseen(threads, reread, clock, full, now);
+        if check
+            .last
+            .is_none_or(|last| now.duration_since(last) >= CHECK_EVERY)
+        {
+            check.find_unseen(threads, reread, super::counters::thread_runtime_ns);
             check.last = Some(now);
-            if full {
-                check.last_full = Some(now);
-            }
         }
         if !check.unseen.is_empty() {
             return self.set(ALL_DEPTHS);
@@ -204,28 +187,19 @@ impl Check {
     /// Marks as unseen each thread off CPU whose counted clock has not moved since the last
     /// check while the kernel's has: it ran, and the probes did not see it switch. Its entry
     /// is read again after the kernel's clock, so a switch in between is not taken for one
-    /// the probes missed. Unless `all`, only threads not seen yet that were first checked less
-    /// than [`FULL_CHECK_EVERY`] before `now`.
+    /// the probes missed.
     fn find_unseen(
         &mut self,
         threads: &[Seen],
         reread: impl Fn(u32) -> Option<ThreadRun>,
         kernel_clock: impl Fn(u32) -> std::io::Result<u64>,
-        all: bool,
-        now: Instant,
     ) {
         let mut counted = HashMap::with_capacity(threads.len());
-        let mut since = HashMap::with_capacity(threads.len());
         for seen in threads {
             let Some(thread) = seen.thread else { continue };
             counted.insert(seen.tid, thread.counted_runtime);
-            let first = *since
-                .entry(seen.tid)
-                .or_insert(self.since.get(&seen.tid).copied().unwrap_or(now));
-            let new = now.duration_since(first) < FULL_CHECK_EVERY;
             let idle = self.counted.get(&seen.tid) == Some(&thread.counted_runtime);
-            let candidate = all || (thread.cpu == UNKNOWN_CPU && new);
-            if !idle || !candidate || thread.on_cpu == 1 || self.unseen.contains_key(&seen.tid) {
+            if !idle || thread.on_cpu == 1 || self.unseen.contains_key(&seen.tid) {
                 continue;
             }
             let Ok(clock) = kernel_clock(seen.tid) else {
@@ -246,13 +220,13 @@ impl Check {
             }
         }
         self.counted = counted;
-        self.since = since;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use monitor_common::sched_switch::UNKNOWN_CPU;
 
     fn thread(counted: u64, on_cpu: u32) -> ThreadRun {
         ThreadRun {
@@ -282,8 +256,6 @@ mod tests {
             &first,
             |slot| first.iter().find(|s| s.slot == slot)?.thread,
             clock,
-            false,
-            Instant::now(),
         );
         assert!(check.unseen.is_empty());
         // Thread 1's clock ran on to 500 while its counted clock stayed at 100; thread 2 slept.
@@ -291,10 +263,9 @@ mod tests {
             &first,
             |slot| first.iter().find(|s| s.slot == slot)?.thread,
             clock,
-            false,
-            Instant::now(),
         );
         assert_eq!(check.unseen.keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(check.found, 1);
         // Seen again: the probes counted it.
         check.forget_seen(&[seen(1, thread(500, 0)), seen(2, thread(100, 0))]);
         assert!(check.unseen.is_empty());
@@ -305,74 +276,22 @@ mod tests {
         let mut check = Check::default();
         let clock = |_| Ok(500);
         let on_cpu = [seen(1, thread(100, 1))];
-        check.find_unseen(
-            &on_cpu,
-            |_| Some(thread(100, 1)),
-            clock,
-            true,
-            Instant::now(),
-        );
-        check.find_unseen(
-            &on_cpu,
-            |_| Some(thread(100, 1)),
-            clock,
-            true,
-            Instant::now(),
-        );
+        check.find_unseen(&on_cpu, |_| Some(thread(100, 1)), clock);
+        check.find_unseen(&on_cpu, |_| Some(thread(100, 1)), clock);
         assert!(check.unseen.is_empty(), "on CPU: its stint is in progress");
         let mut check = Check::default();
         let off = [seen(1, thread(100, 0))];
-        check.find_unseen(&off, |_| Some(thread(100, 0)), clock, true, Instant::now());
+        check.find_unseen(&off, |_| Some(thread(100, 0)), clock);
         // Switched on between the first read and the kernel's clock: the reread shows it.
-        check.find_unseen(&off, |_| Some(thread(100, 1)), clock, true, Instant::now());
+        check.find_unseen(&off, |_| Some(thread(100, 1)), clock);
         assert!(check.unseen.is_empty());
         // A thread that is gone (no clock) is not unseen either.
         check.find_unseen(
             &off,
             |_| Some(thread(100, 0)),
             |_| Err(std::io::ErrorKind::NotFound.into()),
-            true,
-            Instant::now(),
         );
         assert!(check.unseen.is_empty());
-    }
-
-    #[test]
-    fn a_thread_seen_before_waits_for_the_full_check() {
-        let seen_on_cpu_0 = ThreadRun {
-            cpu: 0,
-            ..thread(100, 0)
-        };
-        let threads = [seen(1, seen_on_cpu_0)];
-        let reread = |_| Some(seen_on_cpu_0);
-        let clock = |_| Ok(500);
-        let mut check = Check::default();
-        check.find_unseen(&threads, reread, clock, false, Instant::now());
-        check.find_unseen(&threads, reread, clock, false, Instant::now());
-        assert!(
-            check.unseen.is_empty(),
-            "not a candidate between full checks"
-        );
-        check.find_unseen(&threads, reread, clock, true, Instant::now());
-        assert_eq!(check.unseen.keys().copied().collect::<Vec<_>>(), [1]);
-        assert_eq!(check.found, 1);
-    }
-
-    #[test]
-    fn a_thread_never_seen_for_a_minute_waits_for_the_full_check() {
-        let idle = thread(100, 0);
-        let threads = [seen(1, idle)];
-        let start = Instant::now();
-        let later = start + FULL_CHECK_EVERY;
-        let mut check = Check::default();
-        check.find_unseen(&threads, |_| Some(idle), |_| Ok(100), false, start);
-        check.find_unseen(&threads, |_| Some(idle), |_| Ok(500), false, later);
-        assert!(
-            check.unseen.is_empty(),
-            "no longer new: not in the frequent check"
-        );
-        check.find_unseen(&threads, |_| Some(idle), |_| Ok(500), true, later);
-        assert_eq!(check.found, 1);
     }
 
     #[test]
