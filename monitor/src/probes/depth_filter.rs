@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{Array, MapData};
 use monitor_common::programs;
-use monitor_common::sched_switch::{depth_filter, ThreadRun, ALL_DEPTHS, TRACKED_DEPTHS};
+use monitor_common::sched_switch::{
+    depth_filter, ThreadRun, ALL_DEPTHS, TRACKED_DEPTHS, UNKNOWN_DEPTH,
+};
 
 use super::error::map_err;
 use super::hook::{Hook, Probe};
@@ -147,7 +149,7 @@ impl DepthFilter {
         let want = depth_filter(
             threads
                 .iter()
-                .map(|t| t.thread.map_or(u32::MAX, |t| t.depth)),
+                .map(|t| t.thread.map_or(UNKNOWN_DEPTH, |t| t.depth)),
         );
         let word = self.word()?;
         match word {

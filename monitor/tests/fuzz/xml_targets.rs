@@ -138,6 +138,9 @@ fn escaped(text: &str) -> String {
         .collect::<String>()
         .replace('&', "&amp;")
         .replace('<', "&lt;")
+        // `]]>` in character data is not well-formed XML, escaped or not its other
+        // characters: any::<String>() found it (a CI run failed on it).
+        .replace('>', "&gt;")
         .replace('\'', "&apos;")
         .replace('"', "&quot;")
 }
