@@ -151,10 +151,9 @@ impl DepthFilter {
                 .iter()
                 .map(|t| t.thread.map_or(UNKNOWN_DEPTH, |t| t.depth)),
         );
-        let word = self.word()?;
-        match word {
+        match self.word()? {
             ALL_DEPTHS => self.set(want),
-            _ => self.widen(want),
+            word => self.set(word | want),
         }
     }
 
@@ -178,6 +177,9 @@ impl Check {
     /// Threads in `unseen` that the probes have seen since (their counted clock moved), or
     /// that are no longer tracked, leave it.
     fn forget_seen(&mut self, threads: &[Seen]) {
+        if self.unseen.is_empty() {
+            return;
+        }
         let now: HashMap<u32, u64> = threads
             .iter()
             .filter_map(|t| Some((t.tid, t.thread?.counted_runtime)))
