@@ -30,7 +30,7 @@ pub mod programs {
     /// Tracepoint kvm:kvm_userspace_exit (fires under nested KVM too), reason = KVM_EXIT_* code.
     pub const KVM_USERSPACE_EXIT: &str = "kvm_userspace_exit";
     /// Benchmark only: an empty tp_btf program on sched_switch, the floor the kernel imposes.
-    /// The daemon never loads it; `examples/probe_cost.rs` does.
+    /// The daemon never loads it; `examples/probe_cost/` does.
     pub const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
     /// Benchmark only: an empty program on kvm:kvm_exit, the floor for [`KVM_EXIT`].
     pub const KVM_EXIT_EMPTY: &str = "kvm_exit_empty";

@@ -1,6 +1,6 @@
 //! Benchmark only: the cheapest possible programs on pinsight's attach points, loaded the same
 //! way as the real ones, give the floor the kernel imposes on any program there. The daemon
-//! never loads them; `monitor/examples/probe_cost.rs` attaches them beside pinsight's.
+//! never loads them; `monitor/examples/probe_cost/` attaches them beside pinsight's.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 

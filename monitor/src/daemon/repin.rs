@@ -10,19 +10,22 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::{Mode, PolicyConfig};
-use crate::inventory::worker::{Poll, Worker};
+use crate::inventory::worker::Worker;
 use crate::inventory::{Vm, Vmm};
-use crate::policy::record::{describe, ActionResult};
+use crate::policy::record::ActionResult;
 use crate::policy::{unix_now, Inputs, Plan, Policy, Verdict, VmDecision};
-use crate::remediate::{self, ProcessVm, Reconciled, RemediateError};
+use crate::remediate::{self, ProcessVm};
 use crate::topology::Topology;
 use crate::view::HostView;
+use jobs::{apply_error, Answer, InFlight, Job};
 use process::{spawn_process_job, Pending, PROC};
 
+mod jobs;
 mod process;
+mod reconcile;
 
 /// The policy's state in the daemon and what it publishes.
 pub struct PolicyLoop {
@@ -43,47 +46,6 @@ pub struct PolicyLoop {
     state_dir: PathBuf,
     /// Removes the state files of QEMUs that exited.
     sweeper: process::Sweeper,
-}
-
-/// How long a reconcile that failed waits before it is tried again.
-const RECONCILE_RETRY: Duration = Duration::from_secs(10);
-
-/// An action on its way through the libvirt worker.
-struct InFlight {
-    domain: String,
-    what: Job,
-    answer: Pending,
-}
-
-/// The repins_total label and message of a failed apply.
-fn apply_error(e: RemediateError) -> (&'static str, String) {
-    match e {
-        // Compare-and-set: moved by someone else since the decision.
-        RemediateError::Changed { .. } => ("skipped_operator", e.to_string()),
-        e => (ActionResult::Failed.as_str(), e.to_string()),
-    }
-}
-
-/// What was asked of the worker, for the log when the answer comes.
-enum Job {
-    Repin {
-        moves: String,
-        reason: String,
-    },
-    Reconcile {
-        uuid: String,
-        /// The `reconciled` key of this try.
-        key: (String, String),
-    },
-}
-
-/// The worker's answer to a [`Job`].
-enum Answer {
-    /// Ok, or the repins_total result label and the error.
-    Repin(Result<(), (&'static str, String)>),
-    /// How an interrupted action was reconciled (or why not, and whether because someone
-    /// else moved a vCPU), and how long it took.
-    Reconcile(Result<Reconciled, (bool, String)>, f64),
 }
 
 impl PolicyLoop {
@@ -227,143 +189,6 @@ impl PolicyLoop {
         self.in_flight.iter().any(|f| f.domain == domain)
     }
 
-    /// Takes the answers of actions on their way, counting and logging each. Returns true
-    /// when pins or records may have changed (so the caller rescans before deciding again).
-    pub fn settle(&mut self, worker: &Worker) -> bool {
-        let mut changed = false;
-        let mut pending = Vec::new();
-        for mut f in std::mem::take(&mut self.in_flight) {
-            let answer = match f.answer.poll(worker) {
-                Poll::Pending => {
-                    pending.push(f);
-                    continue;
-                }
-                Poll::Done(answer) => Ok(answer),
-                // The call hung and its worker was abandoned: the action may still finish
-                // when libvirtd answers again; the state journal says where it stopped.
-                Poll::Lost(why) => Err(format!("libvirt did not answer: {why}")),
-            };
-            // Pins or the record may have changed whatever the outcome: rescan first.
-            changed = true;
-            self.log_answer(&f.domain, &f.what, answer);
-        }
-        self.in_flight = pending;
-        changed
-    }
-
-    fn log_answer(&mut self, domain: &str, what: &Job, answer: Result<Answer, String>) {
-        match (what, answer) {
-            (Job::Repin { moves, reason }, Ok(Answer::Repin(Ok(())))) => {
-                self.count(domain, ActionResult::Applied.as_str());
-                tracing::info!(domain, moves = %moves, reason = %reason, "repinned");
-            }
-            (Job::Repin { moves, .. }, Ok(Answer::Repin(Err((result, e))))) => {
-                self.count(domain, result);
-                tracing::warn!(domain, moves = %moves, result, error = %e, "repin not made");
-            }
-            (Job::Repin { moves, .. }, Err(e)) => {
-                self.count(domain, ActionResult::Failed.as_str());
-                tracing::warn!(domain, moves = %moves, error = %e, "repin not made");
-            }
-            (Job::Reconcile { uuid, key }, Ok(Answer::Reconcile(result, seconds))) => {
-                // Someone else moved a vCPU: retrying cannot help; the verdict says so.
-                let retry = match &result {
-                    Err((true, _)) => None,
-                    _ => Some(Instant::now()),
-                };
-                self.reconciled.insert(key.clone(), retry);
-                match result {
-                    Ok(Reconciled::Nothing) => {}
-                    Ok(Reconciled::Completed(done)) => {
-                        tracing::info!(domain, uuid = %uuid, outcome = "completed", action = %describe(&done), seconds, "reconciled an interrupted action")
-                    }
-                    Ok(Reconciled::RolledBack(done)) => {
-                        tracing::warn!(domain, uuid = %uuid, outcome = "rolled_back", action = %describe(&done), seconds, "reconciled an interrupted action")
-                    }
-                    Err((_, e)) => {
-                        tracing::warn!(domain, uuid = %uuid, error = %e, "reconciling an interrupted action failed (retried after a failed call, not over someone else's change: pinsight restore ends it)")
-                    }
-                }
-            }
-            (Job::Reconcile { uuid, key }, Err(e)) => {
-                self.reconciled.insert(key.clone(), Some(Instant::now()));
-                tracing::warn!(domain, uuid = %uuid, error = %e, "reconciling an interrupted action failed; retried later")
-            }
-            // Each job gets the answer of its own kind.
-            (_, Ok(_)) => {}
-        }
-    }
-
-    /// Reconciles every VM whose record (as of the last rescan) holds an action left in
-    /// progress: at the first evaluation after the daemon starts and after each rescan that
-    /// shows one. Only enforce mode writes; the other modes say what awaits.
-    fn reconcile_interrupted(&mut self, topology: &Topology, vms: &[Vm], worker: &mut Worker) {
-        let live: Vec<(String, String)> = vms
-            .iter()
-            .filter_map(|vm| Some((vm.uuid.clone(), vm.spec.state.clone()?)))
-            .collect();
-        self.reconciled.retain(|key, _| live.contains(key));
-        for vm in vms {
-            let Some(xml) = vm.spec.state.as_deref() else {
-                continue;
-            };
-            let Some(Ok(record)) = &vm.spec.state_record else {
-                continue;
-            };
-            let Some(action) = record.in_progress().filter(|_| record.belongs_to(&vm.uuid)) else {
-                continue;
-            };
-            let key = (vm.uuid.clone(), xml.to_string());
-            if self.busy(&vm.name) {
-                continue;
-            }
-            match self.reconciled.get(&key) {
-                Some(None) => continue,
-                Some(Some(t)) if t.elapsed() < RECONCILE_RETRY => continue,
-                _ => {}
-            }
-            // Not again while this try is on its way (settle records how it ended).
-            self.reconciled.insert(key.clone(), Some(Instant::now()));
-            if self.mode != Mode::Enforce {
-                self.reconciled.insert(key, None);
-                tracing::warn!(domain = %vm.name, action = %describe(action), "an action was left in progress by a pinsight that stopped mid-way; enforce mode reconciles it, pinsight restore undoes it");
-                continue;
-            }
-            let (vm_c, topology, config) =
-                (vm.clone(), topology.clone(), self.policy.config().clone());
-            let what = format!("reconcile domain {}", vm.name);
-            let answer = if vm.vmm == Vmm::Libvirt {
-                Pending::Libvirt(worker.submit(&what, move |lv| {
-                    let started = Instant::now();
-                    let result = remediate::lookup(lv, &vm_c)
-                        .and_then(|domain| {
-                            remediate::reconcile(&domain, &vm_c, &topology, &config, unix_now())
-                        })
-                        .map_err(|e| (matches!(e, RemediateError::Changed { .. }), e.to_string()));
-                    Answer::Reconcile(result, started.elapsed().as_secs_f64())
-                }))
-            } else {
-                let dir = self.state_dir.clone();
-                spawn_process_job(&what, move || {
-                    let started = Instant::now();
-                    let result = ProcessVm::find(&vm_c, &dir, Path::new(PROC))
-                        .and_then(|process| {
-                            remediate::reconcile(&process, &vm_c, &topology, &config, unix_now())
-                        })
-                        .map_err(|e| (matches!(e, RemediateError::Changed { .. }), e.to_string()));
-                    Answer::Reconcile(result, started.elapsed().as_secs_f64())
-                })
-            };
-            self.in_flight.push(InFlight {
-                domain: vm.name.clone(),
-                what: Job::Reconcile {
-                    uuid: vm.uuid.clone(),
-                    key,
-                },
-                answer,
-            });
-        }
-    }
     /// Sweeps the state files of exited QEMUs (see [`process::Sweeper`]).
     fn sweep(&mut self) {
         let enforce = self.mode == Mode::Enforce;

@@ -6,12 +6,14 @@
 mod agreement;
 /// A real `pinsight run` process (needs the crate's `pinsight` binary and libc).
 pub mod daemon;
+mod guest;
 mod http;
 pub mod libvirtd;
 /// `perf stat` counting one tracepoint in one thread, for agreement tests.
 pub mod perf;
 pub mod policy;
 mod prom;
+mod qemu_threads;
 mod stale;
 /// This process's threads: ids, run-time clock, pinning, CPU cgroups.
 pub mod thread;
@@ -19,13 +21,12 @@ mod virsh;
 mod vm;
 
 pub use agreement::{assert_agrees_with_schedstat, AGREEMENT_SLACK_SECONDS};
+pub use guest::{spin_guest, VmOptions, DEFAULT_SPIN_ITERATIONS, IDLE_VCPUS};
 pub use http::{http_get, http_get_query};
 pub use prom::{metric_sum, metric_value};
+pub use qemu_threads::parse_cpu_list;
 pub use virsh::{virsh, virsh_ok};
-pub use vm::{
-    domain_exists, parse_cpu_list, spin_guest, TestVm, VmOptions, DEFAULT_SPIN_ITERATIONS,
-    IDLE_VCPUS,
-};
+pub use vm::{domain_exists, TestVm};
 
 use std::fs::OpenOptions;
 use std::net::TcpListener;

@@ -1,0 +1,212 @@
+//! The programs under test: this build's probes, an empty program on the same attach point,
+//! and older builds' objects, each loaded and attached here, their tables of tracked threads
+//! kept in step, and their run time and count read from bpf_stats.
+
+use std::path::Path;
+
+use aya::maps::{Array, MapData};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+use monitor_common::programs::{SCHED_SWITCH, SCHED_SWITCH_EMPTY};
+use monitor_common::sched_migrate_task::CpuTopo;
+use monitor_common::sched_switch::{TASK_DEPTH_OFFSET, TASK_PID_OFFSET, TASK_RUNTIME_OFFSET};
+use monitor_common::tracked::{slot_shift, slot_word, slot_words, TRACKED_TIDS};
+use pinsight::probes::btf::KernelBtf;
+use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes, VMLINUX_BTF};
+
+/// The one-bit-per-tid bitmap that a trial build (2eed912, not kept: BENCHMARKS.md) read
+/// before its slot table: 64 thread ids a word. An object compared here may have it.
+const TRACKED_BITS: &str = "TRACKED_BITS";
+
+/// The bitmap word of `tid`, and its bit there.
+fn bit_of(tid: u32) -> (u32, u64) {
+    (tid / 64, 1 << (tid % 64))
+}
+
+/// An older object with its sched_switch attached, and its tables of tracked threads.
+pub struct Other {
+    ebpf: Ebpf,
+    slots: Array<MapData, u64>,
+    bits: Option<Array<MapData, u64>>,
+}
+
+impl Other {
+    pub fn load(object: &[u8], pid_max: u32) -> Other {
+        let btf = KernelBtf::read(Path::new(VMLINUX_BTF)).unwrap();
+        let pid = btf.member_offset("task_struct", "pid").unwrap();
+        let se = btf.member_offset("task_struct", "se").unwrap();
+        let runtime = se
+            + btf
+                .member_offset("sched_entity", "sum_exec_runtime")
+                .unwrap();
+        let depth = se + btf.member_offset("sched_entity", "depth").unwrap();
+        let mut ebpf = EbpfLoader::new()
+            .set_max_entries(TRACKED_TIDS, slot_words(pid_max))
+            .set_max_entries(TRACKED_BITS, pid_max.div_ceil(64))
+            .set_max_entries("RUN_NS", 1025)
+            .set_max_entries("THREAD_RUN", 1025)
+            .set_max_entries("KVM_EXITS", 1025)
+            .set_max_entries("CPU_TOPO", 64)
+            .set_global(TASK_PID_OFFSET, &pid, true)
+            .set_global(TASK_RUNTIME_OFFSET, &runtime, true)
+            .set_global(TASK_DEPTH_OFFSET, &depth, false)
+            .load(object)
+            .unwrap();
+        let prog: &mut BtfTracePoint = ebpf.program_mut(SCHED_SWITCH).unwrap().try_into().unwrap();
+        prog.load("sched_switch", &Btf::from_sys_fs().unwrap())
+            .unwrap();
+        prog.attach().unwrap();
+        let slots = Array::try_from(ebpf.take_map(TRACKED_TIDS).unwrap()).unwrap();
+        let bits = ebpf
+            .take_map(TRACKED_BITS)
+            .map(|m| Array::try_from(m).unwrap());
+        Other { ebpf, slots, bits }
+    }
+
+    /// Publishes `tid` in `slot` (0: untracks it), the slot before the bit as the daemon does.
+    fn set(&mut self, tid: u32, slot: u32) {
+        let (index, shift) = (slot_word(tid), slot_shift(tid));
+        let word = self.slots.get(&index, 0).unwrap();
+        let word = (word & !(0xffff << shift)) | (u64::from(slot) << shift);
+        self.slots.set(index, word, 0).unwrap();
+        if let Some(bits) = &mut self.bits {
+            let (index, bit) = bit_of(tid);
+            let word = bits.get(&index, 0).unwrap();
+            let word = match slot {
+                0 => word & !bit,
+                _ => word | bit,
+            };
+            bits.set(index, word, 0).unwrap();
+        }
+    }
+}
+
+/// Loads the daemon's object and attaches only `sched_switch_empty`; detached when dropped.
+pub fn load_empty_sched_switch() -> anyhow::Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new().load(embedded_object())?;
+    let btf = Btf::from_sys_fs()?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(SCHED_SWITCH_EMPTY)
+        .ok_or_else(|| anyhow::anyhow!("the object has no {SCHED_SWITCH_EMPTY}"))?
+        .try_into()?;
+    prog.load("sched_switch", &btf)?;
+    prog.attach()?;
+    Ok(ebpf)
+}
+
+/// (run time ns, run count) of program `name` of `ebpf`, from bpf_stats.
+fn run_stats(ebpf: &Ebpf, name: &str) -> (u64, u64) {
+    let info = ebpf
+        .program(name)
+        .and_then(|p| p.info().ok())
+        .expect("the program is loaded");
+    (info.run_time().as_nanos() as u64, info.run_count())
+}
+
+/// (run time ns, run count) of pinsight's sched_switch, from bpf_stats.
+fn sched_switch_run_stats(probes: &Probes) -> (u64, u64) {
+    let stats = probes.program_stats().expect("bpf_stats enabled");
+    let s = stats
+        .iter()
+        .find(|s| s.program == SCHED_SWITCH)
+        .expect("sched_switch attached");
+    (s.run_time_ns, s.run_count)
+}
+
+pub fn options() -> ProbeOptions {
+    ProbeOptions {
+        max_threads: 1024,
+        max_other_threads: 64,
+        kvm_exit_source: KvmExitSource::Off,
+        // 64 one-CPU cores, alternating between two socket-nodes.
+        cpu_topo: (0..64)
+            .map(|c| {
+                let socket = c % 2;
+                (
+                    c,
+                    CpuTopo {
+                        core: c,
+                        node: socket,
+                        socket,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Every program under test, attached afresh: the empty one, the older objects, this build;
+/// and the threads tracked all along (the sleeping "VM" thread).
+pub struct Attached {
+    empty: Ebpf,
+    others: Vec<Other>,
+    probes: Probes,
+    resident: Vec<u32>,
+}
+
+impl Attached {
+    /// Programs on one tracepoint run one after the other in attach order, so each round
+    /// attaches them in an order rotated by `round`.
+    pub fn all(
+        round: usize,
+        objects: &[(String, Vec<u8>)],
+        pid_max: u32,
+        resident: &[u32],
+    ) -> Attached {
+        let n = objects.len() + 2;
+        let mut empty = None;
+        let mut others: Vec<Option<Other>> = (0..objects.len()).map(|_| None).collect();
+        let mut probes = None;
+        for i in (0..n).map(|i| (i + round) % n) {
+            if i == 0 {
+                empty = Some(load_empty_sched_switch().expect("load empty program"));
+            } else if i <= objects.len() {
+                others[i - 1] = Some(Other::load(&objects[i - 1].1, pid_max));
+            } else {
+                probes = Some(Probes::load(options()).expect("load pinsight probes"));
+            }
+        }
+        let mut attached = Attached {
+            empty: empty.unwrap(),
+            others: others.into_iter().map(Option::unwrap).collect(),
+            probes: probes.unwrap(),
+            resident: Vec::new(),
+        };
+        attached.track(resident, true);
+        attached.resident = resident.to_vec();
+        attached
+    }
+
+    /// (run time, run count) of each program: empty, older objects, this build.
+    pub fn sample(&self) -> Vec<(u64, u64)> {
+        let mut v = vec![run_stats(&self.empty, SCHED_SWITCH_EMPTY)];
+        v.extend(self.others.iter().map(|o| run_stats(&o.ebpf, SCHED_SWITCH)));
+        v.push(sched_switch_run_stats(&self.probes));
+        v
+    }
+
+    /// Tracks (`on`) or untracks `tids` in every build, then reads this build's maps once, as
+    /// the daemon's tick does (which sets its depth filter).
+    pub fn track(&mut self, tids: &[u32], on: bool) {
+        let first_slot = self.resident.len() as u32 + 1;
+        for (n, &tid) in tids.iter().enumerate() {
+            for other in &mut self.others {
+                other.set(tid, if on { first_slot + n as u32 } else { 0 });
+            }
+            if on {
+                self.probes.track(tid).expect("track");
+            } else {
+                self.probes.untrack(tid).expect("untrack");
+            }
+        }
+        self.probes.read().expect("read this build's maps");
+    }
+
+    /// This build's depth filter word now.
+    pub fn filter_word(&self) -> u64 {
+        self.probes
+            .depth_filter()
+            .expect("depth filter readable")
+            .word
+    }
+}
