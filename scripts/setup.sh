@@ -82,6 +82,17 @@ if ! grep -qE '^user *= *"root"' /etc/libvirt/qemu.conf; then
 fi
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# hugetlbfs on /dev/hugepages, where systemd mounts it at boot: libvirt looks for it when it
+# starts, to back <memoryBacking><hugepages/> guests (the hugepage memory tests boot one). A
+# libvirtd already running without it would refuse them, so that is an error naming the fix.
+if ! grep -q '^[^ ]* [^ ]* hugetlbfs ' /proc/mounts; then
+  log "mounting hugetlbfs on /dev/hugepages"
+  mkdir -p /dev/hugepages
+  mount -t hugetlbfs hugetlbfs /dev/hugepages
+  pid_alive /run/libvirtd.pid \
+    && die "libvirtd (pid $(cat /run/libvirtd.pid)) started before hugetlbfs was mounted: restart it so it backs hugepage guests"
+fi
 mkdir -p /run/libvirt
 if ! pid_alive /run/virtlogd.pid; then log "starting virtlogd"; virtlogd -d; fi
 if ! pid_alive /run/libvirtd.pid; then log "starting libvirtd"; libvirtd -d; fi

@@ -48,7 +48,7 @@ fn main() {
         cgroup.push(t.elapsed());
         cgroup_bytes = r.by_node.values().sum::<u64>();
         let t = Instant::now();
-        let w = memory::numa_maps::read(proc_root, args.pid).unwrap();
+        let w = memory::numa_maps::read(proc_root, args.pid, false).unwrap();
         walk.push(t.elapsed());
         walk_bytes = w.values().sum::<u64>();
     }

@@ -63,6 +63,9 @@ pub enum MemorySource {
     Cgroup,
     /// /proc/PID/numa_maps, read at most every `numa_maps_fallback_seconds`.
     NumaMaps,
+    /// The cgroups' counters, and the nodes of the hugetlb pages no cgroup counts from
+    /// numa_maps' huge mappings, read at most every `numa_maps_fallback_seconds`.
+    CgroupAndNumaMaps,
 }
 
 impl MemorySource {
@@ -71,6 +74,7 @@ impl MemorySource {
         match self {
             MemorySource::Cgroup => "cgroup",
             MemorySource::NumaMaps => "numa_maps",
+            MemorySource::CgroupAndNumaMaps => "cgroup+numa_maps",
         }
     }
 }
@@ -82,6 +86,10 @@ pub struct Resident {
     pub by_node: BytesByNode,
     /// Its hugetlb pages, by node (empty when there are none or they cannot be read).
     pub hugetlb_by_node: BytesByNode,
+    /// Its hugetlb pages that no hugetlb cgroup counts (its /proc/PID/status
+    /// `HugetlbPages`) and no numa_maps walk placed: on nodes unknown, so in neither map
+    /// above. 0 where the cgroups count them, or the fallback walked them.
+    pub hugetlb_node_unknown: u64,
     /// Where the figures come from.
     pub source: MemorySource,
 }
@@ -98,8 +106,9 @@ pub fn read(proc_root: &Path, cgroup_root: &Path, pid: u32) -> Result<Resident, 
 #[derive(Debug, Default)]
 pub struct MemoryReader {
     fallback: Option<Duration>,
-    /// QEMU pid -> when its numa_maps was last read, and what it said.
-    walked: HashMap<u32, (Instant, Resident)>,
+    /// QEMU pid -> when its numa_maps was last read, whether for its huge mappings only,
+    /// and what it said.
+    walked: HashMap<u32, (Instant, bool, BytesByNode)>,
     /// QEMU pid -> its cgroups' stat files, as last found.
     found: HashMap<u32, CgroupFiles>,
 }
@@ -124,29 +133,71 @@ impl MemoryReader {
         now: Instant,
     ) -> Result<Resident, MemoryError> {
         let cgroup_err = match self.read_cgroups(proc_root, cgroup_root, pid) {
-            Ok(resident) => {
+            Ok(resident) if resident.hugetlb_node_unknown == 0 => {
                 self.walked.remove(&pid);
                 return Ok(resident);
             }
+            Ok(resident) => return Ok(self.place_hugetlb(proc_root, pid, now, resident)),
             Err(e) => e,
         };
         let Some(every) = self.fallback else {
             return Err(cgroup_err);
         };
-        if let Some((at, last)) = self.walked.get(&pid) {
-            if now.duration_since(*at) < every {
+        tracing::debug!(pid, error = %cgroup_err, "memory by node from numa_maps");
+        Ok(Resident {
+            by_node: self.walk(proc_root, pid, now, every, false)?,
+            source: MemorySource::NumaMaps,
+            ..Default::default()
+        })
+    }
+
+    /// A VM with hugetlb pages no cgroup counts: with the fallback on, their nodes from its
+    /// numa_maps' huge mappings (only their nodes: the rest stays the cgroup's figure);
+    /// without it, or if the walk fails, they stay on nodes unknown.
+    fn place_hugetlb(
+        &mut self,
+        proc_root: &Path,
+        pid: u32,
+        now: Instant,
+        mut resident: Resident,
+    ) -> Resident {
+        let Some(every) = self.fallback else {
+            return resident;
+        };
+        match self.walk(proc_root, pid, now, every, true) {
+            Ok(huge) => {
+                for (node, bytes) in &huge {
+                    *resident.by_node.entry(*node).or_default() += bytes;
+                }
+                // What the walk did not find (pages faulted in since, say) stays unknown.
+                let found: u64 = huge.values().sum();
+                resident.hugetlb_node_unknown = resident.hugetlb_node_unknown.saturating_sub(found);
+                resident.hugetlb_by_node = huge;
+                resident.source = MemorySource::CgroupAndNumaMaps;
+            }
+            Err(e) => tracing::debug!(pid, error = %e, "hugetlb pages by node not walked"),
+        }
+        resident
+    }
+
+    /// `pid`'s bytes by node from its numa_maps (its huge mappings alone when `huge_only`),
+    /// walked at most every `every`: in between, the last walk's figure.
+    fn walk(
+        &mut self,
+        proc_root: &Path,
+        pid: u32,
+        now: Instant,
+        every: Duration,
+        huge_only: bool,
+    ) -> Result<BytesByNode, MemoryError> {
+        if let Some((at, huge, last)) = self.walked.get(&pid) {
+            if *huge == huge_only && now.duration_since(*at) < every {
                 return Ok(last.clone());
             }
         }
-        let by_node = numa_maps::read(proc_root, pid)?;
-        let resident = Resident {
-            by_node,
-            hugetlb_by_node: BytesByNode::new(),
-            source: MemorySource::NumaMaps,
-        };
-        tracing::debug!(pid, error = %cgroup_err, "memory by node read from numa_maps");
-        self.walked.insert(pid, (now, resident.clone()));
-        Ok(resident)
+        let by_node = numa_maps::read(proc_root, pid, huge_only)?;
+        self.walked.insert(pid, (now, huge_only, by_node.clone()));
+        Ok(by_node)
     }
 
     /// The cgroup counters of `pid`, from the files found for it before; when those cannot

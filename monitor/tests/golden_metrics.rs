@@ -149,6 +149,7 @@ fn metrics_exposition_matches_the_golden_file() {
             Resident {
                 by_node: BTreeMap::from([(0, 3 << 30), (1, 1 << 30)]),
                 hugetlb_by_node: BTreeMap::from([(1, 512 << 20)]),
+                hugetlb_node_unknown: 0,
                 source: MemorySource::Cgroup,
             },
         ),
@@ -157,6 +158,7 @@ fn metrics_exposition_matches_the_golden_file() {
             Resident {
                 by_node: BTreeMap::from([(0, 1 << 20)]),
                 hugetlb_by_node: BTreeMap::new(),
+                hugetlb_node_unknown: 0,
                 source: MemorySource::NumaMaps,
             },
         ),

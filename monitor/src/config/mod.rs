@@ -30,8 +30,9 @@ pub struct Config {
     /// hugetlb.<size>.numa_stat).
     pub cgroup_root: PathBuf,
     /// For a VM whose memory cgroup cannot be read: read its memory by node from
-    /// /proc/PID/numa_maps at most this often (seconds; 0: never). The walk holds the VM's
-    /// mmap lock (BENCHMARKS.md has its cost), so it is slow by design.
+    /// /proc/PID/numa_maps at most this often (seconds; 0: never); and for a VM whose
+    /// hugetlb pages no hugetlb cgroup counts, their nodes from the same walk. The walk holds
+    /// the VM's mmap lock (BENCHMARKS.md has its cost), so it is slow by design.
     pub numa_maps_fallback_seconds: f64,
     /// libvirt connection URI.
     pub libvirt_uri: String,

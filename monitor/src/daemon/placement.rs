@@ -5,7 +5,7 @@
 //! faster than an operator or a fix can act on it. (The vCPUs' allowed CPUs, which the repin
 //! policy acts on, are still read every tick.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ pub struct Placement {
     pub memory: BTreeMap<String, Resident>,
     /// The VMs whose memory could not be read, one line each.
     memory_problems: Vec<String>,
+    /// VMs whose hugetlb pages on nodes unknown were logged (once per VM while they last).
+    hugetlb_unknown_logged: BTreeSet<String>,
     reader: MemoryReader,
 }
 
@@ -115,10 +117,13 @@ impl Placement {
         self.memory_problems.clear();
         let vms = &inventory.vms;
         self.reader.retain(|pid| vms.iter().any(|vm| vm.pid == pid));
+        self.hugetlb_unknown_logged
+            .retain(|name| vms.iter().any(|vm| &vm.name == name));
         let now = Instant::now();
         for vm in vms {
             match self.reader.read(roots.proc, roots.cgroup, vm.pid, now) {
                 Ok(bytes) => {
+                    self.log_hugetlb_unknown(&vm.name, bytes.hugetlb_node_unknown);
                     self.memory.insert(vm.name.clone(), bytes);
                 }
                 Err(e) => {
@@ -127,6 +132,22 @@ impl Placement {
                         .push(format!("domain {}: memory by node not read: {e}", vm.name));
                 }
             }
+        }
+    }
+
+    /// Says once per VM that its hugetlb pages are on nodes unknown, and how to see them.
+    fn log_hugetlb_unknown(&mut self, domain: &str, bytes: u64) {
+        if bytes == 0 {
+            self.hugetlb_unknown_logged.remove(domain);
+        } else if self.hugetlb_unknown_logged.insert(domain.to_string()) {
+            tracing::warn!(
+                domain,
+                hugetlb_mib = bytes >> 20,
+                "the VM's hugetlb pages are in no hugetlb cgroup pinsight can read, so its memory \
+                 by node leaves them out (pinsight_domain_memory_hugetlb_node_unknown_bytes): \
+                 enable the hugetlb controller where libvirt puts VMs, or set \
+                 numa_maps_fallback_seconds to place them from the VM's numa_maps"
+            );
         }
     }
 }

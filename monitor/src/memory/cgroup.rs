@@ -81,6 +81,8 @@ pub(super) struct CgroupFiles {
     v1: bool,
     /// hugetlb.<size>.numa_stat of each page size (none without the controller).
     hugetlb: Vec<StatFile>,
+    /// /proc/PID/status when `hugetlb` is empty: how many hugetlb pages no cgroup counts.
+    status: Option<StatFile>,
 }
 
 impl CgroupFiles {
@@ -95,13 +97,24 @@ impl CgroupFiles {
             memory_cgroup_file(&text, cgroup_root).ok_or_else(|| MemoryError::NoCgroup {
                 path: cgroup_file.clone(),
             })?;
+        let hugetlb: Vec<StatFile> = hugetlb::files(&text, cgroup_root)
+            .into_iter()
+            .map(StatFile::open)
+            .collect::<Result<_, _>>()?;
+        // No hugetlb cgroup of its own (the controller is not mounted, or, on a hybrid host,
+        // sits on the v2 tree where libvirt does not enable it): the hugetlb pages are then
+        // in no counter read here, so their total is read from the process itself.
+        let status = match hugetlb.is_empty() {
+            true => Some(StatFile::open(
+                proc_root.join(pid.to_string()).join("status"),
+            )?),
+            false => None,
+        };
         Ok(CgroupFiles {
             numa_stat: StatFile::open(numa_stat)?,
             v1,
-            hugetlb: hugetlb::files(&text, cgroup_root)
-                .into_iter()
-                .map(StatFile::open)
-                .collect::<Result<_, _>>()?,
+            hugetlb,
+            status,
         })
     }
 
@@ -120,9 +133,19 @@ impl CgroupFiles {
         for (node, bytes) in &hugetlb_by_node {
             *by_node.entry(*node).or_default() += bytes;
         }
+        let hugetlb_node_unknown = match &self.status {
+            Some(status) => {
+                hugetlb::status_bytes(&status.read()?).map_err(|reason| MemoryError::Format {
+                    path: status.path.clone(),
+                    reason,
+                })?
+            }
+            None => 0,
+        };
         Ok(Resident {
             by_node,
             hugetlb_by_node,
+            hugetlb_node_unknown,
             source: MemorySource::Cgroup,
         })
     }
@@ -266,6 +289,7 @@ mod tests {
         let (proc_root, cg) = (dir.path().join("proc"), dir.path().join("cgroup"));
         std::fs::create_dir_all(proc_root.join("42")).unwrap();
         std::fs::write(proc_root.join("42/cgroup"), "4:memory:/machine/vm\n").unwrap();
+        std::fs::write(proc_root.join("42/status"), "HugetlbPages:\t       0 kB\n").unwrap();
         let err = read(&proc_root, &cg, 42).unwrap_err().to_string();
         assert!(err.contains("memory/machine/vm/memory.numa_stat"), "{err}");
         std::fs::create_dir_all(cg.join("memory/machine/vm")).unwrap();

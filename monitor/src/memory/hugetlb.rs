@@ -45,6 +45,24 @@ pub fn files(cgroup_text: &str, cgroup_root: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The process's hugetlb bytes, whatever their node: `HugetlbPages:` of its /proc/PID/status
+/// text (kB; kernel >= 4.4, 0 where the line is missing). For a VM whose hugetlb pages no
+/// hugetlb cgroup counts, so that they are at least known to be there.
+pub(super) fn status_bytes(status: &str) -> Result<u64, String> {
+    let Some(value) = status
+        .lines()
+        .find_map(|line| line.strip_prefix("HugetlbPages:"))
+    else {
+        return Ok(0);
+    };
+    value
+        .trim()
+        .strip_suffix("kB")
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb.saturating_mul(1024))
+        .ok_or_else(|| format!("HugetlbPages:{value} is not <number> kB"))
+}
+
 /// The hugetlb bytes by node in `files` (of [`files`], opened), summed over page sizes.
 pub(super) fn read(files: &[StatFile]) -> Result<BytesByNode, MemoryError> {
     let mut nodes = BytesByNode::new();
@@ -74,6 +92,16 @@ fn parse(text: &str) -> Result<BytesByNode, String> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn hugetlb_pages_of_a_process_from_its_status() {
+        let status = "Name:\tqemu-system-x86\nVmRSS:\t  10240 kB\nHugetlbPages:\t  1048576 kB\n";
+        assert_eq!(status_bytes(status), Ok(1 << 30));
+        // A kernel before 4.4 has no such line: none known.
+        assert_eq!(status_bytes("Name:\tqemu\n"), Ok(0));
+        let err = status_bytes("HugetlbPages:\t12 MB\n").unwrap_err();
+        assert!(err.contains("12 MB"), "{err}");
+    }
 
     /// The files of [`files`], opened, as the memory reader holds them.
     fn open(files: Vec<PathBuf>) -> Vec<StatFile> {

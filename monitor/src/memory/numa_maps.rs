@@ -11,17 +11,21 @@ use std::path::Path;
 
 use super::{node_field, read_file, BytesByNode, MemoryError};
 
-/// The process `pid`'s resident bytes by node, from numa_maps under `proc_root`.
-pub fn read(proc_root: &Path, pid: u32) -> Result<BytesByNode, MemoryError> {
+/// The process `pid`'s resident bytes by node, from numa_maps under `proc_root`: of all its
+/// mappings, or of its hugetlb ones alone (`huge_only`, numa_maps' `huge` flag).
+pub fn read(proc_root: &Path, pid: u32, huge_only: bool) -> Result<BytesByNode, MemoryError> {
     let path = proc_root.join(pid.to_string()).join("numa_maps");
     let text = read_file(&path)?;
-    parse(&text).map_err(|reason| MemoryError::Format { path, reason })
+    parse(&text, huge_only).map_err(|reason| MemoryError::Format { path, reason })
 }
 
-fn parse(text: &str) -> Result<BytesByNode, String> {
+fn parse(text: &str, huge_only: bool) -> Result<BytesByNode, String> {
     let mut nodes = BytesByNode::new();
     for (n, line) in text.lines().enumerate() {
         let fields = line.split_whitespace();
+        if huge_only && !fields.clone().any(|f| f == "huge") {
+            continue;
+        }
         let page_kb = match fields
             .clone()
             .find_map(|f| f.strip_prefix("kernelpagesize_kB="))
@@ -59,7 +63,7 @@ mod tests {
 7ffc00000000 default stack anon=3 dirty=3 N0=3 kernelpagesize_kB=4
 7ffd00000000 default
 ";
-        let nodes = parse(text).unwrap();
+        let nodes = parse(text, false).unwrap();
         assert_eq!(
             nodes,
             BTreeMap::from([
@@ -67,20 +71,25 @@ mod tests {
                 (1, 62144 * 4096 + 512 * 2 * 1024 * 1024),
             ])
         );
+        // The hugetlbfs mapping alone.
+        assert_eq!(
+            parse(text, true).unwrap(),
+            BTreeMap::from([(1, 512 * 2 * 1024 * 1024)])
+        );
     }
 
     #[test]
     fn malformed_lines_are_named_and_this_process_reads() {
-        assert!(parse("7f default N0=x kernelpagesize_kB=4\n")
+        assert!(parse("7f default N0=x kernelpagesize_kB=4\n", false)
             .unwrap_err()
             .contains("line 1"));
-        assert!(parse("7f default N0=1 kernelpagesize_kB=big\n")
+        assert!(parse("7f default N0=1 kernelpagesize_kB=big\n", false)
             .unwrap_err()
             .contains("kernelpagesize_kB"));
-        let own = read(Path::new("/proc"), std::process::id()).unwrap();
+        let own = read(Path::new("/proc"), std::process::id(), false).unwrap();
         assert!(own.values().sum::<u64>() > 0, "{own:?}");
         assert!(matches!(
-            read(Path::new("/proc"), u32::MAX),
+            read(Path::new("/proc"), u32::MAX, false),
             Err(MemoryError::Read { .. })
         ));
     }

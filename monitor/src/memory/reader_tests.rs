@@ -14,6 +14,11 @@ fn tree() -> tempfile::TempDir {
         "7f00 default anon=2 N0=1 N1=1 kernelpagesize_kB=4\n",
     )
     .unwrap();
+    std::fs::write(
+        proc_root.join("42/status"),
+        "Name:\tqemu\nHugetlbPages:\t       0 kB\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(cg.join("memory/vm")).unwrap();
     std::fs::write(cg.join("memory/vm/memory.numa_stat"), "total=1 N0=1\n").unwrap();
     std::fs::create_dir_all(cg.join("hugetlb/vm")).unwrap();
@@ -43,6 +48,56 @@ fn hugetlb_pages_are_added_to_the_nodes_they_sit_on() {
     assert_eq!(r.by_node, BTreeMap::from([(0, page_size()), (1, 2097152)]));
     assert_eq!(r.hugetlb_by_node, BTreeMap::from([(1, 2097152)]));
     assert_eq!(r.source, MemorySource::Cgroup);
+}
+
+#[test]
+fn hugetlb_pages_no_cgroup_counts_are_on_nodes_unknown_or_walked() {
+    // No hugetlb controller for the VM (a hybrid host where libvirt leaves it off the v2
+    // tree): 4 MiB of hugetlb pages, known from /proc/PID/status, on node 1 by numa_maps.
+    let dir = tree();
+    let (p, c) = (dir.path().join("proc"), dir.path().join("cgroup"));
+    std::fs::write(
+        p.join("42/status"),
+        "Name:\tqemu\nHugetlbPages:\t    4096 kB\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("42/numa_maps"),
+        "7f00 default anon=2 N0=2 kernelpagesize_kB=4\n\
+         7f40 default file=/dev/hugepages/vm huge dirty=2 N1=2 kernelpagesize_kB=2048\n",
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    // Fallback off: the cgroup's figure, and the hugetlb pages on nodes unknown.
+    let r = MemoryReader::new(None).read(&p, &c, 42, t0).unwrap();
+    assert_eq!(r.by_node, BTreeMap::from([(0, page_size())]));
+    assert_eq!(
+        (r.hugetlb_node_unknown, r.source),
+        (4 << 20, MemorySource::Cgroup)
+    );
+    // Fallback on: their nodes from numa_maps' huge mappings alone, added to the cgroup's.
+    let every = Duration::from_secs(60);
+    let mut reader = MemoryReader::new(Some(every));
+    let r = reader.read(&p, &c, 42, t0).unwrap();
+    assert_eq!(r.by_node, BTreeMap::from([(0, page_size()), (1, 4 << 20)]));
+    assert_eq!(r.hugetlb_by_node, BTreeMap::from([(1, 4 << 20)]));
+    assert_eq!(r.hugetlb_node_unknown, 0);
+    assert_eq!(r.source, MemorySource::CgroupAndNumaMaps);
+    // Walked at most once per interval; a failed walk leaves them unknown, not stale.
+    std::fs::write(p.join("42/numa_maps"), "7f40 default huge N1=x\n").unwrap();
+    assert_eq!(reader.read(&p, &c, 42, t0 + every / 2).unwrap(), r);
+    let r = reader.read(&p, &c, 42, t0 + every).unwrap();
+    assert_eq!(
+        (r.hugetlb_node_unknown, r.source),
+        (4 << 20, MemorySource::Cgroup)
+    );
+    // A status line not in the kernel's format is named.
+    std::fs::write(p.join("42/status"), "HugetlbPages:\tlots\n").unwrap();
+    let err = MemoryReader::new(None)
+        .read(&p, &c, 42, t0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("42/status") && err.contains("lots"), "{err}");
 }
 
 #[test]

@@ -17,10 +17,15 @@ pub(super) fn families(vms: &[VmView], cut: &mut u64) -> Vec<Family> {
         MetricType::GAUGE,
         "The hugetlb pages (hugetlbfs-backed guest RAM) among pinsight_domain_memory_bytes, by locality; 0 without hugepages or where the hugetlb controller's numa_stat cannot be read.",
     );
+    let mut unknown = Family::new(
+        "pinsight_domain_memory_hugetlb_node_unknown_bytes",
+        MetricType::GAUGE,
+        "Hugetlb pages of the VM (its QEMU's HugetlbPages in /proc/PID/status) that no hugetlb cgroup counts, e.g. on a hybrid cgroup host where the controller sits on the v2 tree and libvirt does not enable it: on nodes unknown, so not in pinsight_domain_memory_bytes. numa_maps_fallback_seconds > 0 places them from the VM's numa_maps (source cgroup+numa_maps).",
+    );
     let mut source = Family::new(
         "pinsight_domain_memory_source",
         MetricType::GAUGE,
-        "1 for where the VM's memory figures come from: cgroup (its cgroups' counters, every placement_read_seconds) or numa_maps (the slow fallback, a page-table walk at most every numa_maps_fallback_seconds).",
+        "1 for where the VM's memory figures come from: cgroup (its cgroups' counters, every placement_read_seconds), numa_maps (the slow fallback, a page-table walk at most every numa_maps_fallback_seconds) or cgroup+numa_maps (the counters, and the nodes of the hugetlb pages no cgroup counts from such a walk of the huge mappings).",
     );
     let mut ratio = Family::new(
         "pinsight_domain_memory_remote_ratio",
@@ -41,6 +46,10 @@ pub(super) fn families(vms: &[VmView], cut: &mut u64) -> Vec<Family> {
             let huge = memory.hugetlb_by_locality.get(locality);
             hugetlb.push(labels(locality), huge as f64);
         }
+        unknown.push(
+            vec![("domain", domain.clone())],
+            memory.hugetlb_node_unknown as f64,
+        );
         source.push(
             vec![
                 ("domain", domain.clone()),
@@ -52,7 +61,7 @@ pub(super) fn families(vms: &[VmView], cut: &mut u64) -> Vec<Family> {
             ratio.push(vec![("domain", domain)], r);
         }
     }
-    vec![bytes, hugetlb, ratio, source]
+    vec![bytes, hugetlb, unknown, ratio, source]
 }
 
 /// The node-to-node memory figures of `pinsight calibrate`, when the daemon has them.

@@ -21,8 +21,13 @@ pub struct MemoryView {
     /// The hugetlb pages among them, by locality.
     #[serde(default)]
     pub hugetlb_by_locality: ByLocality<u64>,
-    /// Where the figures come from: "cgroup" (every `placement_read_seconds`) or
-    /// "numa_maps" (the slow fallback, at most every numa_maps_fallback_seconds).
+    /// Hugetlb bytes of the VM that no hugetlb cgroup counts and no numa_maps walk placed:
+    /// on nodes unknown, so in none of the figures above.
+    #[serde(default)]
+    pub hugetlb_node_unknown: u64,
+    /// Where the figures come from: "cgroup" (every `placement_read_seconds`), "numa_maps"
+    /// (the slow fallback, at most every numa_maps_fallback_seconds) or "cgroup+numa_maps"
+    /// (hugetlb pages no cgroup counts placed by the fallback).
     #[serde(default)]
     pub source: String,
 }
@@ -64,6 +69,7 @@ pub fn memory_view(vm: &Vm, topology: &Topology, resident: &Resident) -> MemoryV
         by_locality: all,
         remote_ratio,
         hugetlb_by_locality: by_locality(&resident.hugetlb_by_node),
+        hugetlb_node_unknown: resident.hugetlb_node_unknown,
         source: resident.source.as_str().to_string(),
     }
 }

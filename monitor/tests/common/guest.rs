@@ -30,6 +30,9 @@ pub struct VmOptions {
     /// Guest RAM in MiB, all of it touched at start (`<allocation mode='immediate'/>`), for
     /// tests that count where memory sits; `None`: 128 MiB, touched as the guest goes.
     pub preallocated_mib: Option<u32>,
+    /// Guest RAM from hugetlbfs (`<memoryBacking><hugepages/>`, 2 MiB pages the host must
+    /// have reserved).
+    pub hugepages: bool,
     /// `<iothreads>`: IOThreads libvirt has QEMU create ("IO iothread1", ...).
     pub iothreads: u32,
     /// `<numatune>` element of the domain (its memory policy), e.g.
@@ -47,6 +50,7 @@ impl Default for VmOptions {
             vcpu_cpuset: None,
             machine: "pc",
             preallocated_mib: None,
+            hugepages: false,
             iothreads: 0,
             numatune_xml: None,
         }
@@ -142,12 +146,14 @@ pub(super) fn domain_xml(
     };
     let machine = opts.machine;
     let numatune = opts.numatune_xml.unwrap_or_default();
-    let (memory_mib, backing) = match opts.preallocated_mib {
-        Some(mib) => (
-            mib,
-            "<memoryBacking><allocation mode='immediate'/></memoryBacking>",
-        ),
+    let hugepages = if opts.hugepages { "<hugepages/>" } else { "" };
+    let (memory_mib, allocation) = match opts.preallocated_mib {
+        Some(mib) => (mib, "<allocation mode='immediate'/>"),
         None => (128, ""),
+    };
+    let backing = match format!("{hugepages}{allocation}") {
+        b if b.is_empty() => b,
+        b => format!("<memoryBacking>{b}</memoryBacking>"),
     };
     // microvm has no PCI bus, so libvirt's default USB controller must go ("No PCI buses
     // available" otherwise); the balloon is off for every machine type.

@@ -101,12 +101,20 @@ pub fn status(host: &HostView) -> String {
                 } else {
                     String::new()
                 },
-                if m.source == "numa_maps" {
-                    "  (from numa_maps: the memory cgroup is unreadable)"
-                } else {
-                    ""
+                match m.source.as_str() {
+                    "numa_maps" => "  (from numa_maps: the memory cgroup is unreadable)",
+                    "cgroup+numa_maps" => "  (hugetlb nodes from numa_maps: no hugetlb cgroup)",
+                    _ => "",
                 }
             );
+            if m.hugetlb_node_unknown > 0 {
+                let _ = writeln!(
+                    out,
+                    "  memory: + hugetlb {:.0} MiB on nodes unknown: no hugetlb cgroup counts \
+                     them (set numa_maps_fallback_seconds to place them)",
+                    m.hugetlb_node_unknown as f64 / 1048576.0
+                );
+            }
         }
         for g in &vm.gpu_interrupts {
             let off: Vec<String> = g

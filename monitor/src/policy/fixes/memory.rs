@@ -14,7 +14,14 @@ use crate::inventory::{Vm, Vmm};
 
 /// The memory move of `vm`, when its vCPUs sit by its GPU and its memory mostly does not.
 pub(super) fn memory_fix(config: &PolicyConfig, inputs: &FixInputs, vm: &Vm) -> Option<MemoryFix> {
-    let by_node = &inputs.memory.get(&vm.name)?.by_node;
+    let resident = inputs.memory.get(&vm.name)?;
+    // Hugetlb pages on nodes unknown (no hugetlb cgroup counts them, no walk placed them):
+    // most of a hugepage-backed VM's RAM may be among them, so the figures below are not its
+    // memory's place and nothing is moved on them.
+    if resident.hugetlb_node_unknown > 0 {
+        return None;
+    }
+    let by_node = &resident.by_node;
     let total: u64 = by_node.values().sum();
     let off: BTreeMap<u32, u64> = by_node
         .iter()

@@ -104,6 +104,10 @@ fn memory_off_the_gpus_node_moves_when_the_vcpus_sit_by_the_gpu() {
     let mut ran_near = Case::new(enforcing()).memory_on("vm", 0, 100 * MIB);
     ran_near.ratios.insert("vm".into(), 0.1);
     assert_eq!(ran_near.eval(&[gpu_vm("vm", &["0-1"])]).memory.len(), 1);
+    // Hugetlb pages on nodes unknown: the figures are not the VM's memory's place, no move.
+    let mut partial = Case::new(enforcing()).memory_on("vm", 0, 100 * MIB);
+    partial.memory.get_mut("vm").unwrap().hugetlb_node_unknown = 1024 * MIB;
+    assert!(partial.eval(&[gpu_vm("vm", &["1"])]).memory.is_empty());
 }
 
 #[test]
