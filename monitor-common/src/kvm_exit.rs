@@ -19,8 +19,6 @@ pub const KVM_EXITS: &str = "KVM_EXITS";
 pub const KVM_EXIT_REASON_OFFSET: &str = "KVM_EXIT_REASON_OFFSET";
 /// Global: byte offset of `isa` in the kvm:kvm_exit record (1 = VMX, 2 = SVM).
 pub const KVM_EXIT_ISA_OFFSET: &str = "KVM_EXIT_ISA_OFFSET";
-/// Global: byte offset of `reason` in the kvm:kvm_userspace_exit record.
-pub const KVM_USERSPACE_EXIT_REASON_OFFSET: &str = "KVM_USERSPACE_EXIT_REASON_OFFSET";
 
 /// The reason index of reasons outside the tables, in both sources.
 pub const OTHER_INDEX: usize = 0;

@@ -17,7 +17,7 @@ pub mod tracked;
 pub mod programs {
     /// tp_btf on sched_switch: run-time accounting of tracked threads per CPU.
     pub const SCHED_SWITCH: &str = "sched_switch";
-    /// Tracepoint sched:sched_migrate_task: counts moves of tracked threads between CPUs, by
+    /// tp_btf on sched_migrate_task: counts moves of tracked threads between CPUs, by
     /// topology scope.
     pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
     /// tp_btf on sched_process_exit: stops tracking a thread the moment it exits.
@@ -27,14 +27,17 @@ pub mod programs {
     pub const CGROUP_ATTACH_TASK: &str = "cgroup_attach_task";
     /// Tracepoint kvm:kvm_exit (bare-metal VMX/SVM hosts), reason = hardware exit reason.
     pub const KVM_EXIT: &str = "kvm_exit";
-    /// Tracepoint kvm:kvm_userspace_exit (fires under nested KVM too), reason = KVM_EXIT_* code.
+    /// Raw tracepoint kvm_userspace_exit (fires under nested KVM too), reason = KVM_EXIT_* code.
     pub const KVM_USERSPACE_EXIT: &str = "kvm_userspace_exit";
     /// Benchmark only: an empty tp_btf program on sched_switch, the floor the kernel imposes.
     /// The daemon never loads it; `examples/probe_cost/` does.
     pub const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
+    /// Benchmark only: an empty tp_btf program on sched_migrate_task, the floor for
+    /// [`SCHED_MIGRATE_TASK`] (`examples/migrate_cost.rs`).
+    pub const SCHED_MIGRATE_TASK_EMPTY: &str = "sched_migrate_task_empty";
     /// Benchmark only: an empty program on kvm:kvm_exit, the floor for [`KVM_EXIT`].
     pub const KVM_EXIT_EMPTY: &str = "kvm_exit_empty";
-    /// Benchmark only: an empty program on kvm:kvm_userspace_exit, the floor for
+    /// Benchmark only: an empty raw tracepoint program on kvm_userspace_exit, the floor for
     /// [`KVM_USERSPACE_EXIT`].
     pub const KVM_USERSPACE_EXIT_EMPTY: &str = "kvm_userspace_exit_empty";
 }

@@ -2,16 +2,13 @@
 //! topology level the two CPUs share ([`MoveScope`]) in
 //! [`crate::sched_switch::CpuRun::moves`].
 //!
-//! A classic tracepoint: its record layout comes from tracefs at load time, in these globals.
-//! The scope is decided in the kernel from [`CPU_TOPO`], which the daemon fills from its
-//! (possibly fixture) topology: three id compares per move, no per-pair table.
+//! A tp_btf program: it reads the task's id and CPU from the task itself, at offsets from the
+//! running kernel's BTF. The scope is decided in the kernel from [`CPU_TOPO`], which the daemon
+//! fills from its (possibly fixture) topology: three id compares per move, no per-pair table.
 
-/// Global: byte offset of `pid` in the sched:sched_migrate_task record.
-pub const MIGRATE_PID_OFFSET: &str = "MIGRATE_PID_OFFSET";
-/// Global: byte offset of `orig_cpu` in the record.
-pub const MIGRATE_ORIG_CPU_OFFSET: &str = "MIGRATE_ORIG_CPU_OFFSET";
-/// Global: byte offset of `dest_cpu` in the record.
-pub const MIGRATE_DEST_CPU_OFFSET: &str = "MIGRATE_DEST_CPU_OFFSET";
+/// Global: byte offset of the task's CPU in `struct task_struct` (`thread_info.cpu` since
+/// 5.16, `cpu` before), read from the running kernel's BTF.
+pub const TASK_CPU_OFFSET: &str = "TASK_CPU_OFFSET";
 
 /// `Array<CpuTopo>`: where each possible CPU sits, written by the daemon; [`CpuTopo::UNKNOWN`]
 /// for CPUs its topology does not describe.

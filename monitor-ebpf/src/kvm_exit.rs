@@ -2,9 +2,12 @@
 //!
 //! Two sources, one map: `kvm:kvm_exit` (every hardware exit, bare-metal VMX/SVM) and
 //! `kvm:kvm_userspace_exit` (exits that reach the VMM; the only one that fires under nested
-//! KVM). Both are classic tracepoints: they live in the kvm module on most hosts, where the
-//! record layout is read from tracefs at load time rather than from vmlinux BTF. The daemon
-//! attaches one of the two (its choice is in `monitor/src/probes/kvm_exit.rs`).
+//! KVM). They live in the kvm module on most hosts, outside vmlinux BTF. kvm_exit is a classic
+//! tracepoint, whose record layout is read from tracefs at load time: its reason is worked out
+//! by the kernel as it fills the record (a vendor-module call no program can make).
+//! kvm_userspace_exit's reason is an argument, so it is a raw tracepoint and the kernel
+//! builds no record for it. The daemon attaches one of the two (its choice is in
+//! `monitor/src/probes/kvm_exit.rs`).
 //!
 //! The hot path, run for every exit of every thread on the host: the thread's slot (one
 //! inlined array access; untracked threads stop there), the reason's index (one load from a
@@ -26,14 +29,12 @@ use crate::tracked::{count_map_error, tracked_slot, PASS_TO_PERF};
 #[map(name = "KVM_EXITS")]
 static KVM_EXITS: PerCpuArray<ExitCounts> = PerCpuArray::with_max_entries(1, 0);
 
-/// Offsets of the fields in the tracepoint records, from tracefs `format` files (set at load
-/// time; these defaults are the layout of current kernels).
+/// Offsets of the fields in kvm:kvm_exit's record, from its tracefs `format` file (set at
+/// load time; these defaults are the layout of current kernels).
 #[no_mangle]
 static KVM_EXIT_REASON_OFFSET: u32 = 8;
 #[no_mangle]
 static KVM_EXIT_ISA_OFFSET: u32 = 24;
-#[no_mangle]
-static KVM_USERSPACE_EXIT_REASON_OFFSET: u32 = 8;
 
 /// kvm:kvm_exit (isa 1 = VMX, 2 = SVM).
 const ISA_SVM: u32 = 2;
@@ -62,23 +63,27 @@ pub fn kvm_exit(raw: *mut core::ffi::c_void) -> u32 {
     PASS_TO_PERF
 }
 
-// Written out instead of #[tracepoint]: aya-ebpf 0.1's macro always returns 0, which
-// makes the kernel drop the event for every perf user of the tracepoint.
+/// `kvm_userspace_exit(reason, errno)`, a raw tracepoint: the kernel hands the program the
+/// tracepoint's arguments (one u64 each) and builds no record, which a classic tracepoint
+/// does for every event before any program runs (BENCHMARKS.md, "KVM exits end to end").
+/// The order of the arguments is the tracepoint's prototype (include/trace/events/kvm.h),
+/// unchanged since the tracepoint was added; a reason outside the table counts as `other`.
+/// Current is the vCPU thread returning to its VMM.
 #[no_mangle]
-#[link_section = "tracepoint"]
-pub fn kvm_userspace_exit(raw: *mut core::ffi::c_void) -> u32 {
-    let ctx = TracePointContext::new(raw);
-    // Current is the vCPU thread returning to its VMM.
+#[link_section = "raw_tp"]
+pub fn kvm_userspace_exit(args: *mut core::ffi::c_void) -> u32 {
     let slot = tracked_slot(bpf_get_current_pid_tgid() as u32);
     if slot == 0 {
-        return PASS_TO_PERF;
+        return 0;
     }
-    let reason = read_u32(&ctx, &KVM_USERSPACE_EXIT_REASON_OFFSET);
+    // SAFETY: a raw tracepoint's context is its arguments, one u64 each; the verifier checks
+    // the load.
+    let reason = unsafe { *(args as *const u64) } as u32;
     count_exit(
         slot,
         reason_index(Family::Userspace, reason, &USERSPACE_INDEX),
     );
-    PASS_TO_PERF
+    0
 }
 
 /// The u32 field at the offset in `offset` (a load-time global) of the tracepoint record;

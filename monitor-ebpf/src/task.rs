@@ -1,5 +1,5 @@
 //! Fields of `struct task_struct` that the tp_btf programs read directly from the task
-//! pointers the tracepoint hands them (sched_switch, sched_process_exit).
+//! pointers the tracepoint hands them (sched_switch, sched_process_exit, sched_migrate_task).
 
 /// Byte offset of `pid` in `struct task_struct`; set by the daemon from the kernel's BTF.
 /// Being read-only data, the verifier sees it as a constant, so `task + TASK_PID_OFFSET` is a
@@ -15,6 +15,21 @@ pub static TASK_RUNTIME_OFFSET: u32 = 0;
 /// `monitor_common::sched_switch::TRACKED_DEPTHS`).
 #[no_mangle]
 pub static TASK_DEPTH_OFFSET: u32 = 0;
+
+/// Byte offset of the task's CPU (`thread_info.cpu`, or `cpu` before 5.16) in `struct
+/// task_struct`, from the kernel's BTF.
+#[no_mangle]
+pub static TASK_CPU_OFFSET: u32 = 0;
+
+/// Reads the CPU the task is on (or, in sched_migrate_task, leaving): `task_cpu(task)`.
+#[inline(always)]
+pub fn task_cpu(task: *const u8) -> u32 {
+    // SAFETY: as for task_tid; the offset is that of a u32 member.
+    unsafe {
+        let offset = core::ptr::read_volatile(&TASK_CPU_OFFSET) as usize;
+        *(task.add(offset) as *const u32)
+    }
+}
 
 /// Reads `task->se.depth`: the depth of the task's CPU cgroup. The scheduler has just walked
 /// this line of both tasks of a switch (`se.parent`, `se.cfs_rq` beside it), so it is warm

@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use aya::maps::Array;
-use aya::programs::TracePoint;
+use aya::programs::Program;
 use aya::{Ebpf, EbpfLoader};
 use clap::Parser;
 use monitor_common::programs::KVM_USERSPACE_EXIT_EMPTY;
@@ -108,12 +108,22 @@ impl Drop for Guest {
     }
 }
 
-/// Loads `object` and attaches only its program `name` to kvm:`event`.
+/// Loads `object` and attaches only its program `name` to kvm:`event`, as the object builds
+/// it: a raw tracepoint (this build's kvm_userspace_exit) or a classic one (kvm_exit, and
+/// kvm_userspace_exit in objects before 2026-12-07).
 fn attach_one(object: &[u8], name: &str, event: &str, loader: &mut EbpfLoader) -> Ebpf {
     let mut ebpf = loader.load(object).unwrap();
-    let prog: &mut TracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
-    prog.load().unwrap();
-    prog.attach("kvm", event).unwrap();
+    match ebpf.program_mut(name).unwrap() {
+        Program::RawTracePoint(prog) => {
+            prog.load().unwrap();
+            prog.attach(event).unwrap();
+        }
+        Program::TracePoint(prog) => {
+            prog.load().unwrap();
+            prog.attach("kvm", event).unwrap();
+        }
+        other => panic!("{name}: neither a raw nor a classic tracepoint: {other:?}"),
+    }
     ebpf
 }
 
@@ -127,11 +137,6 @@ fn pinsight_stats(probes: &Probes, name: &str) -> (u64, u64) {
     let stats = probes.program_stats().expect("bpf_stats enabled");
     let s = stats.iter().find(|s| s.program == name).unwrap();
     (s.run_time_ns, s.run_count)
-}
-
-fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 fn main() {
@@ -268,13 +273,13 @@ fn main() {
         };
         let empty_ns = of(0);
         for (i, name) in who.iter().enumerate() {
-            let (m, lo, hi) = median_spread(of(i));
+            let (m, lo, hi) = common::median_spread(of(i));
             if i == 0 {
                 println!("| {scenario} | {name} | {m:.1} ({lo:.1}-{hi:.1}) | 1 | |");
                 continue;
             }
             let ratios: Vec<f64> = of(i).iter().zip(&empty_ns).map(|(x, e)| x / e).collect();
-            let (r, rlo, rhi) = median_spread(ratios);
+            let (r, rlo, rhi) = common::median_spread(ratios);
             let met = if r <= target { "met" } else { "not met" };
             println!(
                 "| {scenario} | {name} | {m:.1} ({lo:.1}-{hi:.1}) | {r:.2}x ({rlo:.2}-{rhi:.2}) | <= {target}x: {met} |"

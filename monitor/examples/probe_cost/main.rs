@@ -99,11 +99,6 @@ fn perf_pipe(loops: u64) -> f64 {
         .unwrap_or_else(|| panic!("unexpected perf output: {text}"))
 }
 
-fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 /// One scenario over `seconds`: ns per run of each program, switches seen, and this build's
 /// depth filter word during it. A tracked scenario's threads go to `vm`'s depth first.
 fn scenario(
@@ -216,12 +211,12 @@ fn main() {
                     .map(pick)
                     .collect()
             };
-            let (m, lo, hi) = median_spread(of(|r| r.2));
+            let (m, lo, hi) = common::median_spread(of(|r| r.2));
             if i == 0 {
                 println!("| {name} | {program} | {m:.1} ({lo:.1}-{hi:.1}) | 1 | |");
                 continue;
             }
-            let (r, rlo, rhi) = median_spread(of(|r| r.3));
+            let (r, rlo, rhi) = common::median_spread(of(|r| r.3));
             let met = if r <= target { "met" } else { "not met" };
             println!(
                 "| {name} | {program} | {m:.1} ({lo:.1}-{hi:.1}) | {r:.2}x ({rlo:.2}-{rhi:.2}) | <= {target}x: {met} |"
@@ -262,11 +257,11 @@ fn main() {
                 .push(perf_pipe(loops));
             drop(probes);
         }
-        let (base, _, _) = median_spread(results["1 none"].clone());
+        let (base, _, _) = common::median_spread(results["1 none"].clone());
         println!("| configuration | median | min | max | slowdown vs none (median) |");
         println!("|---|---|---|---|---|");
         for (name, v) in &results {
-            let (m, lo, hi) = median_spread(v.clone());
+            let (m, lo, hi) = common::median_spread(v.clone());
             println!(
                 "| {} | {m:.3} | {lo:.3} | {hi:.3} | {:+.1}% |",
                 name.split_once(' ').unwrap().1,

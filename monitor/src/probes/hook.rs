@@ -1,7 +1,7 @@
 //! Where each probe's program hooks into the kernel, and the two stages every program goes
 //! through: *prepare* (load it, so the verifier checks it) and *attach*.
 
-use aya::programs::{BtfTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf};
 
 use super::error::{prog_err, ProbeError};
@@ -17,6 +17,15 @@ pub(super) enum Hook {
         /// Category, e.g. "kvm".
         category: &'static str,
         /// Event name.
+        event: &'static str,
+    },
+    /// A raw tracepoint on `category:event`: the program gets the tracepoint's arguments,
+    /// one u64 each, and the kernel builds no record (cheaper per event than a classic one;
+    /// BENCHMARKS.md, "KVM exits end to end").
+    RawTracepoint {
+        /// Category, e.g. "kvm" (where tracefs lists it).
+        category: &'static str,
+        /// Event name, which is also the raw tracepoint's name.
         event: &'static str,
     },
 }
@@ -39,6 +48,7 @@ impl Probe {
         match self.hook {
             Hook::BtfTracepoint(event) => format!("tp_btf/{event}"),
             Hook::Tracepoint { category, event } => format!("tracepoint/{category}/{event}"),
+            Hook::RawTracepoint { event, .. } => format!("raw_tp/{event}"),
         }
     }
 
@@ -55,14 +65,20 @@ impl Probe {
                 let prog: &mut TracePoint = program.try_into().map_err(prog_err(name))?;
                 prog.load().map_err(prog_err(name))
             }
+            Hook::RawTracepoint { .. } => {
+                let prog: &mut RawTracePoint = program.try_into().map_err(prog_err(name))?;
+                prog.load().map_err(prog_err(name))
+            }
         }
     }
 
-    /// Attaches the prepared program; a missing classic tracepoint is named with its likely
-    /// cause rather than left to the kernel's bare ENOENT.
+    /// Attaches the prepared program; a missing tracepoint (classic or raw) is named with its
+    /// likely cause rather than left to the kernel's bare ENOENT.
     pub fn attach(&self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         let name = self.program;
-        if let Hook::Tracepoint { category, event } = self.hook {
+        if let Hook::Tracepoint { category, event } | Hook::RawTracepoint { category, event } =
+            self.hook
+        {
             tracefs::format_path(category, event)?;
         }
         let program = ebpf.program_mut(name).ok_or(ProbeError::Missing(name))?;
@@ -74,6 +90,10 @@ impl Probe {
             Hook::Tracepoint { category, event } => {
                 let prog: &mut TracePoint = program.try_into().map_err(prog_err(name))?;
                 prog.attach(category, event).map_err(prog_err(name))?;
+            }
+            Hook::RawTracepoint { event, .. } => {
+                let prog: &mut RawTracePoint = program.try_into().map_err(prog_err(name))?;
+                prog.attach(event).map_err(prog_err(name))?;
             }
         }
         Ok(())
@@ -91,6 +111,9 @@ impl Probe {
             }
             Hook::Tracepoint { .. } => {
                 <&mut TracePoint>::try_from(program).and_then(|prog| prog.unload())
+            }
+            Hook::RawTracepoint { .. } => {
+                <&mut RawTracePoint>::try_from(program).and_then(|prog| prog.unload())
             }
         };
         if let Err(e) = unloaded {
@@ -112,7 +135,7 @@ mod tests {
         );
         assert_eq!(
             sched_migrate_task::PROBE.attach_point(),
-            "tracepoint/sched/sched_migrate_task"
+            "tp_btf/sched_migrate_task"
         );
     }
 

@@ -5,9 +5,7 @@
 
 use std::path::Path;
 
-use monitor_common::kvm_exit::{
-    KVM_EXIT_ISA_OFFSET, KVM_EXIT_REASON_OFFSET, KVM_USERSPACE_EXIT_REASON_OFFSET,
-};
+use monitor_common::kvm_exit::{KVM_EXIT_ISA_OFFSET, KVM_EXIT_REASON_OFFSET};
 use monitor_common::programs;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +39,7 @@ const SOURCES: [Probe; 2] = [
     },
     Probe {
         program: programs::KVM_USERSPACE_EXIT,
-        hook: Hook::Tracepoint {
+        hook: Hook::RawTracepoint {
             category: "kvm",
             event: "kvm_userspace_exit",
         },
@@ -74,22 +72,17 @@ pub fn exit_source_candidates(
     }
 }
 
-/// Record offsets of both tracepoints from tracefs (compiled-in defaults where it is silent).
+/// Record offsets of kvm:kvm_exit from tracefs (compiled-in defaults where it is silent;
+/// kvm_userspace_exit is a raw tracepoint, whose arguments need none).
 pub(super) fn globals() -> Vec<(&'static str, u32)> {
-    let mut globals = tracefs_globals(
+    tracefs_globals(
         "kvm",
         "kvm_exit",
         &[
             (KVM_EXIT_REASON_OFFSET, "exit_reason"),
             (KVM_EXIT_ISA_OFFSET, "isa"),
         ],
-    );
-    globals.extend(tracefs_globals(
-        "kvm",
-        "kvm_userspace_exit",
-        &[(KVM_USERSPACE_EXIT_REASON_OFFSET, "reason")],
-    ));
-    globals
+    )
 }
 
 impl Probes {
@@ -196,5 +189,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn kvm_exit_is_classic_and_kvm_userspace_exit_raw() {
+        let points: Vec<String> = SOURCES.iter().map(Probe::attach_point).collect();
+        assert_eq!(
+            points,
+            ["tracepoint/kvm/kvm_exit", "raw_tp/kvm_userspace_exit"]
+        );
     }
 }

@@ -32,7 +32,7 @@ use std::path::Path;
 use aya::maps::{Array, MapData, PerCpuArray};
 use aya::{Btf, Ebpf, EbpfLoader};
 use monitor_common::kvm_exit::{ExitCounts, KVM_EXITS};
-use monitor_common::sched_migrate_task::{CpuTopo, CPU_TOPO};
+use monitor_common::sched_migrate_task::{CpuTopo, CPU_TOPO, TASK_CPU_OFFSET};
 use monitor_common::sched_switch::{CpuRun, ThreadRun, RUN_NS, THREAD_RUN};
 use monitor_common::tracked::{self, MAP_ERRORS, TRACKED_TIDS};
 use serde::Serialize;
@@ -194,9 +194,15 @@ impl Probes {
     /// Reads this kernel's layouts (BTF, tracefs), sizes the maps, loads the object and loads
     /// every selected program so the verifier checks it; nothing is attached yet.
     pub fn prepare(options: ProbeOptions) -> Result<Probes, ProbeError> {
-        let layout = sched_switch::task_layout(&btf::KernelBtf::read(Path::new(VMLINUX_BTF))?)?;
+        let (layout, task_cpu) = {
+            let kernel_btf = btf::KernelBtf::read(Path::new(VMLINUX_BTF))?;
+            let layout = sched_switch::task_layout(&kernel_btf)?;
+            (layout, sched_migrate_task::task_cpu_offset(&kernel_btf))
+        };
         let mut globals = layout.globals;
-        globals.extend(sched_migrate_task::globals());
+        // Without the task's CPU, sched_migrate_task is skipped (below) and the offset unused.
+        globals.push((TASK_CPU_OFFSET, *task_cpu.as_ref().unwrap_or(&0)));
+        let mut task_cpu_missing = task_cpu.err();
         globals.extend(kvm_exit::globals());
         let slot_words = tracked::slot_words(pid_max());
         let all_threads = options.max_threads + options.max_other_threads;
@@ -273,6 +279,12 @@ impl Probes {
             sched_migrate_task::PROBE,
             depth_filter::PROBE,
         ] {
+            if probe.program == sched_migrate_task::PROBE.program {
+                if let Some(e) = task_cpu_missing.take() {
+                    probes.skip_or_fail(probe, e.into())?;
+                    continue;
+                }
+            }
             match probe.prepare(&mut probes.ebpf, &btf) {
                 Ok(()) => {
                     probes.set_status(probe.program, false, "prepared, not attached yet".into());

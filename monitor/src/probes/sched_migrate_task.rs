@@ -1,37 +1,28 @@
 //! sched_migrate_task: moves of tracked threads from CPU to CPU, by scope ([`MoveScope`]).
-//! A classic tracepoint, so its record layout (pid, orig_cpu, dest_cpu) is read from tracefs
-//! at load time.
+//! A tp_btf program, like sched_switch: it reads the task's id and CPU (the move's origin)
+//! from the task, at offsets from this kernel's BTF.
 
 use monitor_common::programs;
-use monitor_common::sched_migrate_task::{
-    MoveScope, MIGRATE_DEST_CPU_OFFSET, MIGRATE_ORIG_CPU_OFFSET, MIGRATE_PID_OFFSET, MOVE_SCOPES,
-};
+use monitor_common::sched_migrate_task::{MoveScope, MOVE_SCOPES};
 use serde::{Deserialize, Serialize};
 
+use super::btf::{BtfError, KernelBtf};
 use super::hook::{Hook, Probe};
-use super::tracefs_globals;
 
 /// Optional: run time per socket is still right without it; only the move count is lost.
 pub(super) const PROBE: Probe = Probe {
     program: programs::SCHED_MIGRATE_TASK,
-    hook: Hook::Tracepoint {
-        category: "sched",
-        event: "sched_migrate_task",
-    },
+    hook: Hook::BtfTracepoint("sched_migrate_task"),
     without_it: Some("moves between CPUs (migrations) will not be counted"),
 };
 
-/// Record offsets from tracefs; a field tracefs does not give keeps the compiled-in default.
-pub(super) fn globals() -> Vec<(&'static str, u32)> {
-    tracefs_globals(
-        "sched",
-        "sched_migrate_task",
-        &[
-            (MIGRATE_PID_OFFSET, "pid"),
-            (MIGRATE_ORIG_CPU_OFFSET, "orig_cpu"),
-            (MIGRATE_DEST_CPU_OFFSET, "dest_cpu"),
-        ],
-    )
+/// The byte offset of a task's CPU in `struct task_struct`: `thread_info.cpu` where the
+/// thread_info is in the task (x86 and arm64 since 5.16), else `cpu`.
+pub(super) fn task_cpu_offset(btf: &KernelBtf) -> Result<u32, BtfError> {
+    let in_thread_info = btf
+        .member_offset("task_struct", "thread_info")
+        .and_then(|info| Ok(info + btf.member_offset("thread_info", "cpu")?));
+    in_thread_info.or_else(|_| btf.member_offset("task_struct", "cpu"))
 }
 
 /// Moves of a thread from CPU to CPU, by scope: how far each went.

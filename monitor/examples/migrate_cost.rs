@@ -1,0 +1,185 @@
+//! What the sched_migrate_task probe costs per run, against an empty tp_btf program on the
+//! same tracepoint and older builds' probes (e.g. the classic tracepoint of main before
+//! 2026-12-07), all attached at once so every program runs on exactly the same moves.
+//!
+//!     cargo build --release --example migrate_cost
+//!     flock -o /work/vmtest.lock target/release/examples/migrate_cost \
+//!         --compare main=OLD.o [--moves 200000] [--rounds 7]
+//!
+//! The load is one thread that pins itself to CPU 0 and CPU 1 in turn: every pin is one move
+//! (one sched_migrate_task event). Two scenarios per round: "untracked" (the moving thread is
+//! nobody's: what every task's move on a host costs) and "tracked" (each probe tracks it).
+//! Per program: ns per run from bpf_stats, its ratio to the empty program in the same
+//! interval, median (min-max) over the rounds. bpf_stats times only the program: the
+//! kernel's path to it (a classic tracepoint builds a record first) is
+//! `examples/tracepoint_path.rs`'s measure.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use aya::maps::Array;
+use aya::programs::{BtfTracePoint, Program};
+use aya::{Btf, Ebpf, EbpfLoader};
+use clap::Parser;
+use monitor_common::programs::{SCHED_MIGRATE_TASK, SCHED_MIGRATE_TASK_EMPTY};
+use monitor_common::tracked::{slot_shift, slot_word, slot_words};
+use pinsight::probes::{embedded_object, ProbeOptions, Probes};
+
+/// Cost of the sched_migrate_task probe against an empty program and older builds.
+#[derive(Parser)]
+struct Args {
+    /// Other builds' eBPF objects to compare with, as LABEL=PATH (repeatable).
+    #[arg(long = "compare", value_name = "LABEL=PATH")]
+    compare: Vec<String>,
+    /// Moves per scenario per round.
+    #[arg(long, default_value_t = 200_000)]
+    moves: u64,
+    /// Rounds (each: untracked, then tracked).
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+}
+
+/// An older object: its label, the loaded object, its slot table.
+type Other = (String, Ebpf, Array<aya::maps::MapData, u64>);
+
+/// Loads an older object as its daemon would and attaches only its sched_migrate_task, as
+/// the object builds it (classic tracepoint, or tp_btf).
+fn attach_other(label: &str, object: &[u8], btf: &Btf) -> Other {
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .set_max_entries("TRACKED_TIDS", slot_words(pinsight::probes::pid_max()))
+        .set_max_entries("RUN_NS", 1025)
+        .set_max_entries("THREAD_RUN", 1025)
+        .set_max_entries("KVM_EXITS", 1025)
+        .set_max_entries("CPU_TOPO", 64)
+        .load(object)
+        .unwrap();
+    match ebpf.program_mut(SCHED_MIGRATE_TASK).unwrap() {
+        Program::TracePoint(prog) => {
+            prog.load().unwrap();
+            prog.attach("sched", "sched_migrate_task").unwrap();
+        }
+        Program::BtfTracePoint(_) => {
+            panic!("{label}: a tp_btf sched_migrate_task needs this build's offsets: compare classic objects only")
+        }
+        other => panic!("{label}: sched_migrate_task is {other:?}"),
+    }
+    let tids = Array::try_from(ebpf.take_map("TRACKED_TIDS").unwrap()).unwrap();
+    (label.to_string(), ebpf, tids)
+}
+
+/// (run time ns, run count) of a program, from bpf_stats.
+fn run_stats(ebpf: &Ebpf, name: &str) -> (u64, u64) {
+    let info = ebpf.program(name).unwrap().info().unwrap();
+    (info.run_time().as_nanos() as u64, info.run_count())
+}
+
+fn main() {
+    let args = Args::parse();
+    let stats = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_were = std::fs::read_to_string(stats).unwrap();
+    std::fs::write(stats, "1").expect("root needed for bpf_stats");
+    let btf = Btf::from_sys_fs().unwrap();
+    let me = common::thread::gettid();
+
+    let mut empty = EbpfLoader::new().load(embedded_object()).unwrap();
+    let prog: &mut BtfTracePoint = empty
+        .program_mut(SCHED_MIGRATE_TASK_EMPTY)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    prog.load("sched_migrate_task", &btf).unwrap();
+    prog.attach().unwrap();
+    let mut others: Vec<Other> = common::compared_objects(&args.compare)
+        .iter()
+        .map(|(label, object)| attach_other(label, object, &btf))
+        .collect();
+    let mut probes = Probes::load(ProbeOptions {
+        max_threads: 1024,
+        max_other_threads: 64,
+        kvm_exit_source: Default::default(),
+        cpu_topo: Default::default(),
+    })
+    .unwrap();
+
+    let mut who: Vec<String> = vec!["empty".into()];
+    who.extend(others.iter().map(|(label, _, _)| label.clone()));
+    who.push("this build".into());
+    println!(
+        "## sched_migrate_task: ns per run (bpf_stats), all {} programs attached at once, {} rounds x {} moves per scenario\n",
+        who.len(),
+        args.rounds,
+        args.moves
+    );
+    let head: Vec<String> = who.iter().map(|w| format!("{w} ns/run")).collect();
+    println!("| round | scenario | runs | {} |", head.join(" | "));
+    println!("|---|---|---|{}", "---|".repeat(who.len()));
+    let mut ns: Vec<(&str, usize, f64)> = Vec::new();
+    for round in 1..=args.rounds {
+        for (scenario, track) in [("untracked", false), ("tracked", true)] {
+            if track {
+                for (_, _, tids) in &mut others {
+                    tids.set(slot_word(me), 1u64 << slot_shift(me), 0).unwrap();
+                }
+                probes.track(me).unwrap();
+            }
+            let sample = |probes: &Probes, others: &[Other]| {
+                let mut v = vec![run_stats(&empty, SCHED_MIGRATE_TASK_EMPTY)];
+                v.extend(
+                    others
+                        .iter()
+                        .map(|(_, ebpf, _)| run_stats(ebpf, SCHED_MIGRATE_TASK)),
+                );
+                let all = probes.program_stats().expect("bpf_stats enabled");
+                let s = all
+                    .iter()
+                    .find(|s| s.program == SCHED_MIGRATE_TASK)
+                    .unwrap();
+                v.push((s.run_time_ns, s.run_count));
+                v
+            };
+            let start = sample(&probes, &others);
+            for i in 0..args.moves {
+                common::thread::pin_self((i % 2) as usize);
+            }
+            let end = sample(&probes, &others);
+            if track {
+                for (_, _, tids) in &mut others {
+                    tids.set(slot_word(me), 0, 0).unwrap();
+                }
+                probes.untrack(me).unwrap();
+            }
+            let per: Vec<f64> = start
+                .iter()
+                .zip(&end)
+                .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
+                .collect();
+            let runs = end[0].1 - start[0].1;
+            let cells: Vec<String> = per.iter().map(|x| format!("{x:.1}")).collect();
+            println!("| {round} | {scenario} | {runs} | {} |", cells.join(" | "));
+            ns.extend(per.iter().enumerate().map(|(i, x)| (scenario, i, *x)));
+        }
+    }
+    println!("\n| scenario | program | ns/run median (min-max) | ratio to empty, same interval: median (min-max) |");
+    println!("|---|---|---|---|");
+    for scenario in ["untracked", "tracked"] {
+        let of = |i: usize| -> Vec<f64> {
+            ns.iter()
+                .filter(|(s, j, _)| *s == scenario && *j == i)
+                .map(|(_, _, x)| *x)
+                .collect()
+        };
+        for (i, name) in who.iter().enumerate() {
+            let (m, lo, hi) = common::median_spread(of(i));
+            let ratios: Vec<f64> = of(i).iter().zip(&of(0)).map(|(x, e)| x / e).collect();
+            let (r, rlo, rhi) = common::median_spread(ratios);
+            println!(
+                "| {scenario} | {name} | {m:.1} ({lo:.1}-{hi:.1}) | {r:.2}x ({rlo:.2}-{rhi:.2}) |"
+            );
+        }
+    }
+    common::thread::pin_self(0);
+    std::fs::write(stats, stats_were.trim()).unwrap();
+}
