@@ -151,35 +151,11 @@ fn main() {
                 }
                 probes.untrack(me).unwrap();
             }
-            let per: Vec<f64> = start
-                .iter()
-                .zip(&end)
-                .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
-                .collect();
-            let runs = end[0].1 - start[0].1;
-            let cells: Vec<String> = per.iter().map(|x| format!("{x:.1}")).collect();
-            println!("| {round} | {scenario} | {runs} | {} |", cells.join(" | "));
+            let per = common::round_row(round, scenario, &start, &end);
             ns.extend(per.iter().enumerate().map(|(i, x)| (scenario, i, *x)));
         }
     }
-    println!("\n| scenario | program | ns/run median (min-max) | ratio to empty, same interval: median (min-max) |");
-    println!("|---|---|---|---|");
-    for scenario in ["untracked", "tracked"] {
-        let of = |i: usize| -> Vec<f64> {
-            ns.iter()
-                .filter(|(s, j, _)| *s == scenario && *j == i)
-                .map(|(_, _, x)| *x)
-                .collect()
-        };
-        for (i, name) in who.iter().enumerate() {
-            let (m, lo, hi) = common::median_spread(of(i));
-            let ratios: Vec<f64> = of(i).iter().zip(&of(0)).map(|(x, e)| x / e).collect();
-            let (r, rlo, rhi) = common::median_spread(ratios);
-            println!(
-                "| {scenario} | {name} | {m:.1} ({lo:.1}-{hi:.1}) | {r:.2}x ({rlo:.2}-{rhi:.2}) |"
-            );
-        }
-    }
+    common::print_summary(&who, &ns);
     common::thread::pin_self(0);
     std::fs::write(stats, stats_were.trim()).unwrap();
 }

@@ -14,8 +14,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-// The benchmarks' shared helpers; this one needs no compared objects.
-#[allow(dead_code)]
 #[path = "common/mod.rs"]
 mod common;
 

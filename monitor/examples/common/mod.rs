@@ -2,8 +2,10 @@
 //! median and spread of a series, and (from the root tests' helpers) this process's threads
 //! and CPU cgroups.
 
+// Each example includes this module and uses a part of it.
+#![allow(dead_code)]
+
 /// Thread ids, run-time clock, CPU cgroups: the root tests' own helpers.
-#[allow(dead_code)]
 #[path = "../../tests/common/thread.rs"]
 pub mod thread;
 
@@ -23,4 +25,54 @@ pub fn compared_objects(specs: &[String]) -> Vec<(String, Vec<u8>)> {
 pub fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Per program, ns per run between two bpf_stats samples of (run time ns, run count); and
+/// prints the round's row (the run count is program 0's).
+pub fn round_row(
+    round: usize,
+    scenario: &str,
+    start: &[(u64, u64)],
+    end: &[(u64, u64)],
+) -> Vec<f64> {
+    let per: Vec<f64> = start
+        .iter()
+        .zip(end)
+        .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
+        .collect();
+    let runs = end[0].1 - start[0].1;
+    let cells: Vec<String> = per.iter().map(|x| format!("{x:.1}")).collect();
+    println!("| {round} | {scenario} | {runs} | {} |", cells.join(" | "));
+    per
+}
+
+/// Prints, per scenario and program (`who`, program 0 the empty one), ns per run median
+/// (min-max) over the rounds and the ratio to the empty program in the same interval, against
+/// issue 12's targets (untracked <= 1.10x, tracked <= 1.5x). `ns`: (scenario, program, ns/run).
+pub fn print_summary(who: &[String], ns: &[(&str, usize, f64)]) {
+    println!("\n| scenario | program | ns/run median (min-max) | ratio to empty, same interval: median (min-max) | target |");
+    println!("|---|---|---|---|---|");
+    for scenario in ["untracked", "tracked"] {
+        let target = if scenario == "tracked" { 1.5 } else { 1.10 };
+        let of = |i: usize| -> Vec<f64> {
+            ns.iter()
+                .filter(|(s, j, _)| *s == scenario && *j == i)
+                .map(|(_, _, x)| *x)
+                .collect()
+        };
+        let empty_ns = of(0);
+        for (i, name) in who.iter().enumerate() {
+            let (m, lo, hi) = median_spread(of(i));
+            if i == 0 {
+                println!("| {scenario} | {name} | {m:.1} ({lo:.1}-{hi:.1}) | 1 | |");
+                continue;
+            }
+            let ratios: Vec<f64> = of(i).iter().zip(&empty_ns).map(|(x, e)| x / e).collect();
+            let (r, rlo, rhi) = median_spread(ratios);
+            let met = if r <= target { "met" } else { "not met" };
+            println!(
+                "| {scenario} | {name} | {m:.1} ({lo:.1}-{hi:.1}) | {r:.2}x ({rlo:.2}-{rhi:.2}) | <= {target}x: {met} |"
+            );
+        }
+    }
 }
