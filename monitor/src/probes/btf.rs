@@ -187,6 +187,37 @@ impl<'a> Btf<'a> {
     }
 }
 
+/// Test fixture: a kernel BTF of one `int` type and the given structs, each member an `int`
+/// at the given byte offset (no kind_flag: offsets in bits, as most of vmlinux's structs).
+#[cfg(test)]
+pub(super) fn fixture(structs: &[(&str, &[(&str, u32)])]) -> KernelBtf {
+    let mut strings = b"\0int\0".to_vec();
+    let mut name = |text: &str| {
+        let at = strings.len() as u32;
+        strings.extend(text.as_bytes());
+        strings.push(0);
+        at
+    };
+    let mut words: Vec<u32> = vec![1, 1 << 24, 4, 32]; // [1] INT "int", 32 bits
+    for (strukt, members) in structs {
+        words.extend([name(strukt), (4 << 24) | members.len() as u32, 64]);
+        for (member, byte) in *members {
+            words.extend([name(member), 1, byte * 8]);
+        }
+    }
+    let types: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut data = Vec::new();
+    data.extend(BTF_MAGIC.to_le_bytes());
+    data.extend([1u8, 0]); // version, flags
+    let type_len = types.len() as u32;
+    for v in [24, 0, type_len, type_len, strings.len() as u32] {
+        data.extend(v.to_le_bytes());
+    }
+    data.extend(types);
+    data.extend(strings);
+    KernelBtf::from_bytes(Path::new("fixture.btf"), data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

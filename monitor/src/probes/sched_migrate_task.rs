@@ -83,7 +83,28 @@ impl Moves {
 
 #[cfg(test)]
 mod tests {
+    use super::super::btf::fixture;
     use super::*;
+
+    #[test]
+    fn the_task_cpu_is_thread_info_cpu_where_the_task_has_it_else_task_cpu() {
+        // x86 and arm64 since 5.16: thread_info first in the task, cpu in it.
+        let since_5_16 = fixture(&[
+            ("thread_info", &[("flags", 0), ("cpu", 20)]),
+            ("task_struct", &[("thread_info", 0), ("pid", 1264)]),
+        ]);
+        assert_eq!(task_cpu_offset(&since_5_16).unwrap(), 20);
+        // Before 5.16 (or no thread_info in the task): task_struct.cpu.
+        let before = fixture(&[
+            ("thread_info", &[("flags", 0)]),
+            ("task_struct", &[("cpu", 68), ("pid", 1200)]),
+        ]);
+        assert_eq!(task_cpu_offset(&before).unwrap(), 68);
+        // Neither: an error naming the member, so the probe is skipped with it.
+        let neither = fixture(&[("task_struct", &[("pid", 1200)])]);
+        let err = task_cpu_offset(&neither).unwrap_err().to_string();
+        assert!(err.contains("task_struct") && err.contains("cpu"), "{err}");
+    }
 
     #[test]
     fn counts_land_in_their_scope_and_deltas_add_per_scope() {
