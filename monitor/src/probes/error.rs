@@ -44,7 +44,7 @@ pub enum ProbeError {
     /// The object lacks something the daemon expects (a build mismatch).
     #[error("the embedded eBPF object has no {0}")]
     Missing(&'static str),
-    /// A classic tracepoint a probe attaches to is missing (the error names it).
+    /// A tracepoint a probe attaches to is missing (the error names it).
     #[error(transparent)]
     Tracepoint(#[from] TracefsError),
     /// A thread id beyond the thread table, which was sized from kernel.pid_max at load.

@@ -5,7 +5,7 @@ use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf};
 
 use super::error::{prog_err, ProbeError};
-use super::tracefs;
+use super::tracefs::{self, TracefsError};
 
 /// The kind of attach point.
 #[derive(Debug, Clone, Copy)]
@@ -72,13 +72,12 @@ impl Probe {
         }
     }
 
-    /// Attaches the prepared program; a missing tracepoint (classic or raw) is named with its
-    /// likely cause rather than left to the kernel's bare ENOENT.
+    /// Attaches the prepared program; a missing tracepoint is named with its likely cause
+    /// rather than left to the kernel's bare ENOENT. A classic tracepoint needs tracefs (its
+    /// id is read there); a raw one does not, so tracefs is asked only to explain a failure.
     pub fn attach(&self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         let name = self.program;
-        if let Hook::Tracepoint { category, event } | Hook::RawTracepoint { category, event } =
-            self.hook
-        {
+        if let Hook::Tracepoint { category, event } = self.hook {
             tracefs::format_path(category, event)?;
         }
         let program = ebpf.program_mut(name).ok_or(ProbeError::Missing(name))?;
@@ -91,9 +90,16 @@ impl Probe {
                 let prog: &mut TracePoint = program.try_into().map_err(prog_err(name))?;
                 prog.attach(category, event).map_err(prog_err(name))?;
             }
-            Hook::RawTracepoint { event, .. } => {
+            Hook::RawTracepoint { category, event } => {
                 let prog: &mut RawTracePoint = program.try_into().map_err(prog_err(name))?;
-                prog.attach(event).map_err(prog_err(name))?;
+                if let Err(e) = prog.attach(event) {
+                    // tracefs lists the tracepoint where it exists: its absence (the kvm module
+                    // not loaded, say) is the likely cause; otherwise the kernel's error stands.
+                    return Err(match tracefs::format_path(category, event) {
+                        Err(missing @ TracefsError::Missing { .. }) => missing.into(),
+                        _ => prog_err(name)(e),
+                    });
+                }
             }
         }
         Ok(())
