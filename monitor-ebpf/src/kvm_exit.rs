@@ -65,7 +65,7 @@ pub fn kvm_exit(raw: *mut core::ffi::c_void) -> u32 {
 
 /// `kvm_userspace_exit(reason, errno)`, a raw tracepoint: the kernel hands the program the
 /// tracepoint's arguments (one u64 each) and builds no record, which a classic tracepoint
-/// does for every event before any program runs (BENCHMARKS.md, "KVM exits end to end").
+/// does for every event before any program runs (BENCHMARKS.md, "Classic or raw tracepoints").
 /// The order of the arguments is the tracepoint's prototype (include/trace/events/kvm.h),
 /// unchanged since the tracepoint was added; a reason outside the table counts as `other`.
 /// Current is the vCPU thread returning to its VMM.

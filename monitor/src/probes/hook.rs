@@ -21,7 +21,7 @@ pub(super) enum Hook {
     },
     /// A raw tracepoint on `category:event`: the program gets the tracepoint's arguments,
     /// one u64 each, and the kernel builds no record (cheaper per event than a classic one;
-    /// BENCHMARKS.md, "KVM exits end to end").
+    /// BENCHMARKS.md, "Classic or raw tracepoints").
     RawTracepoint {
         /// Category, e.g. "kvm" (where tracefs lists it).
         category: &'static str,
