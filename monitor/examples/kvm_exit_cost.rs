@@ -127,18 +127,6 @@ fn attach_one(object: &[u8], name: &str, event: &str, loader: &mut EbpfLoader) -
     ebpf
 }
 
-/// (run time ns, run count) of a program, from bpf_stats.
-fn run_stats(ebpf: &Ebpf, name: &str) -> (u64, u64) {
-    let info = ebpf.program(name).unwrap().info().unwrap();
-    (info.run_time().as_nanos() as u64, info.run_count())
-}
-
-fn pinsight_stats(probes: &Probes, name: &str) -> (u64, u64) {
-    let stats = probes.program_stats().expect("bpf_stats enabled");
-    let s = stats.iter().find(|s| s.program == name).unwrap();
-    (s.run_time_ns, s.run_count)
-}
-
 fn main() {
     let args = Args::parse();
     let (program, empty_name) = match args.source.as_str() {
@@ -146,8 +134,7 @@ fn main() {
         KVM_EXIT => (KVM_EXIT, KVM_EXIT_EMPTY),
         other => panic!("--source: {other} is neither {KVM_USERSPACE_EXIT} nor {KVM_EXIT}"),
     };
-    let stats_were_on = pinsight::probes::bpf_stats_enabled();
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("root needed for bpf_stats");
+    let _stats = common::BpfStats::set(true);
     let guest = Guest::boot(&args.guest);
     let vcpu = guest.vcpu_tid();
 
@@ -236,9 +223,13 @@ fn main() {
                 probes.track(vcpu).unwrap();
             }
             let sample = |probes: &Probes, others: &[Other]| {
-                let mut v = vec![run_stats(&empty, empty_name)];
-                v.extend(others.iter().map(|(_, ebpf, _)| run_stats(ebpf, program)));
-                v.push(pinsight_stats(probes, program));
+                let mut v = vec![common::run_stats(&empty, empty_name)];
+                v.extend(
+                    others
+                        .iter()
+                        .map(|(_, ebpf, _)| common::run_stats(ebpf, program)),
+                );
+                v.push(common::pinsight_stats(probes, program));
                 v
             };
             let start = sample(&probes, &others);
@@ -255,8 +246,4 @@ fn main() {
         }
     }
     common::print_summary(&who, &ns);
-    drop(guest);
-    if !stats_were_on {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
-    }
 }

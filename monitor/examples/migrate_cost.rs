@@ -70,17 +70,9 @@ fn attach_other(label: &str, object: &[u8], btf: &Btf) -> Other {
     (label.to_string(), ebpf, tids)
 }
 
-/// (run time ns, run count) of a program, from bpf_stats.
-fn run_stats(ebpf: &Ebpf, name: &str) -> (u64, u64) {
-    let info = ebpf.program(name).unwrap().info().unwrap();
-    (info.run_time().as_nanos() as u64, info.run_count())
-}
-
 fn main() {
     let args = Args::parse();
-    let stats = "/proc/sys/kernel/bpf_stats_enabled";
-    let stats_were = std::fs::read_to_string(stats).unwrap();
-    std::fs::write(stats, "1").expect("root needed for bpf_stats");
+    let _stats = common::BpfStats::set(true);
     let btf = Btf::from_sys_fs().unwrap();
     let me = common::thread::gettid();
 
@@ -126,18 +118,13 @@ fn main() {
                 probes.track(me).unwrap();
             }
             let sample = |probes: &Probes, others: &[Other]| {
-                let mut v = vec![run_stats(&empty, SCHED_MIGRATE_TASK_EMPTY)];
+                let mut v = vec![common::run_stats(&empty, SCHED_MIGRATE_TASK_EMPTY)];
                 v.extend(
                     others
                         .iter()
-                        .map(|(_, ebpf, _)| run_stats(ebpf, SCHED_MIGRATE_TASK)),
+                        .map(|(_, ebpf, _)| common::run_stats(ebpf, SCHED_MIGRATE_TASK)),
                 );
-                let all = probes.program_stats().expect("bpf_stats enabled");
-                let s = all
-                    .iter()
-                    .find(|s| s.program == SCHED_MIGRATE_TASK)
-                    .unwrap();
-                v.push((s.run_time_ns, s.run_count));
+                v.push(common::pinsight_stats(probes, SCHED_MIGRATE_TASK));
                 v
             };
             let start = sample(&probes, &others);
@@ -156,6 +143,4 @@ fn main() {
         }
     }
     common::print_summary(&who, &ns);
-    common::thread::pin_self(0);
-    std::fs::write(stats, stats_were.trim()).unwrap();
 }

@@ -77,9 +77,7 @@ fn run(calls: u64) -> f64 {
 fn main() {
     let args = Args::parse();
     common::thread::pin_self(args.cpu);
-    let stats = "/proc/sys/kernel/bpf_stats_enabled";
-    let stats_were = std::fs::read_to_string(stats).unwrap();
-    std::fs::write(stats, "0").expect("root needed");
+    let _stats = common::BpfStats::set(false);
     println!(
         "## task_prctl_unknown: ns per prctl call, {} calls x {} rounds on CPU {}\n",
         args.calls, args.rounds, args.cpu
@@ -107,5 +105,4 @@ fn main() {
         let (d, dlo, dhi) = common::median_spread(diff);
         println!("| {label} | {m:.1} ({lo:.1}-{hi:.1}) | {d:+.1} ({dlo:+.1} to {dhi:+.1}) |");
     }
-    std::fs::write(stats, stats_were.trim()).unwrap();
 }

@@ -76,3 +76,46 @@ pub fn print_summary(who: &[String], ns: &[(&str, usize, f64)]) {
         }
     }
 }
+
+/// (run time ns, run count) of program `name` of `ebpf`, from bpf_stats.
+pub fn run_stats(ebpf: &aya::Ebpf, name: &str) -> (u64, u64) {
+    let info = ebpf
+        .program(name)
+        .and_then(|p| p.info().ok())
+        .unwrap_or_else(|| panic!("program {name} is loaded"));
+    (info.run_time().as_nanos() as u64, info.run_count())
+}
+
+/// (run time ns, run count) of pinsight's program `name`, from bpf_stats.
+pub fn pinsight_stats(probes: &pinsight::probes::Probes, name: &str) -> (u64, u64) {
+    let stats = probes.program_stats().expect("bpf_stats enabled");
+    let s = stats
+        .iter()
+        .find(|s| s.program == name)
+        .unwrap_or_else(|| panic!("{name} attached"));
+    (s.run_time_ns, s.run_count)
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// kernel.bpf_stats_enabled set for a benchmark's run; the value before is put back when
+/// dropped (also when the benchmark panics).
+pub struct BpfStats {
+    before: String,
+}
+
+impl BpfStats {
+    /// Switches bpf_stats on (`on`) or off; needs root.
+    pub fn set(on: bool) -> BpfStats {
+        let before = std::fs::read_to_string(BPF_STATS).expect("read kernel.bpf_stats_enabled");
+        std::fs::write(BPF_STATS, if on { "1" } else { "0" })
+            .expect("root needed to set kernel.bpf_stats_enabled");
+        BpfStats { before }
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, self.before.trim());
+    }
+}

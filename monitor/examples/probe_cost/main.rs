@@ -147,8 +147,7 @@ const SCENARIOS: [&str; 4] = [
 
 fn main() {
     let args = Args::parse();
-    let stats_were_on = pinsight::probes::bpf_stats_enabled();
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("root needed for bpf_stats");
+    let _stats = common::BpfStats::set(true);
     let pid_max = pinsight::probes::pid_max();
     let objects = common::compared_objects(&args.compare);
     let stop_sleepers = Arc::new(AtomicBool::new(false));
@@ -271,7 +270,4 @@ fn main() {
     }
     stop_sleepers.store(true, Ordering::Relaxed);
     drop(cgroups);
-    if !stats_were_on {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
-    }
 }

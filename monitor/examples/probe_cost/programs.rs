@@ -14,6 +14,8 @@ use monitor_common::tracked::{slot_shift, slot_word, slot_words, TRACKED_TIDS};
 use pinsight::probes::btf::KernelBtf;
 use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes, VMLINUX_BTF};
 
+use crate::common::{pinsight_stats, run_stats};
+
 /// The one-bit-per-tid bitmap that a trial build (2eed912, not kept: BENCHMARKS.md) read
 /// before its slot table: 64 thread ids a word. An object compared here may have it.
 const TRACKED_BITS: &str = "TRACKED_BITS";
@@ -94,25 +96,6 @@ pub fn load_empty_sched_switch() -> anyhow::Result<Ebpf> {
     Ok(ebpf)
 }
 
-/// (run time ns, run count) of program `name` of `ebpf`, from bpf_stats.
-fn run_stats(ebpf: &Ebpf, name: &str) -> (u64, u64) {
-    let info = ebpf
-        .program(name)
-        .and_then(|p| p.info().ok())
-        .expect("the program is loaded");
-    (info.run_time().as_nanos() as u64, info.run_count())
-}
-
-/// (run time ns, run count) of pinsight's sched_switch, from bpf_stats.
-fn sched_switch_run_stats(probes: &Probes) -> (u64, u64) {
-    let stats = probes.program_stats().expect("bpf_stats enabled");
-    let s = stats
-        .iter()
-        .find(|s| s.program == SCHED_SWITCH)
-        .expect("sched_switch attached");
-    (s.run_time_ns, s.run_count)
-}
-
 pub fn options() -> ProbeOptions {
     ProbeOptions {
         max_threads: 1024,
@@ -181,7 +164,7 @@ impl Attached {
     pub fn sample(&self) -> Vec<(u64, u64)> {
         let mut v = vec![run_stats(&self.empty, SCHED_SWITCH_EMPTY)];
         v.extend(self.others.iter().map(|o| run_stats(&o.ebpf, SCHED_SWITCH)));
-        v.push(sched_switch_run_stats(&self.probes));
+        v.push(pinsight_stats(&self.probes, SCHED_SWITCH));
         v
     }
 
