@@ -201,8 +201,7 @@ impl Probes {
         };
         let mut globals = layout.globals;
         // Without the task's CPU, sched_migrate_task is skipped (below) and the offset unused.
-        globals.push((TASK_CPU_OFFSET, *task_cpu.as_ref().unwrap_or(&0)));
-        let mut task_cpu_missing = task_cpu.err();
+        globals.push((TASK_CPU_OFFSET, task_cpu.as_ref().copied().unwrap_or(0)));
         globals.extend(kvm_exit::globals());
         let slot_words = tracked::slot_words(pid_max());
         let all_threads = options.max_threads + options.max_other_threads;
@@ -273,19 +272,18 @@ impl Probes {
             batch_reads: std::sync::atomic::AtomicBool::new(true),
         };
         let btf = Btf::from_sys_fs().map_err(ProbeError::KernelBtf)?;
-        for probe in [
-            sched_switch::PROBE,
-            sched_process_exit::PROBE,
-            sched_migrate_task::PROBE,
-            depth_filter::PROBE,
+        // Each probe, with what keeps it from loading on this kernel, if anything.
+        for (probe, unusable) in [
+            (sched_switch::PROBE, None),
+            (sched_process_exit::PROBE, None),
+            (sched_migrate_task::PROBE, task_cpu.err()),
+            (depth_filter::PROBE, None),
         ] {
-            if probe.program == sched_migrate_task::PROBE.program {
-                if let Some(e) = task_cpu_missing.take() {
-                    probes.skip_or_fail(probe, e.into())?;
-                    continue;
-                }
-            }
-            match probe.prepare(&mut probes.ebpf, &btf) {
+            let prepared = match unusable {
+                Some(e) => Err(e.into()),
+                None => probe.prepare(&mut probes.ebpf, &btf),
+            };
+            match prepared {
                 Ok(()) => {
                     probes.set_status(probe.program, false, "prepared, not attached yet".into());
                     probes.prepared.push(probe);
