@@ -104,11 +104,12 @@ impl CgroupFiles {
         // No hugetlb cgroup of its own (the controller is not mounted, or, on a hybrid host,
         // sits on the v2 tree where libvirt does not enable it): the hugetlb pages are then
         // in no counter read here, so their total is read from the process itself.
-        let status = match hugetlb.is_empty() {
-            true => Some(StatFile::open(
+        let status = if hugetlb.is_empty() {
+            Some(StatFile::open(
                 proc_root.join(pid.to_string()).join("status"),
-            )?),
-            false => None,
+            )?)
+        } else {
+            None
         };
         Ok(CgroupFiles {
             numa_stat: StatFile::open(numa_stat)?,

@@ -14,6 +14,11 @@ fn ratio(r: Option<f64>) -> String {
     r.map(pct).unwrap_or_else(|| "   n/a".into())
 }
 
+/// Bytes in MiB, for display.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
 /// The text of `pinsight status`.
 pub fn status(host: &HostView) -> String {
     let mut out = String::new();
@@ -87,7 +92,7 @@ pub fn status(host: &HostView) -> String {
             let nodes: Vec<String> = m
                 .by_node
                 .iter()
-                .map(|(n, b)| format!("node {n} {:.0} MiB", *b as f64 / 1048576.0))
+                .map(|(n, b)| format!("node {n} {:.0} MiB", mib(*b)))
                 .collect();
             let huge = m.hugetlb_by_locality;
             let huge = huge.local + huge.same_socket + huge.remote + huge.none;
@@ -97,7 +102,7 @@ pub fn status(host: &HostView) -> String {
                 nodes.join(", "),
                 ratio(m.remote_ratio),
                 if huge > 0 {
-                    format!("  (hugetlb {:.0} MiB)", huge as f64 / 1048576.0)
+                    format!("  (hugetlb {:.0} MiB)", mib(huge))
                 } else {
                     String::new()
                 },
@@ -112,7 +117,7 @@ pub fn status(host: &HostView) -> String {
                     out,
                     "  memory: + hugetlb {:.0} MiB on nodes unknown: no hugetlb cgroup counts \
                      them (set numa_maps_fallback_seconds to place them)",
-                    m.hugetlb_node_unknown as f64 / 1048576.0
+                    mib(m.hugetlb_node_unknown)
                 );
             }
         }
