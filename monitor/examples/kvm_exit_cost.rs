@@ -30,7 +30,7 @@ use aya::{Ebpf, EbpfLoader};
 use clap::Parser;
 use monitor_common::programs::KVM_USERSPACE_EXIT_EMPTY;
 use monitor_common::programs::{KVM_EXIT, KVM_EXIT_EMPTY, KVM_USERSPACE_EXIT};
-use monitor_common::tracked::{slot_shift, slot_word, slot_words};
+use monitor_common::tracked::slot_words;
 use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes};
 
 /// Cost of the KVM exit probe, before and after, against an empty program.
@@ -53,9 +53,6 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     rounds: usize,
 }
-
-/// An older object: its label, the loaded object, its slot table.
-type Other = (String, Ebpf, Array<aya::maps::MapData, u64>);
 
 /// A QEMU running the guest, killed (by its pid) when dropped.
 struct Guest {
@@ -150,7 +147,7 @@ fn main() {
     let attach_all = |round: usize| {
         let n = objects.len() + 2;
         let mut empty = None;
-        let mut others: Vec<Option<Other>> = (0..objects.len()).map(|_| None).collect();
+        let mut others: Vec<Option<common::Other>> = (0..objects.len()).map(|_| None).collect();
         let mut probes = None;
         for i in (0..n).map(|i| (i + round) % n) {
             if i == 0 {
@@ -188,7 +185,7 @@ fn main() {
                 probes = Some(loaded);
             }
         }
-        let others: Vec<Other> = others.into_iter().map(Option::unwrap).collect();
+        let others: Vec<common::Other> = others.into_iter().map(Option::unwrap).collect();
         (empty.unwrap(), others, probes.unwrap())
     };
 
@@ -213,35 +210,16 @@ fn main() {
     let mut ns: Vec<(&str, usize, f64)> = Vec::new();
     for round in 1..=args.rounds {
         let (empty, mut others, mut probes) = attach_all(round);
+        let mut point = common::OnePoint {
+            empty: (&empty, empty_name),
+            others: &mut others,
+            probes: &mut probes,
+            program,
+        };
         for (scenario, track) in [("untracked", false), ("tracked", true)] {
-            if track {
-                // Slot 1 of each older table; pinsight hands out its own.
-                for (_, _, tids) in &mut others {
-                    tids.set(slot_word(vcpu), 1u64 << slot_shift(vcpu), 0)
-                        .unwrap();
-                }
-                probes.track(vcpu).unwrap();
-            }
-            let sample = |probes: &Probes, others: &[Other]| {
-                let mut v = vec![common::run_stats(&empty, empty_name)];
-                v.extend(
-                    others
-                        .iter()
-                        .map(|(_, ebpf, _)| common::run_stats(ebpf, program)),
-                );
-                v.push(common::pinsight_stats(probes, program));
-                v
-            };
-            let start = sample(&probes, &others);
-            std::thread::sleep(Duration::from_secs(args.seconds));
-            let end = sample(&probes, &others);
-            if track {
-                for (_, _, tids) in &mut others {
-                    tids.set(slot_word(vcpu), 0, 0).unwrap();
-                }
-                probes.untrack(vcpu).unwrap();
-            }
-            let per = common::round_row(round, scenario, &start, &end);
+            let per = point.scenario(round, scenario, vcpu, track, || {
+                std::thread::sleep(Duration::from_secs(args.seconds))
+            });
             ns.extend(per.iter().enumerate().map(|(i, x)| (scenario, i, *x)));
         }
     }

@@ -21,10 +21,10 @@ mod common;
 
 use aya::maps::Array;
 use aya::programs::{BtfTracePoint, Program};
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Btf, EbpfLoader};
 use clap::Parser;
 use monitor_common::programs::{SCHED_MIGRATE_TASK, SCHED_MIGRATE_TASK_EMPTY};
-use monitor_common::tracked::{slot_shift, slot_word, slot_words};
+use monitor_common::tracked::slot_words;
 use pinsight::probes::{embedded_object, ProbeOptions, Probes};
 
 /// Cost of the sched_migrate_task probe against an empty program and older builds.
@@ -41,12 +41,9 @@ struct Args {
     rounds: usize,
 }
 
-/// An older object: its label, the loaded object, its slot table.
-type Other = (String, Ebpf, Array<aya::maps::MapData, u64>);
-
 /// Loads an older object as its daemon would and attaches only its sched_migrate_task, as
 /// the object builds it (classic tracepoint, or tp_btf).
-fn attach_other(label: &str, object: &[u8], btf: &Btf) -> Other {
+fn attach_other(label: &str, object: &[u8], btf: &Btf) -> common::Other {
     let mut ebpf = EbpfLoader::new()
         .btf(Some(btf))
         .set_max_entries("TRACKED_TIDS", slot_words(pinsight::probes::pid_max()))
@@ -84,7 +81,7 @@ fn main() {
         .unwrap();
     prog.load("sched_migrate_task", &btf).unwrap();
     prog.attach().unwrap();
-    let mut others: Vec<Other> = common::compared_objects(&args.compare)
+    let mut others: Vec<common::Other> = common::compared_objects(&args.compare)
         .iter()
         .map(|(label, object)| attach_other(label, object, &btf))
         .collect();
@@ -111,34 +108,17 @@ fn main() {
     let mut ns: Vec<(&str, usize, f64)> = Vec::new();
     for round in 1..=args.rounds {
         for (scenario, track) in [("untracked", false), ("tracked", true)] {
-            if track {
-                for (_, _, tids) in &mut others {
-                    tids.set(slot_word(me), 1u64 << slot_shift(me), 0).unwrap();
-                }
-                probes.track(me).unwrap();
-            }
-            let sample = |probes: &Probes, others: &[Other]| {
-                let mut v = vec![common::run_stats(&empty, SCHED_MIGRATE_TASK_EMPTY)];
-                v.extend(
-                    others
-                        .iter()
-                        .map(|(_, ebpf, _)| common::run_stats(ebpf, SCHED_MIGRATE_TASK)),
-                );
-                v.push(common::pinsight_stats(probes, SCHED_MIGRATE_TASK));
-                v
+            let mut point = common::OnePoint {
+                empty: (&empty, SCHED_MIGRATE_TASK_EMPTY),
+                others: &mut others,
+                probes: &mut probes,
+                program: SCHED_MIGRATE_TASK,
             };
-            let start = sample(&probes, &others);
-            for i in 0..args.moves {
-                common::thread::pin_self((i % 2) as usize);
-            }
-            let end = sample(&probes, &others);
-            if track {
-                for (_, _, tids) in &mut others {
-                    tids.set(slot_word(me), 0, 0).unwrap();
+            let per = point.scenario(round, scenario, me, track, || {
+                for i in 0..args.moves {
+                    common::thread::pin_self((i % 2) as usize);
                 }
-                probes.untrack(me).unwrap();
-            }
-            let per = common::round_row(round, scenario, &start, &end);
+            });
             ns.extend(per.iter().enumerate().map(|(i, x)| (scenario, i, *x)));
         }
     }

@@ -119,3 +119,66 @@ impl Drop for BpfStats {
         let _ = std::fs::write(BPF_STATS, self.before.trim());
     }
 }
+
+/// An older build's object attached beside this build's: its label, the loaded object, its
+/// slot table of tracked threads.
+pub type Other = (String, aya::Ebpf, aya::maps::Array<aya::maps::MapData, u64>);
+
+/// The programs of one tracepoint under test, all attached at once: an empty program, older
+/// builds' `program`s, and this build's.
+pub struct OnePoint<'a> {
+    /// The object holding the empty program, and its name.
+    pub empty: (&'a aya::Ebpf, &'a str),
+    /// The older builds.
+    pub others: &'a mut [Other],
+    /// This build's probes.
+    pub probes: &'a mut pinsight::probes::Probes,
+    /// The program compared, by name.
+    pub program: &'a str,
+}
+
+impl OnePoint<'_> {
+    /// One scenario of a round: `tid` tracked by every build (slot 1 in the older tables,
+    /// the slot pinsight hands out in this one) when `tracked`, `work` run, and each
+    /// program's ns per run over it, printed as the round's row and returned.
+    pub fn scenario(
+        &mut self,
+        round: usize,
+        scenario: &str,
+        tid: u32,
+        tracked: bool,
+        work: impl FnOnce(),
+    ) -> Vec<f64> {
+        use monitor_common::tracked::{slot_shift, slot_word};
+        let set_slot = |others: &mut [Other], slot: u64| {
+            for (_, _, tids) in others {
+                tids.set(slot_word(tid), slot << slot_shift(tid), 0)
+                    .unwrap();
+            }
+        };
+        if tracked {
+            set_slot(self.others, 1);
+            self.probes.track(tid).unwrap();
+        }
+        let start = self.sample();
+        work();
+        let end = self.sample();
+        if tracked {
+            set_slot(self.others, 0);
+            self.probes.untrack(tid).unwrap();
+        }
+        round_row(round, scenario, &start, &end)
+    }
+
+    /// (run time ns, run count) of every program: empty, older builds, this build.
+    fn sample(&self) -> Vec<(u64, u64)> {
+        let mut v = vec![run_stats(self.empty.0, self.empty.1)];
+        v.extend(
+            self.others
+                .iter()
+                .map(|(_, ebpf, _)| run_stats(ebpf, self.program)),
+        );
+        v.push(pinsight_stats(self.probes, self.program));
+        v
+    }
+}
