@@ -8,10 +8,12 @@
 //! Part 1 (bpf_stats): the empty program, each older object's sched_switch and this build's
 //! probes are attached at the same time (attach order rotated each round), so all run on
 //! exactly the same switches; the ratio of each mean run time to the empty program's in the
-//! same interval is what that build adds. Four scenarios per round:
+//! same interval is what that build adds. Five scenarios per round:
 //! - busy untracked: a two-thread pipe ping-pong nobody tracks (the common case on a host);
 //! - busy tracked: the same ping-pong with both threads tracked (worst case: every switch has
-//!   a tracked thread on one side);
+//!   a tracked thread on both sides when the two share a CPU);
+//! - busy one tracked: the same with only one of the two tracked, as a vCPU thread that
+//!   switches with host threads or the idle task (one tracked side per switch);
 //! - quiet untracked: no load of our own: the host's own switches, and those of `--sleepers`
 //!   threads that wake a few times a second each at thread ids spread over all of pid_max
 //!   (placed through ns_last_pid), as a long-running host's daemons are: the case where the
@@ -109,15 +111,22 @@ fn scenario(
 ) -> (Vec<f64>, u64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let (tids, handles) = match name {
-        "busy untracked" | "busy tracked" => ping_pong(stop.clone()),
+        "busy untracked" | "busy tracked" | "busy one tracked" => ping_pong(stop.clone()),
         _ => (vec![ticker(stop.clone())], Vec::new()),
     };
-    let track = name.ends_with(" tracked");
+    let tracked = match name {
+        "busy one tracked" => &tids[..1],
+        _ if name.ends_with(" tracked") => &tids[..],
+        _ => &[],
+    };
+    let track = !tracked.is_empty();
     if track {
         if let Some((cgroups, depth)) = vm {
-            tids.iter().for_each(|&tid| cgroups.move_thread(tid, depth));
+            tracked
+                .iter()
+                .for_each(|&tid| cgroups.move_thread(tid, depth));
         }
-        attached.track(&tids, true);
+        attached.track(tracked, true);
     }
     let word = attached.filter_word();
     let start = attached.sample();
@@ -125,7 +134,7 @@ fn scenario(
     let end = attached.sample();
     stop.store(true, Ordering::Relaxed);
     if track {
-        attached.track(&tids, false);
+        attached.track(tracked, false);
     }
     for h in handles {
         h.join().unwrap();
@@ -138,9 +147,10 @@ fn scenario(
     (per, end[0].1 - start[0].1, word)
 }
 
-const SCENARIOS: [&str; 4] = [
+const SCENARIOS: [&str; 5] = [
     "busy untracked",
     "busy tracked",
+    "busy one tracked",
     "quiet untracked",
     "quiet tracked",
 ];
