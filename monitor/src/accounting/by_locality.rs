@@ -1,6 +1,6 @@
 //! One figure per locality relative to a VM's GPUs, and the share rules on it.
 
-use std::ops::AddAssign;
+use std::ops::{Add, AddAssign};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,13 @@ impl<T: Copy> ByLocality<T> {
     }
 }
 
+impl<T: Copy + Add<Output = T>> ByLocality<T> {
+    /// The sum over all localities.
+    pub fn total(&self) -> T {
+        self.local + self.same_socket + self.remote + self.none
+    }
+}
+
 impl<T: Copy + AddAssign> AddAssign for ByLocality<T> {
     fn add_assign(&mut self, other: Self) {
         for l in Locality::ALL {
@@ -55,11 +62,6 @@ impl<T: Copy + AddAssign> AddAssign for ByLocality<T> {
 }
 
 impl ByLocality<f64> {
-    /// The sum over all localities.
-    pub fn total(&self) -> f64 {
-        self.local + self.same_socket + self.remote + self.none
-    }
-
     /// The time whose locality is known (all but `none`).
     pub fn known(&self) -> f64 {
         self.local + self.same_socket + self.remote

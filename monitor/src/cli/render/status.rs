@@ -94,8 +94,7 @@ pub fn status(host: &HostView) -> String {
                 .iter()
                 .map(|(n, b)| format!("node {n} {:.0} MiB", mib(*b)))
                 .collect();
-            let huge = m.hugetlb_by_locality;
-            let huge = huge.local + huge.same_socket + huge.remote + huge.none;
+            let huge = m.hugetlb_by_locality.total();
             let _ = writeln!(
                 out,
                 "  memory: {}  remote {}{}{}",
@@ -134,8 +133,7 @@ pub fn status(host: &HostView) -> String {
                     )
                 })
                 .collect();
-            let handled =
-                g.handled.local + g.handled.same_socket + g.handled.remote + g.handled.none;
+            let handled = g.handled.total();
             let _ = writeln!(
                 out,
                 "  GPU {} interrupts: {} lines, {} handled, {} on a remote socket{}",

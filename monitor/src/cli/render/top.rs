@@ -75,8 +75,7 @@ pub struct Rates {
 /// A VM's counters that rates are taken of.
 fn counters(vm: &VmView) -> (u64, u64) {
     let moves = vm.vcpus.iter().map(|v| v.cross_socket_migrations).sum();
-    let k = &vm.kvm_exits;
-    (moves, k.local + k.same_socket + k.remote + k.none)
+    (moves, vm.kvm_exits.total())
 }
 
 /// Rates per VM from `before` to `now`, `seconds` apart (VMs new since have none).
