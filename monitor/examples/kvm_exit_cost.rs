@@ -223,5 +223,5 @@ fn main() {
             ns.extend(per.iter().enumerate().map(|(i, x)| (scenario, i, *x)));
         }
     }
-    common::print_summary(&who, &ns);
+    common::print_summary(&["untracked", "tracked"], &who, &ns);
 }

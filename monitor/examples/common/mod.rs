@@ -27,19 +27,23 @@ pub fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
-/// Per program, ns per run between two bpf_stats samples of (run time ns, run count); and
-/// prints the round's row (the run count is program 0's).
+/// Per program, ns per run between two bpf_stats samples of (run time ns, run count).
+pub fn ns_per_run(start: &[(u64, u64)], end: &[(u64, u64)]) -> Vec<f64> {
+    start
+        .iter()
+        .zip(end)
+        .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
+        .collect()
+}
+
+/// [`ns_per_run`], and prints the round's row (the run count is program 0's).
 pub fn round_row(
     round: usize,
     scenario: &str,
     start: &[(u64, u64)],
     end: &[(u64, u64)],
 ) -> Vec<f64> {
-    let per: Vec<f64> = start
-        .iter()
-        .zip(end)
-        .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
-        .collect();
+    let per = ns_per_run(start, end);
     let runs = end[0].1 - start[0].1;
     let cells: Vec<String> = per.iter().map(|x| format!("{x:.1}")).collect();
     println!("| {round} | {scenario} | {runs} | {} |", cells.join(" | "));
@@ -48,12 +52,14 @@ pub fn round_row(
 
 /// Prints, per scenario and program (`who`, program 0 the empty one), ns per run median
 /// (min-max) over the rounds and the ratio to the empty program in the same interval, against
-/// issue 12's targets (untracked <= 1.10x, tracked <= 1.5x). `ns`: (scenario, program, ns/run).
-pub fn print_summary(who: &[String], ns: &[(&str, usize, f64)]) {
+/// issue 12's targets (<= 1.5x for a scenario whose last word is "tracked", else <= 1.10x).
+/// `ns`: (scenario, program, ns/run), rounds in order.
+pub fn print_summary(scenarios: &[&str], who: &[String], ns: &[(&str, usize, f64)]) {
     println!("\n| scenario | program | ns/run median (min-max) | ratio to empty, same interval: median (min-max) | target |");
     println!("|---|---|---|---|---|");
-    for scenario in ["untracked", "tracked"] {
-        let target = if scenario == "tracked" { 1.5 } else { 1.10 };
+    for &scenario in scenarios {
+        let tracked = scenario.rsplit(' ').next() == Some("tracked");
+        let target = if tracked { 1.5 } else { 1.10 };
         let of = |i: usize| -> Vec<f64> {
             ns.iter()
                 .filter(|(s, j, _)| *s == scenario && *j == i)

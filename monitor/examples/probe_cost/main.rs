@@ -139,11 +139,7 @@ fn scenario(
     for h in handles {
         h.join().unwrap();
     }
-    let per = start
-        .iter()
-        .zip(&end)
-        .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
-        .collect();
+    let per = common::ns_per_run(&start, &end);
     (per, end[0].1 - start[0].1, word)
 }
 
@@ -187,8 +183,8 @@ fn main() {
         head.join(" | ")
     );
     println!("|---|---|---|---|{}", "---|".repeat(who.len()));
-    // (scenario, program index, ns per run, ratio to empty)
-    let mut ns: Vec<(&str, usize, f64, f64)> = Vec::new();
+    // (scenario, program index, ns per run)
+    let mut ns: Vec<(&str, usize, f64)> = Vec::new();
     for round in 1..=args.rounds as usize {
         let mut attached = Attached::all(round, &objects, pid_max, &[resident_tid]);
         for name in SCENARIOS {
@@ -198,40 +194,10 @@ fn main() {
                 "| {round} | {name} | {runs} | {word:#x} | {} |",
                 cells.join(" | ")
             );
-            ns.extend(
-                per.iter()
-                    .enumerate()
-                    .map(|(i, x)| (name, i, *x, x / per[0])),
-            );
+            ns.extend(per.iter().enumerate().map(|(i, x)| (name, i, *x)));
         }
     }
-    println!("\n| scenario | program | ns/run median (min-max) | ratio to empty, same interval: median (min-max) | target |");
-    println!("|---|---|---|---|---|");
-    for name in SCENARIOS {
-        let target = if name.ends_with(" tracked") {
-            1.5
-        } else {
-            1.10
-        };
-        for (i, program) in who.iter().enumerate() {
-            let of = |pick: fn(&(&str, usize, f64, f64)) -> f64| -> Vec<f64> {
-                ns.iter()
-                    .filter(|r| r.0 == name && r.1 == i)
-                    .map(pick)
-                    .collect()
-            };
-            let (m, lo, hi) = common::median_spread(of(|r| r.2));
-            if i == 0 {
-                println!("| {name} | {program} | {m:.1} ({lo:.1}-{hi:.1}) | 1 | |");
-                continue;
-            }
-            let (r, rlo, rhi) = common::median_spread(of(|r| r.3));
-            let met = if r <= target { "met" } else { "not met" };
-            println!(
-                "| {name} | {program} | {m:.1} ({lo:.1}-{hi:.1}) | {r:.2}x ({rlo:.2}-{rhi:.2}) | <= {target}x: {met} |"
-            );
-        }
-    }
+    common::print_summary(&SCENARIOS, &who, &ns);
 
     if !args.no_perf {
         println!(
