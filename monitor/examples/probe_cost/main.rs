@@ -59,7 +59,7 @@ struct Args {
     rounds: u64,
     /// Other builds' eBPF objects to compare with, as LABEL=PATH (repeatable): their
     /// sched_switch, and a TRACKED_TIDS slot table (and TRACKED_BITS, if they have one) of
-    /// this build's layout.
+    /// this build's layout; a depth filter word, if they have one, is kept at this build's.
     #[arg(long = "compare", value_name = "LABEL=PATH")]
     compare: Vec<String>,
     /// Threads that each wake every 50-150 ms for the whole run, at thread ids spread evenly

@@ -9,7 +9,9 @@ use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use monitor_common::programs::{SCHED_SWITCH, SCHED_SWITCH_EMPTY};
 use monitor_common::sched_migrate_task::CpuTopo;
-use monitor_common::sched_switch::{TASK_DEPTH_OFFSET, TASK_PID_OFFSET, TASK_RUNTIME_OFFSET};
+use monitor_common::sched_switch::{
+    TASK_DEPTH_OFFSET, TASK_PID_OFFSET, TASK_RUNTIME_OFFSET, TRACKED_DEPTHS,
+};
 use monitor_common::tracked::{slot_shift, slot_word, slot_words, TRACKED_TIDS};
 use pinsight::probes::btf::KernelBtf;
 use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes, VMLINUX_BTF};
@@ -25,11 +27,13 @@ fn bit_of(tid: u32) -> (u32, u64) {
     (tid / 64, 1 << (tid % 64))
 }
 
-/// An older object with its sched_switch attached, and its tables of tracked threads.
+/// An older object with its sched_switch attached, its tables of tracked threads, and its
+/// depth filter word if it has one.
 pub struct Other {
     ebpf: Ebpf,
     slots: Array<MapData, u64>,
     bits: Option<Array<MapData, u64>>,
+    depths: Option<Array<MapData, u64>>,
 }
 
 impl Other {
@@ -62,7 +66,23 @@ impl Other {
         let bits = ebpf
             .take_map(TRACKED_BITS)
             .map(|m| Array::try_from(m).unwrap());
-        Other { ebpf, slots, bits }
+        let depths = ebpf
+            .take_map(TRACKED_DEPTHS)
+            .map(|m| Array::try_from(m).unwrap());
+        Other {
+            ebpf,
+            slots,
+            bits,
+            depths,
+        }
+    }
+
+    /// Sets its depth filter (if it has one) to `word`, this build's: the daemon of each build
+    /// would set the same bits for the same tracked threads, so both filter alike.
+    fn filter(&mut self, word: u64) {
+        if let Some(depths) = &mut self.depths {
+            depths.set(0, word, 0).unwrap();
+        }
     }
 
     /// Publishes `tid` in `slot` (0: untracks it), the slot before the bit as the daemon does.
@@ -169,7 +189,8 @@ impl Attached {
     }
 
     /// Tracks (`on`) or untracks `tids` in every build, then reads this build's maps once, as
-    /// the daemon's tick does (which sets its depth filter).
+    /// the daemon's tick does (which sets its depth filter), and gives the older builds the
+    /// same filter word.
     pub fn track(&mut self, tids: &[u32], on: bool) {
         let first_slot = self.resident.len() as u32 + 1;
         for (n, &tid) in tids.iter().enumerate() {
@@ -183,6 +204,10 @@ impl Attached {
             }
         }
         self.probes.read().expect("read this build's maps");
+        let word = self.filter_word();
+        for other in &mut self.others {
+            other.filter(word);
+        }
     }
 
     /// This build's depth filter word now.
