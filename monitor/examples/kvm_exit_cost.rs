@@ -142,47 +142,50 @@ fn main() {
     } else {
         KvmExitSource::KvmUserspaceExit
     };
-    // Programs on one tracepoint run one after the other in attach order, so each round
-    // loads and attaches them afresh, in an order rotated by one: none always goes first.
+    // Each round loads and attaches every program afresh, in common::attach_order.
     let attach_all = |round: usize| {
-        let n = objects.len() + 2;
         let mut empty = None;
         let mut others: Vec<Option<common::Other>> = (0..objects.len()).map(|_| None).collect();
         let mut probes = None;
-        for i in (0..n).map(|i| (i + round) % n) {
-            if i == 0 {
-                empty = Some(attach_one(
-                    embedded_object(),
-                    empty_name,
-                    program,
-                    &mut EbpfLoader::new(),
-                ));
-            } else if i <= objects.len() {
-                // Each older object loaded as its daemon would, slot table sized for pid_max.
-                let (label, object) = &objects[i - 1];
-                let mut ebpf = attach_one(
-                    object,
-                    program,
-                    program,
-                    EbpfLoader::new()
-                        .set_max_entries("TRACKED_TIDS", slot_words(pid_max))
-                        .set_max_entries("RUN_NS", 1025)
-                        .set_max_entries("THREAD_RUN", 1025)
-                        .set_max_entries("KVM_EXITS", 16384)
-                        .set_max_entries("CPU_TOPO", 64),
-                );
-                let tids = Array::try_from(ebpf.take_map("TRACKED_TIDS").unwrap()).unwrap();
-                others[i - 1] = Some((label.clone(), ebpf, tids));
-            } else {
-                let loaded = Probes::load(ProbeOptions {
-                    max_threads: 1024,
-                    max_other_threads: 64,
-                    kvm_exit_source: source,
-                    cpu_topo: Default::default(),
-                })
-                .unwrap();
-                assert_eq!(loaded.exit_source(), Some(program));
-                probes = Some(loaded);
+        for turn in common::attach_order(round, objects.len()) {
+            match turn {
+                common::Turn::Empty => {
+                    empty = Some(attach_one(
+                        embedded_object(),
+                        empty_name,
+                        program,
+                        &mut EbpfLoader::new(),
+                    ));
+                }
+                common::Turn::Other(i) => {
+                    // Each older object loaded as its daemon would, slot table sized for
+                    // pid_max.
+                    let (label, object) = &objects[i];
+                    let mut ebpf = attach_one(
+                        object,
+                        program,
+                        program,
+                        EbpfLoader::new()
+                            .set_max_entries("TRACKED_TIDS", slot_words(pid_max))
+                            .set_max_entries("RUN_NS", 1025)
+                            .set_max_entries("THREAD_RUN", 1025)
+                            .set_max_entries("KVM_EXITS", 16384)
+                            .set_max_entries("CPU_TOPO", 64),
+                    );
+                    let tids = Array::try_from(ebpf.take_map("TRACKED_TIDS").unwrap()).unwrap();
+                    others[i] = Some((label.clone(), ebpf, tids));
+                }
+                common::Turn::ThisBuild => {
+                    let loaded = Probes::load(ProbeOptions {
+                        max_threads: 1024,
+                        max_other_threads: 64,
+                        kvm_exit_source: source,
+                        cpu_topo: Default::default(),
+                    })
+                    .unwrap();
+                    assert_eq!(loaded.exit_source(), Some(program));
+                    probes = Some(loaded);
+                }
             }
         }
         let others: Vec<common::Other> = others.into_iter().map(Option::unwrap).collect();

@@ -126,6 +126,26 @@ impl Drop for BpfStats {
     }
 }
 
+/// One step of a round's attaching: the empty program, an older build (by its index in
+/// `--compare`), or this build.
+pub enum Turn {
+    Empty,
+    Other(usize),
+    ThisBuild,
+}
+
+/// The order in which a round attaches the empty program, `others` older builds and this
+/// build. Programs on one tracepoint run one after the other in attach order, so each round
+/// starts one further along: over the rounds, each program runs first, second, ... in turn.
+pub fn attach_order(round: usize, others: usize) -> impl Iterator<Item = Turn> {
+    let n = others + 2;
+    (0..n).map(move |i| match (i + round) % n {
+        0 => Turn::Empty,
+        i if i <= others => Turn::Other(i - 1),
+        _ => Turn::ThisBuild,
+    })
+}
+
 /// An older build's object attached beside this build's: its label, the loaded object, its
 /// slot table of tracked threads.
 pub type Other = (String, aya::Ebpf, aya::maps::Array<aya::maps::MapData, u64>);

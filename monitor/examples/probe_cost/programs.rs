@@ -16,7 +16,7 @@ use monitor_common::tracked::{slot_shift, slot_word, slot_words, TRACKED_TIDS};
 use pinsight::probes::btf::KernelBtf;
 use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes, VMLINUX_BTF};
 
-use crate::common::{pinsight_stats, run_stats};
+use crate::common::{attach_order, pinsight_stats, run_stats, Turn};
 
 /// The one-bit-per-tid bitmap that a trial build (2eed912, not kept: BENCHMARKS.md) read
 /// before its slot table: 64 thread ids a word. An object compared here may have it.
@@ -148,25 +148,25 @@ pub struct Attached {
 }
 
 impl Attached {
-    /// Programs on one tracepoint run one after the other in attach order, so each round
-    /// attaches them in an order rotated by `round`.
+    /// Each round attaches them afresh, in `attach_order` for `round`.
     pub fn all(
         round: usize,
         objects: &[(String, Vec<u8>)],
         pid_max: u32,
         resident: &[u32],
     ) -> Attached {
-        let n = objects.len() + 2;
         let mut empty = None;
         let mut others: Vec<Option<Other>> = (0..objects.len()).map(|_| None).collect();
         let mut probes = None;
-        for i in (0..n).map(|i| (i + round) % n) {
-            if i == 0 {
-                empty = Some(load_empty_sched_switch().expect("load empty program"));
-            } else if i <= objects.len() {
-                others[i - 1] = Some(Other::load(&objects[i - 1].1, pid_max));
-            } else {
-                probes = Some(Probes::load(options()).expect("load pinsight probes"));
+        for turn in attach_order(round, objects.len()) {
+            match turn {
+                Turn::Empty => {
+                    empty = Some(load_empty_sched_switch().expect("load empty program"));
+                }
+                Turn::Other(i) => others[i] = Some(Other::load(&objects[i].1, pid_max)),
+                Turn::ThisBuild => {
+                    probes = Some(Probes::load(options()).expect("load pinsight probes"));
+                }
             }
         }
         let mut attached = Attached {
