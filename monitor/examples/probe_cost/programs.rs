@@ -9,12 +9,12 @@ use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use monitor_common::programs::{SCHED_SWITCH, SCHED_SWITCH_EMPTY};
 use monitor_common::sched_migrate_task::CpuTopo;
-use monitor_common::sched_switch::{
-    TASK_DEPTH_OFFSET, TASK_PID_OFFSET, TASK_RUNTIME_OFFSET, TRACKED_DEPTHS,
-};
+use monitor_common::sched_switch::{TASK_DEPTH_OFFSET, TRACKED_DEPTHS};
 use monitor_common::tracked::{slot_shift, slot_word, slot_words, TRACKED_TIDS};
 use pinsight::probes::btf::KernelBtf;
-use pinsight::probes::{embedded_object, KvmExitSource, ProbeOptions, Probes, VMLINUX_BTF};
+use pinsight::probes::{
+    embedded_object, task_globals, KvmExitSource, ProbeOptions, Probes, VMLINUX_BTF,
+};
 
 use crate::common::{attach_order, pinsight_stats, run_stats, Turn};
 
@@ -39,25 +39,20 @@ pub struct Other {
 impl Other {
     pub fn load(object: &[u8], pid_max: u32) -> Other {
         let btf = KernelBtf::read(Path::new(VMLINUX_BTF)).unwrap();
-        let pid = btf.member_offset("task_struct", "pid").unwrap();
-        let se = btf.member_offset("task_struct", "se").unwrap();
-        let runtime = se
-            + btf
-                .member_offset("sched_entity", "sum_exec_runtime")
-                .unwrap();
-        let depth = se + btf.member_offset("sched_entity", "depth").unwrap();
-        let mut ebpf = EbpfLoader::new()
+        let globals = task_globals(&btf).unwrap();
+        let mut loader = EbpfLoader::new();
+        loader
             .set_max_entries(TRACKED_TIDS, slot_words(pid_max))
             .set_max_entries(TRACKED_BITS, pid_max.div_ceil(64))
             .set_max_entries("RUN_NS", 1025)
             .set_max_entries("THREAD_RUN", 1025)
             .set_max_entries("KVM_EXITS", 1025)
-            .set_max_entries("CPU_TOPO", 64)
-            .set_global(TASK_PID_OFFSET, &pid, true)
-            .set_global(TASK_RUNTIME_OFFSET, &runtime, true)
-            .set_global(TASK_DEPTH_OFFSET, &depth, false)
-            .load(object)
-            .unwrap();
+            .set_max_entries("CPU_TOPO", 64);
+        for (name, value) in &globals {
+            // Objects from before the depth filter have no depth offset.
+            loader.set_global(name, value, *name != TASK_DEPTH_OFFSET);
+        }
+        let mut ebpf = loader.load(object).unwrap();
         let prog: &mut BtfTracePoint = ebpf.program_mut(SCHED_SWITCH).unwrap().try_into().unwrap();
         prog.load("sched_switch", &Btf::from_sys_fs().unwrap())
             .unwrap();

@@ -74,6 +74,13 @@ pub fn embedded_object() -> &'static [u8] {
     PROBES_OBJECT
 }
 
+/// The task_struct offsets the tp_btf programs read (`pid`, `se.sum_exec_runtime`,
+/// `se.depth`), as (global name, value) from this kernel's BTF: what [`Probes::prepare`] sets,
+/// for benchmarks that load other builds' objects the same way.
+pub fn task_globals(btf: &btf::KernelBtf) -> Result<Vec<(&'static str, u32)>, BtfError> {
+    Ok(sched_switch::task_layout(btf)?.globals)
+}
+
 /// Sizes and choices for loading the probes.
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
